@@ -1,0 +1,208 @@
+"""Gibbs updates for the parameters of one regression block (MODEL.md, sweep steps 2-5, 8).
+
+Every block is a linear (mixed) model on its own rows, level-1 units or clusters:
+
+    v = T beta + Z u_j + e,   e ~ N(0, s2),   u_j ~ N(0, Sigma)
+
+with flat priors on beta and inverse-Wishart priors on Sigma and s2 (Blimp's prior1-3). The full
+conditionals are the standard conjugate ones for the normal linear mixed model (Gelman et al. 2013,
+BDA3, ch. 15; Browne & Draper 2006 for the inverse-Wishart choices):
+
+- beta | .   ~ N((T'T)^-1 T'(v - Zu), s2 (T'T)^-1)
+- u_j | .    ~ N(Q_j^-1 l_j, Q_j^-1),  Q_j = Z_j'Z_j/s2 + Sigma^-1,  l_j = Z_j'(v - T beta)/s2
+- Sigma | .  ~ IW(S0 + sum_j u_j u_j', df0 + J)
+- s2 | .     ~ (S0 + SSE) / chi2(df0 + n)
+
+A block's random intercept is also its outcome's latent cluster mean, which child blocks may use as
+a level-2 predictor. Each child's linear predictor is affine in that intercept, so its likelihood
+adds b^2/s2_c to Q_j[0, 0] and b (v_c - a_c)/s2_c to l_j[0] (MODEL.md step 8), with b the sum of
+the child's terms that hold the intercept (each without it) and a = eta_c - b u: exact for any
+term in which the intercept appears once.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import draws
+from .clusters import ClusterArrays, cluster_sum, expand, first
+from .state import BlockState
+from .structure import LATENT, VAR, Block, Factor, Structure, Term
+
+
+# ---------------------------------------------------------------- linear predictors
+
+def rows_of(st: Structure, blk: Block, x, ca: ClusterArrays):
+    """The block's rows of the value matrix and their weights (0 for padding)."""
+    if blk.level == 1:
+        return x, ca.row_weight
+    return first(x, ca, st.rows_per_cluster), ca.cluster_weight
+
+
+def latents_at(st: Structure, blk: Block, blocks: tuple[BlockState, ...], ca: ClusterArrays):
+    """Current latent cluster means of the block's parents, at the block's rows."""
+    out = {}
+    for term in blk.terms + blk.random:
+        for f in term.factors:
+            if f.kind == LATENT and f.index not in out:
+                u0 = blocks[f.index].u[:, 0]
+                out[f.index] = expand(u0, ca, st.rows_per_cluster) if blk.level == 1 else u0
+    return out
+
+
+def term_value(term: Term, x_rows, lat, skip=None):
+    """Product of the term's factors at the block's rows; `skip` leaves one factor out (the
+    derivative of the term with respect to that factor, for terms that hold it once)."""
+    val = None
+    for f in term.factors:
+        if f == skip:
+            skip = None          # leave out one occurrence only
+            continue
+        col = x_rows[:, f.index] if f.kind == VAR else lat[f.index]
+        val = col if val is None else val * col
+    return jnp.ones(x_rows.shape[:1], x_rows.dtype) if val is None else val
+
+
+def design(terms: tuple[Term, ...], x_rows, lat):
+    """(n, len(terms)) matrix of term values."""
+    return jnp.stack([term_value(t, x_rows, lat) for t in terms], axis=-1)
+
+
+def _combine(terms, coef_rows, x_rows, lat, skip=None):
+    """sum_k coef_k * term_k at the rows (coef_k a scalar or a row vector); only terms holding
+    `skip` when it is given, each differentiated with respect to it."""
+    total = None
+    for k, t in enumerate(terms):
+        if skip is not None and skip not in t.factors:
+            continue
+        part = coef_rows(k) * term_value(t, x_rows, lat, skip)
+        total = part if total is None else total + part
+    return jnp.zeros(x_rows.shape[:1], x_rows.dtype) if total is None else total
+
+
+def random_part(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca: ClusterArrays, skip=None):
+    """Z u at the block's rows (0 for blocks without random effects)."""
+    if not blk.random:
+        return jnp.zeros(x_rows.shape[:1], x_rows.dtype)
+    u_rows = expand(bs.u, ca, st.rows_per_cluster)
+    return _combine(blk.random, lambda k: u_rows[:, k], x_rows, lat, skip)
+
+
+def linear_predictor(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca):
+    return (_combine(blk.terms, lambda k: bs.beta[k], x_rows, lat)
+            + random_part(st, blk, bs, x_rows, lat, ca))
+
+
+def affine_in(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca, factor, current):
+    """(a, b) with eta = a + b * value-of-`factor`, at the block's rows.
+
+    The linear predictor is affine in any one factor that appears at most once per term, so b is
+    the sum of the terms holding it, each without that factor, and a = eta - b * current.
+    """
+    slope = (_combine(blk.terms, lambda k: bs.beta[k], x_rows, lat, factor)
+             + random_part(st, blk, bs, x_rows, lat, ca, factor))
+    eta = linear_predictor(st, blk, bs, x_rows, lat, ca)
+    return eta - slope * current, slope
+
+
+# ---------------------------------------------------------------- conditional draws
+
+def draw_beta(key, blk: Block, bs: BlockState, y, t, zu, w):
+    """Fixed effects given everything else (flat prior)."""
+    r = y - zu
+    p = t.shape[-1]
+    cols = [t[:, i] for i in range(p)]
+    wcols = [w * c for c in cols]
+    # P(P+1)/2 weighted sums written out: XLA fuses them, where a (P x N)(N x P) dot_general
+    # batched over chains runs as many tiny matrix products
+    cross = [[None] * p for _ in range(p)]
+    for i in range(p):
+        for j in range(i + 1):
+            cross[i][j] = cross[j][i] = jnp.sum(wcols[i] * cols[j])
+    prec = jnp.stack([jnp.stack(row) for row in cross]) / bs.s2
+    lin = jnp.stack([jnp.sum(wc * r) for wc in wcols]) / bs.s2
+    return draws.mvn_from_precision(key, prec, lin)
+
+
+def draw_u(key, st: Structure, blk: Block, bs: BlockState, r, z, w, ca, child_prec, child_lin):
+    """Random effects per cluster, batched as unrolled q x q algebra over the cluster axis.
+
+    `r` is v - T beta at the rows; `child_prec`, `child_lin` (J,) are the latent-mean terms from
+    child blocks, added to the intercept component.
+    """
+    q = blk.num_random
+    zw = z * w[:, None]
+    ztz = cluster_sum(zw[:, :, None] * z[:, None, :], ca, st.num_clusters, st.rows_per_cluster)
+    ztr = cluster_sum(zw * r[:, None], ca, st.num_clusters, st.rows_per_cluster)
+    sigma_inv = _inverse(bs.sigma)
+    prec = ztz / bs.s2 + sigma_inv
+    lin = ztr / bs.s2
+    prec = prec.at[:, 0, 0].add(child_prec)
+    lin = lin.at[:, 0].add(child_lin)
+    if q == 1:
+        z0 = jax.random.normal(key, lin.shape, lin.dtype)
+        return lin / prec[:, :, 0] + z0 / jnp.sqrt(prec[:, :, 0])
+    return draws.mvn_from_precision(key, prec, lin)
+
+
+def _inverse(sigma):
+    if sigma.shape[-1] == 1:
+        return 1.0 / sigma
+    from .linalg import spd_inverse
+    return spd_inverse(sigma)
+
+
+def draw_sigma(key, st: Structure, blk: Block, u, cw):
+    q = blk.num_random
+    ss = jnp.einsum("j,ja,jb->ab", cw, u, u)
+    scale = ss + st.prior.scale(q) * jnp.eye(q, dtype=u.dtype)
+    return draws.inverse_wishart(key, scale, st.prior.df(q) + jnp.sum(cw))
+
+
+def draw_s2(key, st: Structure, resid, w):
+    sse = jnp.sum(w * resid * resid) + st.prior.scale(1)
+    return draws.scaled_inv_chi2(key, sse, st.prior.df(1) + jnp.sum(w))
+
+
+def latent_child_terms(st: Structure, b: int, blocks, x, ca):
+    """Precision and linear terms (J,) that the child blocks add to block b's random intercept."""
+    prec = jnp.zeros((st.num_clusters,), x.dtype)
+    lin = jnp.zeros((st.num_clusters,), x.dtype)
+    for c in st.children_of_latent(b):
+        child = st.blocks[c]
+        cs = blocks[c]
+        x_rows, w = rows_of(st, child, x, ca)
+        lat = latents_at(st, child, blocks, ca)
+        a, slope = affine_in(st, child, cs, x_rows, lat, ca, Factor(LATENT, b), lat[b])
+        resid = x_rows[:, child.outcome] - a
+        p_rows, l_rows = w * slope * slope / cs.s2, w * slope * resid / cs.s2
+        if child.level == 1:
+            p_rows = cluster_sum(p_rows, ca, st.num_clusters, st.rows_per_cluster)
+            l_rows = cluster_sum(l_rows, ca, st.num_clusters, st.rows_per_cluster)
+        prec, lin = prec + p_rows, lin + l_rows
+    return prec, lin
+
+
+def update_block(key, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca):
+    """One Gibbs pass over block b's parameters: beta, then u, Sigma, then s2."""
+    blk = st.blocks[b]
+    bs = blocks[b]
+    k_beta, k_u, k_sigma, k_s2 = jax.random.split(key, 4)
+    x_rows, w = rows_of(st, blk, x, ca)
+    lat = latents_at(st, blk, blocks, ca)
+    y = x_rows[:, blk.outcome]
+    t = design(blk.terms, x_rows, lat)
+    zu = random_part(st, blk, bs, x_rows, lat, ca)
+    beta = draw_beta(k_beta, blk, bs, y, t, zu, w)
+    fixed = sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
+    u, sigma = bs.u, bs.sigma
+    if blk.random:
+        z = design(blk.random, x_rows, lat)
+        c_prec, c_lin = latent_child_terms(st, b, blocks, x, ca)
+        u = draw_u(k_u, st, blk, bs, y - fixed, z, w, ca, c_prec, c_lin)
+        sigma = draw_sigma(k_sigma, st, blk, u, ca.cluster_weight)
+        u_rows = expand(u, ca, st.rows_per_cluster)
+        zu = sum(z[:, k] * u_rows[:, k] for k in range(blk.num_random))
+    s2 = draw_s2(k_s2, st, y - fixed - zu, w)
+    return BlockState(beta, u, sigma, s2)

@@ -1,0 +1,48 @@
+"""Cluster sums and broadcasts for rows grouped by cluster.
+
+Two layouts, chosen once on the host:
+
+- dense: rows are stored cluster by cluster in a (J x n_max) grid, short clusters padded with rows
+  of weight 0. A cluster sum is a reshape and a sum over the last axis, and a broadcast back to
+  rows is a repeat; both vectorise perfectly (on 2 CPU cores, about 4x faster than a scatter-add
+  at 100 chains for the seed's 928 clusters of 7).
+- segment: rows sorted by cluster; cluster sums are sorted segment sums. Used when padding would
+  waste more than half the grid (very unequal cluster sizes).
+
+`ClusterArrays` travels with the data (vmapped over data sets); the layout's sizes are static.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class ClusterArrays(NamedTuple):
+    cluster: jax.Array         # (N,) int32 cluster of each row (sorted)
+    first_row: jax.Array       # (J,) int32 index of each cluster's first row
+    row_weight: jax.Array      # (N,) 1 for a real row, 0 for padding
+    cluster_weight: jax.Array  # (J,) 1 for a real cluster, 0 for padding
+
+
+def cluster_sum(x, ca: ClusterArrays, num_clusters: int, rows_per_cluster: int):
+    """Sum the rows of `x` (N, ...) within each cluster -> (J, ...); weights are the caller's."""
+    if rows_per_cluster:
+        return x.reshape((num_clusters, rows_per_cluster) + x.shape[1:]).sum(1)
+    return jax.ops.segment_sum(x, ca.cluster, num_clusters, indices_are_sorted=True)
+
+
+def expand(y, ca: ClusterArrays, rows_per_cluster: int):
+    """Broadcast a per-cluster array (J, ...) to the rows (N, ...)."""
+    if rows_per_cluster:
+        return jnp.repeat(y, rows_per_cluster, axis=0, total_repeat_length=y.shape[0] * rows_per_cluster)
+    return y[ca.cluster]
+
+
+def first(x, ca: ClusterArrays, rows_per_cluster: int):
+    """The first row of each cluster (level-2 values are stored on every row of their cluster)."""
+    if rows_per_cluster:
+        return x[::rows_per_cluster]
+    return x[ca.first_row]

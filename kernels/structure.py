@@ -1,0 +1,96 @@
+"""Static model structure: what the compiled sampler closes over.
+
+These are plain hashable Python tuples, fixed before tracing. The device functions branch on them
+in Python (which block has random effects, which variable feeds which block) and never on data
+values, so one compiled program serves every data set of the same shape.
+
+Indices refer to the columns of the device value matrix `x` (modelled variables only), to blocks
+in sampling order, and to the factors of a term.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+VAR = "var"          # a variable's current value at the block's rows
+LATENT = "latent"    # a parent block's random intercept (its latent cluster mean, centred)
+
+
+class Factor(NamedTuple):
+    kind: str        # VAR or LATENT
+    index: int       # column of x (VAR) or index of the parent block (LATENT)
+
+
+class Term(NamedTuple):
+    """A product of factors; the empty product is the intercept."""
+
+    factors: tuple[Factor, ...] = ()
+
+    def uses_var(self, v: int) -> bool:
+        return Factor(VAR, v) in self.factors
+
+    def uses_latent(self, b: int) -> bool:
+        return Factor(LATENT, b) in self.factors
+
+
+class Block(NamedTuple):
+    """One regression of the factored specification (MODEL.md)."""
+
+    outcome: int                 # column of x
+    level: int                   # 1: rows are level-1 units; 2: rows are clusters
+    terms: tuple[Term, ...]      # fixed-effect terms, the intercept first
+    random: tuple[Term, ...]     # random-effect terms (level-1 blocks; the intercept first), or ()
+    name: str = ""
+
+    @property
+    def num_fixed(self) -> int:
+        return len(self.terms)
+
+    @property
+    def num_random(self) -> int:
+        return len(self.random)
+
+    def uses_var(self, v: int) -> bool:
+        return any(t.uses_var(v) for t in self.terms + self.random)
+
+    def uses_latent(self, b: int) -> bool:
+        return any(t.uses_latent(b) for t in self.terms + self.random)
+
+
+class Prior(NamedTuple):
+    """Inverse-Wishart prior IW(scale * I, df) for random-effect covariances (Blimp's prior1-3);
+    the residual variances use the same family with q = 1 (on the standardised scale)."""
+
+    name: str                    # 'prior1' | 'prior2' | 'prior3'
+
+    def scale(self, q: int) -> float:
+        return 1.0 if self.name == "prior1" else 0.0
+
+    def df(self, q: int) -> float:
+        return {"prior1": q + 1.0, "prior2": -(q + 1.0), "prior3": 0.0}[self.name]
+
+
+class Structure(NamedTuple):
+    """Everything static about a model: variables, blocks, layout, priors."""
+
+    num_vars: int
+    var_levels: tuple[int, ...]          # level of each column of x
+    incomplete: tuple[int, ...]          # columns with missing values, in imputation order
+    blocks: tuple[Block, ...]
+    prior: Prior
+    num_rows: int                        # N (padded)
+    num_clusters: int                    # J (padded)
+    rows_per_cluster: int                # dense layout: rows per cluster; 0 = segment layout
+    num_missing: tuple[int, ...]         # static length of each incomplete column's index list
+
+    def block_of(self, v: int) -> int:
+        for i, b in enumerate(self.blocks):
+            if b.outcome == v:
+                return i
+        raise KeyError(v)
+
+    def children_of_var(self, v: int) -> tuple[int, ...]:
+        return tuple(i for i, b in enumerate(self.blocks) if b.outcome != v and b.uses_var(v))
+
+    def children_of_latent(self, b: int) -> tuple[int, ...]:
+        return tuple(i for i, c in enumerate(self.blocks) if c.uses_latent(b))

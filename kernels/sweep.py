@@ -1,0 +1,168 @@
+"""A Gibbs sweep composed from block updates, and the scans that run it.
+
+The sweep is a pure function `(key, state, data) -> state` closed over the static `Structure`
+(the blackjax kernel shape): every block's parameters in order, then every incomplete variable.
+`run` scans it over burn-in and imputation phases inside one jitted program, vmapped over chains
+and over a leading data-set axis; each chain's key for sweep t is fold_in(chain_key, t), so a
+chain's stream does not depend on how many chains or data sets share the batch.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .blocks import update_block
+from .clusters import expand, first
+from .impute import impute_variable, missing_values
+from .state import BlockState, Data, State
+from .structure import Structure
+
+
+def init_state(key, st: Structure, data: Data) -> State:
+    """Over-dispersed starting values, drawn from the chain's own key.
+
+    Missing cells start at N(0, 1) on the standardised scale (about the observed spread), random
+    effects at 0, and variances at random multiples of the standardised variance; the first
+    sweep's fixed-effect draw is conditional on these.
+    """
+    k_x, k_var = jax.random.split(key)
+    x = data.x
+    for k, v in enumerate(st.incomplete):
+        kk = jax.random.fold_in(k_x, k)
+        idx = data.miss_index[k]
+        z = jax.random.normal(kk, idx.shape, x.dtype)
+        if st.var_levels[v] == 1:
+            x = x.at[idx, v].set(z, mode="drop")
+        else:
+            col = first(x, data.clusters, st.rows_per_cluster)[:, v].at[idx].set(z, mode="drop")
+            x = x.at[:, v].set(expand(col, data.clusters, st.rows_per_cluster))
+    blocks = []
+    for b, blk in enumerate(st.blocks):
+        kv = jax.random.fold_in(k_var, b)
+        k1, k2, k3 = jax.random.split(kv, 3)
+        q = blk.num_random
+        s2 = jax.random.uniform(k1, (), x.dtype, 0.3, 1.0)
+        scale = jax.random.uniform(k2, (), x.dtype, 0.1, 0.5)
+        sig = scale * jnp.eye(q, dtype=x.dtype)
+        # random effects start as prior draws, not zeros: a child block that uses this block's
+        # latent cluster means would otherwise see an all-zero predictor column
+        u = jnp.sqrt(scale) * jax.random.normal(k3, (st.num_clusters, q), x.dtype)
+        blocks.append(BlockState(
+            beta=jnp.zeros((blk.num_fixed,), x.dtype),
+            u=u,
+            sigma=sig,
+            s2=s2,
+        ))
+    return State(x, tuple(blocks))
+
+
+def sweep(key, st: Structure, state: State, data: Data) -> State:
+    """One Gibbs sweep: block parameters, parents before children, then each incomplete variable.
+
+    Blocks are listed children first (the first block's outcome is regressed on the later ones),
+    so they are updated in reverse: a parent's latent means are refreshed before its children
+    condition on them. Any fixed order is a valid Gibbs scan.
+    """
+    k_blocks, k_miss = jax.random.split(key)
+    blocks = list(state.blocks)
+    x = state.x
+    for b in reversed(range(len(st.blocks))):
+        blocks[b] = update_block(jax.random.fold_in(k_blocks, b), st, b, tuple(blocks), x,
+                                 data.clusters)
+    blocks = tuple(blocks)
+    for k in range(len(st.incomplete)):
+        x = impute_variable(jax.random.fold_in(k_miss, k), st, k, blocks, x, data.clusters,
+                            data.miss_index[k])
+    return State(x, blocks)
+
+
+def monitored(st: Structure, state: State):
+    """The parameters whose convergence is monitored, as one flat vector (see `parameter_labels`)."""
+    parts = []
+    for blk, bs in zip(st.blocks, state.blocks):
+        parts.append(bs.beta)
+        q = blk.num_random
+        if q:
+            rows, cols = jnp.tril_indices(q)
+            parts.append(bs.sigma[rows, cols])
+        parts.append(bs.s2[None])
+    return jnp.concatenate(parts)
+
+
+class ParameterLabel(NamedTuple):
+    block: int
+    group: str      # 'fixed' | 'ranvar' | 'errvar' | 'threshold'
+    index: tuple    # term index, or (row, col) of Sigma, or ()
+
+
+def parameter_labels(st: Structure) -> list[ParameterLabel]:
+    out = []
+    for b, blk in enumerate(st.blocks):
+        out += [ParameterLabel(b, "fixed", (p,)) for p in range(blk.num_fixed)]
+        q = blk.num_random
+        out += [ParameterLabel(b, "ranvar", (i, j)) for i in range(q) for j in range(i + 1)]
+        out.append(ParameterLabel(b, "errvar", ()))
+    return out
+
+
+class RunOutput(NamedTuple):
+    burn_trace: jax.Array    # (BURN, D, C, P) monitored parameters during burn-in
+    saved_params: jax.Array  # (S, D, C, P) parameters at each saved iteration
+    imputations: jax.Array   # (S, D, C, M) values at the missing cells at each saved iteration
+    final: State             # last state, (D, C, ...)
+    post_trace: jax.Array    # (S * THIN, D, C, P) every post-burn-in sweep, or (0, D, C, P)
+
+
+def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: bool = False,
+                progress: Callable | None = None, progress_every: int = 0):
+    """A jitted function (chain_keys (D, C), data (D, ...)) -> RunOutput."""
+
+    def one_sweep(keys, t, states, data):
+        step_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, t)))(keys)
+        f = jax.vmap(jax.vmap(lambda k, s, d: sweep(k, st, s, d), in_axes=(0, 0, None)))
+        return f(step_keys, states, data)
+
+    def report(t):
+        if progress is not None and progress_every:
+            jax.lax.cond(t % progress_every == 0,
+                         lambda: jax.debug.callback(progress, t),
+                         lambda: None)
+
+    mon = jax.vmap(jax.vmap(partial(monitored, st)))
+    collect = jax.vmap(jax.vmap(lambda s, d: missing_values(st, s.x, d.clusters, d.miss_index),
+                                in_axes=(0, None)), in_axes=(0, 0))
+
+    @jax.jit
+    def run(chain_keys, data):
+        init_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1)))(chain_keys)
+        states = jax.vmap(jax.vmap(lambda k, d: init_state(k, st, d), in_axes=(0, None)))(init_keys, data)
+
+        def burn_step(states, t):
+            report(t)
+            states = one_sweep(chain_keys, t, states, data)
+            return states, mon(states)
+
+        states, burn_trace = jax.lax.scan(burn_step, states, jnp.arange(burn))
+
+        def thin_step(states, t):
+            report(t)
+            states = one_sweep(chain_keys, t, states, data)
+            return states, (mon(states) if keep_post else None)
+
+        def save_step(states, s):
+            ts = burn + s * thin + jnp.arange(thin)
+            states, post = jax.lax.scan(thin_step, states, ts)
+            return states, (mon(states), collect(states, data), post)
+
+        states, (saved, imps, post) = jax.lax.scan(save_step, states, jnp.arange(num_saves))
+        if keep_post:
+            post = post.reshape((-1,) + post.shape[2:])
+        else:
+            post = jnp.zeros((0,) + burn_trace.shape[1:], burn_trace.dtype)
+        return RunOutput(burn_trace, saved, imps, states, post)
+
+    return run
