@@ -119,7 +119,14 @@ class RunOutput(NamedTuple):
 
 def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: bool = False,
                 progress: Callable | None = None, progress_every: int = 0):
-    """A jitted function (chain_keys (D, C), data (D, ...)) -> RunOutput."""
+    """A jitted function (chain_keys (D, C), data (D, ...)) -> RunOutput.
+
+    One `lax.scan` runs all BURN + num_saves * THIN sweeps, so the sweep is traced and compiled
+    once. The burn-in trace and the saved imputations are written into preallocated buffers in
+    the carry (a masked write per sweep, cheap next to the sweep itself); the post-burn-in trace
+    is a scan output only when asked for, since it grows with the run length.
+    """
+    total = burn + num_saves * thin
 
     def one_sweep(keys, t, states, data):
         step_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, t)))(keys)
@@ -128,7 +135,7 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
 
     def report(t):
         if progress is not None and progress_every:
-            jax.lax.cond(t % progress_every == 0,
+            jax.lax.cond((t % progress_every == 0) | (t == total - 1),
                          lambda: jax.debug.callback(progress, t),
                          lambda: None)
 
@@ -136,33 +143,36 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
     collect = jax.vmap(jax.vmap(lambda s, d: missing_values(st, s.x, d.clusters, d.miss_index),
                                 in_axes=(0, None)), in_axes=(0, 0))
 
+    def masked_write(buf, i, value, flag):
+        i = jnp.clip(i, 0, buf.shape[0] - 1)
+        return jax.lax.dynamic_update_index_in_dim(buf, jnp.where(flag, value, buf[i]), i, 0)
+
     @jax.jit
     def run(chain_keys, data):
         init_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1)))(chain_keys)
         states = jax.vmap(jax.vmap(lambda k, d: init_state(k, st, d), in_axes=(0, None)))(init_keys, data)
+        p0 = mon(states)
+        m0 = collect(states, data)
+        bufs = (jnp.zeros((max(burn, 1),) + p0.shape, p0.dtype),
+                jnp.zeros((max(num_saves, 1),) + p0.shape, p0.dtype),
+                jnp.zeros((max(num_saves, 1),) + m0.shape, m0.dtype))
 
-        def burn_step(states, t):
+        def step(carry, t):
+            states, (burn_buf, par_buf, imp_buf) = carry
             report(t)
             states = one_sweep(chain_keys, t, states, data)
-            return states, mon(states)
+            p = mon(states)
+            burn_buf = masked_write(burn_buf, t, p, t < burn)
+            k = t - burn
+            is_save = (k >= 0) & (k % thin == thin - 1)
+            par_buf = masked_write(par_buf, k // thin, p, is_save)
+            if num_saves:
+                imp_buf = masked_write(imp_buf, k // thin, collect(states, data), is_save)
+            return (states, (burn_buf, par_buf, imp_buf)), (p if keep_post else None)
 
-        states, burn_trace = jax.lax.scan(burn_step, states, jnp.arange(burn))
-
-        def thin_step(states, t):
-            report(t)
-            states = one_sweep(chain_keys, t, states, data)
-            return states, (mon(states) if keep_post else None)
-
-        def save_step(states, s):
-            ts = burn + s * thin + jnp.arange(thin)
-            states, post = jax.lax.scan(thin_step, states, ts)
-            return states, (mon(states), collect(states, data), post)
-
-        states, (saved, imps, post) = jax.lax.scan(save_step, states, jnp.arange(num_saves))
-        if keep_post:
-            post = post.reshape((-1,) + post.shape[2:])
-        else:
-            post = jnp.zeros((0,) + burn_trace.shape[1:], burn_trace.dtype)
-        return RunOutput(burn_trace, saved, imps, states, post)
+        (states, (burn_buf, par_buf, imp_buf)), post = jax.lax.scan(
+            step, (states, bufs), jnp.arange(total))
+        post = post[burn:] if keep_post else jnp.zeros((0,) + p0.shape, p0.dtype)
+        return RunOutput(burn_buf[:burn], par_buf[:num_saves], imp_buf[:num_saves], states, post)
 
     return run

@@ -1,0 +1,251 @@
+"""The Python API: `impute(...)` for DataFrames and files, `run_script(path)` for Blimp scripts.
+
+Both return an `ImputationResult` holding the imputed data sets (DataFrames, and one stacked
+frame with an `imputation` column), the PSR table, optional parameter summaries and the report as
+data. Writing files is explicit (`result.write()`); the command line calls it for OUTFILE.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .data import DataTable, from_dataframe, read_table
+from .errors import ScriptError
+from .kernels import rhat
+from .progress import Progress
+from .report import GROUP_TITLES, Report, psr_summary, psr_warnings
+from .run import RawDraws, Settings, imputed_tables, parameter_table, sample, to_original_units
+from .script import Script, parse_script, read_script
+from .spec import ModelSpec, build_spec
+
+PRIOR_TEXT = {"prior1": "prior1: IW(I, q+1)", "prior2": "prior2: IW(0, -(q+1)), flat (default)",
+              "prior3": "prior3: IW(0, 0)"}
+
+
+@dataclass
+class ImputationResult:
+    spec: ModelSpec
+    settings: Settings
+    raw: RawDraws
+    imputed: np.ndarray               # (NIMPS, N, V) in the table's rows and columns
+    psr_table: np.ndarray             # (20, P) burn-in PSR of every monitored parameter
+    parameters: list                  # (block, group, term) per monitored parameter
+    estimates: pd.DataFrame | None
+    report: Report
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.spec.table.names)
+
+    @property
+    def imputations(self) -> list[pd.DataFrame]:
+        return [pd.DataFrame(a, columns=self.names) for a in self.imputed]
+
+    @property
+    def stacked(self) -> pd.DataFrame:
+        frames = []
+        for m, a in enumerate(self.imputed, start=1):
+            f = pd.DataFrame(a, columns=self.names)
+            f.insert(0, "imputation", m)
+            frames.append(f)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["imputation"] + self.names)
+
+    @property
+    def psr(self) -> pd.DataFrame:
+        """Blimp's burn-in PSR table (largest value per group and window)."""
+        return self.report.psr_all
+
+    def write(self, outfile: str | Path | None = None, fmt: str | None = None, *,
+              include_original: bool | None = None, header: bool | None = None) -> list[Path]:
+        """Write the imputations in Blimp's stacked or separate format (atomically)."""
+        from .output import write_separate, write_stacked
+
+        s = self.spec.script
+        outfile = Path(outfile) if outfile is not None else s.outfile
+        if outfile is None:
+            raise ScriptError("no output file: give OUTFILE in the script or an outfile argument")
+        fmt = fmt or s.output_format
+        header = s.header if header is None else header
+        protect = [p for p in (s.data, s.path) if p is not None]
+        if fmt == "separate":
+            paths = write_separate(outfile, self.spec.table, self.imputed, header=header,
+                                   protect=protect)
+        else:
+            inc = s.stacked0 if include_original is None else include_original
+            paths = [write_stacked(outfile, self.spec.table, self.imputed, include_original=inc,
+                                   header=header, protect=protect)]
+        return [Path(p) for p in paths]
+
+
+# ------------------------------------------------------------------------- entry points
+
+def run_script(path: str | Path, *, progress: bool = True, stream=None) -> ImputationResult:
+    """Read a Blimp-style script and its data, and run it (files are not written; see write)."""
+    script = read_script(path)
+    if script.data is None:
+        raise script.error("DATA", "required; expected the path of the data file")
+    table = read_table(script.data, [n.text for n in script.variables] if script.variables else None,
+                       script.missing)
+    return run(script, table, progress=progress, stream=stream)
+
+
+def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
+           chains: int = 2, seed: int | None = None, fixed=(), ordinal=(), outcome: str | None = None,
+           missing: float | None = None, options=(), iterations: int | None = None,
+           progress: bool = False,
+           stream=None) -> ImputationResult:
+    """Impute a DataFrame (or a CSV path with a header row) with a Blimp-style MODEL string.
+
+    Example: ``impute(df, "school ~ y x", nimps=20, burn=1000, thin=100, seed=1)``.
+    """
+    table = data if isinstance(data, DataTable) else (
+        from_dataframe(data, missing) if isinstance(data, pd.DataFrame) else read_table(data, None, missing))
+    lines = [f"VARIABLES: {' '.join(table.names)};", f"MODEL: {model};", f"BURN: {burn};",
+             f"THIN: {thin};", f"NIMPS: {nimps};", f"CHAINS: {chains};"]
+    if seed is not None:
+        lines.append(f"SEED: {seed};")
+    for cmd, names in (("FIXED", fixed), ("ORDINAL", ordinal)):
+        if names:
+            lines.append(f"{cmd}: {' '.join([names] if isinstance(names, str) else names)};")
+    if outcome:
+        lines.append(f"OUTCOME: {outcome};")
+    if iterations or not nimps:
+        lines.append(f"ITERATIONS: {iterations or max(thin, 1000)};")
+    if options:
+        lines.append(f"OPTIONS: {' '.join([options] if isinstance(options, str) else options)};")
+    script = parse_script("\n".join(lines), None)
+    return run(script, table, progress=progress, stream=stream)
+
+
+def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
+                chains: int = 2, seed: int = 0, fixed=(), progress: bool = False, stream=None):
+    """Impute a batch of same-shaped data sets in one compiled program (simulation studies).
+
+    `datasets` is a (D, N, V) array (np.nan = missing) with columns `names`; every data set must
+    have the same rows and clusters (only the values and which cells are missing may differ).
+    The model (levels, standardisation) is set up from the first data set. Returns a
+    (D, NIMPS, N, V) array of imputed data sets and the (D, 20, P) burn-in PSR array.
+    """
+    datasets = np.asarray(datasets, dtype=np.float64)
+    table = DataTable(tuple(names), datasets[0], "<simulated>",
+                      np.zeros(len(names), bool), None, False)
+    lines = [f"VARIABLES: {' '.join(names)};", f"MODEL: {model};", f"BURN: {burn};",
+             f"THIN: {thin};", f"NIMPS: {nimps};", f"CHAINS: {chains};", f"SEED: {seed};"]
+    if fixed:
+        lines.append(f"FIXED: {' '.join(fixed)};")
+    spec = build_spec(parse_script("\n".join(lines), None), table)
+    settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed)
+    prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress) if progress else None
+    # missing-cell lists differ per data set; the model's incomplete set must cover all of them
+    incomplete_any = np.isnan(datasets).any(axis=(0, 1))
+    for v in spec.x_vars:
+        if incomplete_any[v.column] and spec.x_names.index(v.name) not in spec.incomplete:
+            raise ValueError(f"variable {v.name} is complete in the first data set but not in all; "
+                             "put a data set where it is incomplete first")
+    raw = sample(spec, settings, datasets=list(datasets), progress=prog)
+    out = np.stack([imputed_tables(spec, raw, nimps, chains, dataset=d, values=datasets[d])
+                    for d in range(len(datasets))])
+    return out, raw.burn_psr
+
+
+def run(script: Script, table: DataTable, *, progress: bool = True, stream=None) -> ImputationResult:
+    t0 = time.perf_counter()
+    spec = build_spec(script, table)
+    if script.burn is None:
+        raise script.error("BURN", "required; expected the number of burn-in sweeps, e.g. BURN: 1000;")
+    if script.nimps and script.thin is None:
+        raise script.error("THIN", "required when NIMPS is given; expected e.g. THIN: 100;")
+    seed_drawn = script.seed is None
+    seed = secrets.randbelow(2**31) if seed_drawn else int(script.seed)
+    settings = Settings(burn=script.burn, thin=script.thin or 1, nimps=script.nimps,
+                        chains=script.chains, seed=seed,
+                        keep_post=bool(script.estimates) or (not script.nimps and bool(script.iterations)),
+                        iterations=script.iterations or 0)
+    prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress)
+    raw = sample(spec, settings, progress=prog if progress else None)
+    labels = parameter_table(spec, raw.structure)
+    imputed = imputed_tables(spec, raw, settings.nimps, settings.chains)
+    estimates = _estimates(spec, raw, labels) if settings.keep_post else None
+    report = _report(spec, settings, raw, labels, estimates, seed_drawn, time.perf_counter() - t0)
+    return ImputationResult(spec, settings, raw, imputed, raw.burn_psr[0], labels, estimates, report)
+
+
+# ------------------------------------------------------------------------- report pieces
+
+def _estimates(spec: ModelSpec, raw: RawDraws, labels) -> pd.DataFrame:
+    draws = to_original_units(spec, raw.structure, raw.post_trace[:, 0])   # (T, C, P)
+    flat = draws.reshape(-1, draws.shape[-1])
+    ess = np.asarray(jax.jit(rhat.ess)(draws.astype(np.float32))) if draws.shape[0] >= 4 else \
+        np.full(draws.shape[-1], np.nan)
+    q = np.quantile(flat, [0.5, 0.025, 0.975], axis=0)
+    return pd.DataFrame({
+        "block": [l[0] for l in labels],
+        "parameter": [f"{GROUP_TITLES[l[1]].lower()}: {l[2]}" for l in labels],
+        "median": q[0], "sd": flat.std(axis=0, ddof=1), "2.5%": q[1], "97.5%": q[2],
+        "psr": raw.final_psr[0], "ess": ess,
+    })
+
+
+def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report:
+    s = spec.script
+    st = raw.structure
+    settings_d = {
+        "script": str(s.path) if s.path else "<api>",
+        "data": spec.table.source,
+        "seed": f"{settings.seed}" + ("  (drawn: SEED was not given)" if seed_drawn else ""),
+        "burn-in": f"{settings.burn} sweeps per chain",
+        "thin": f"{settings.thin}",
+        "imputations": f"{settings.nimps}",
+        "chains": f"{settings.chains}" + (f" (processors {s.processors} requested; chains run "
+                                          "vectorised on one device)" if s.processors else ""),
+        "sweeps per chain": f"{settings.sweeps_per_chain}",
+        "prior": PRIOR_TEXT[spec.prior.name],
+        "device": f"{jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}",
+    }
+    table = spec.table
+    data_d = {"rows": f"{table.values.shape[0]}"}
+    if spec.cluster:
+        sizes = raw.layout.cluster_sizes
+        data_d["clusters"] = (f"{raw.layout.num_clusters} (cluster id: {spec.cluster}); rows per "
+                              f"cluster {sizes.min()} to {sizes.max()}, mean {sizes.mean():.1f}")
+    data_d["missing code"] = f"{table.missing_code}" if table.missing_code is not None else "none"
+    var_df = pd.DataFrame({
+        "variable": [v.name for v in spec.variables],
+        "role": [v.role for v in spec.variables],
+        "level": [v.level if v.role != "carried" else "" for v in spec.variables],
+        "type": [v.kind if v.role in ("modelled", "fixed") else "" for v in spec.variables],
+        "missing": [f"{v.pct_missing:.1f}%" for v in spec.variables],
+    })
+    blocks = []
+    for bi in spec.block_info:
+        rhs = " + ".join(bi.terms)
+        ran = f" + random {' + '.join(bi.random)} | {spec.cluster}" if bi.random else ""
+        where = "level 1" if bi.level == 1 else f"level 2, one row per {spec.cluster}"
+        blocks.append(f"{bi.outcome} ({where}) ~ {rhs}{ran}")
+    psr_df, warnings = None, []
+    groups = [g for g in GROUP_TITLES if any(l[1] == g for l in labels)]
+    windows = rhat.burnin_windows(settings.burn)
+    if settings.burn >= 4:
+        full = psr_summary(raw.burn_psr[0], labels, windows, groups)
+        psr_df = full
+        warnings = psr_warnings(raw.burn_psr[0][-1], labels,
+                                f"in the last burn-in window ({windows[-1][0] + 1} to {windows[-1][1]})")
+    psr_show = psr_df if s.psr else None
+    saved = (["imp#"] if s.output_format != "separate" else []) + list(table.names)
+    timing = dict(raw.timing)
+    timing["total"] = total
+    rep = Report(settings_d, data_d, var_df, blocks, psr_show,
+                 f"split R-hat over {settings.chains} chain{'s' if settings.chains > 1 else ''}, "
+                 "each halved", warnings, estimates, saved if settings.nimps else None, [], timing,
+                 list(spec.notes), psr_df)
+    return rep

@@ -1,0 +1,103 @@
+"""The command line: `jaximpute run SCRIPT` (or just `jaximpute SCRIPT`).
+
+Errors caused by input (script, data, model, output) print one line, `jaximpute: error: ...`,
+and exit with status 2; nothing is written. Ctrl-C exits with 130 and leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import JaxImputeError, OutputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaximpute", description=(
+        "Multilevel multiple imputation from Blimp-style scripts, compiled with JAX."))
+    p.add_argument("--version", action="version", version=f"jaximpute {__version__}")
+    sub = p.add_subparsers(dest="command")
+    r = sub.add_parser("run", help="run an imputation script (.imp)")
+    r.add_argument("script", help="the imputation script")
+    r.add_argument("--no-progress", action="store_true", help="do not show sampling progress")
+    r.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    r.add_argument("--outfile", help="write here instead of the script's OUTFILE")
+    r.add_argument("--platform", choices=["cpu", "gpu", "tpu"],
+                   help="JAX platform (default: JAX's choice, a GPU when one is installed)")
+    return p
+
+
+def _check_outfile(script, outfile: Path | None) -> None:
+    """Fail before sampling, not after, when the output cannot be written."""
+    if outfile is None:
+        return
+    folder = outfile.parent
+    if not folder.is_dir():
+        raise OutputError(f"OUTFILE: folder '{folder}' does not exist; expected an existing folder")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"OUTFILE: folder '{folder}' is not writable")
+    if script.output_format == "separate" and "*" not in outfile.name:
+        raise OutputError(f"OUTFILE: '{outfile}' has no '*' for the imputation number; "
+                          "expected e.g. imp*.csv with OPTIONS: separate")
+    for p in (script.data, script.path):
+        if p is not None and outfile.resolve() == Path(p).resolve():
+            raise OutputError(f"OUTFILE: '{outfile}' is an input file; refusing to overwrite it")
+
+
+def cmd_run(args) -> int:
+    from .api import run as run_model
+    from .data import read_table
+    from .script import read_script
+
+    script = read_script(args.script)
+    outfile = Path(args.outfile) if args.outfile else script.outfile
+    if script.nimps and outfile is None:
+        raise script.error("OUTFILE", "required when NIMPS is greater than 0; expected "
+                                      "e.g. OUTFILE: imps.csv; (or --outfile)")
+    _check_outfile(script, outfile)
+    if script.data is None:
+        raise script.error("DATA", "required; expected the path of the data file")
+    table = read_table(script.data, [n.text for n in script.variables] if script.variables else None,
+                       script.missing)
+    if not args.quiet:
+        print(f"jaximpute {__version__}: {args.script}", file=sys.stderr)
+    result = run_model(script, table, progress=not (args.no_progress or args.quiet))
+    if script.nimps:
+        t = time.perf_counter()
+        paths = result.write(outfile)
+        result.report.timing["writing"] = time.perf_counter() - t
+        result.report.outputs = [str(p) for p in paths]
+        if script.output_format == "separate":
+            result.report.outputs.append(str(outfile.with_name(outfile.name.replace("*", "list")))
+                                         + "  (list file)")
+    if not args.quiet:
+        print(result.report.text)
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in ("run", "-h", "--help", "--version") and not argv[0].startswith("-"):
+        argv = ["run"] + argv     # `jaximpute script.imp` is `jaximpute run script.imp`
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    if getattr(args, "platform", None):
+        os.environ["JAX_PLATFORMS"] = args.platform
+    try:
+        return cmd_run(args)
+    except JaxImputeError as e:
+        print(f"jaximpute: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\njaximpute: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""ModelSpec -> device program inputs: the static `Structure`, the row layout and device `Data`.
+
+The layout groups rows by cluster once (MODEL.md; ARCHITECTURE.md performance notes): a dense
+J x n_max grid when padding wastes at most half of it, else rows sorted by cluster for segment sums.
+Values are standardised by their observed mean and SD, so float32 cross-products stay well
+conditioned whatever the units (stanmath near 500, proportions near 0.5); the flat priors make the
+draws equivariant, and results are mapped back to the original units on the host.
+
+`Layout` also remembers where every missing cell lives in the user's table, so draws come back to
+the right row and column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels.clusters import ClusterArrays
+from .kernels.state import Data
+from .kernels.structure import Structure
+from .spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Layout:
+    positions: np.ndarray        # (N_real,) layout position of each table row
+    cluster_of_row: np.ndarray   # (N_real,) cluster index (0..J-1) of each table row
+    num_rows: int                # padded N
+    num_clusters: int            # J
+    rows_per_cluster: int        # dense grid width, 0 for the segment layout
+    cluster_ids: np.ndarray      # (J,) original id of each cluster
+    cluster_sizes: np.ndarray    # (J,)
+
+
+def build_layout(cluster_values: np.ndarray | None, n_rows: int, dense_waste: float = 0.5) -> Layout:
+    if cluster_values is None:
+        cluster_values = np.zeros(n_rows)
+    ids, inverse, sizes = np.unique(cluster_values, return_inverse=True, return_counts=True)
+    j = len(ids)
+    order = np.argsort(inverse, kind="stable")             # rows sorted by cluster, stable
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    within = np.empty(n_rows, dtype=np.int64)
+    within[order] = np.arange(n_rows) - np.repeat(starts, sizes)
+    n_max = int(sizes.max()) if j else 1
+    if j * n_max <= (1.0 + dense_waste) * n_rows:
+        positions = inverse * n_max + within
+        return Layout(positions, inverse, j * n_max, j, n_max, ids, sizes)
+    positions = np.empty(n_rows, dtype=np.int64)
+    positions[order] = np.arange(n_rows)
+    return Layout(positions, inverse, n_rows, j, 0, ids, sizes)
+
+
+def cluster_arrays(layout: Layout) -> ClusterArrays:
+    j = layout.num_clusters
+    if layout.rows_per_cluster:
+        cluster = np.repeat(np.arange(j), layout.rows_per_cluster)
+        first = np.arange(j) * layout.rows_per_cluster
+    else:
+        cluster = np.repeat(np.arange(j), layout.cluster_sizes)
+        first = np.concatenate([[0], np.cumsum(layout.cluster_sizes)[:-1]])
+    row_weight = np.zeros(layout.num_rows, np.float32)
+    row_weight[layout.positions] = 1.0
+    return ClusterArrays(cluster.astype(np.int32), first.astype(np.int32), row_weight,
+                         np.ones(j, np.float32))
+
+
+@dataclass(frozen=True)
+class MissingCells:
+    """Where each drawn value belongs: per incomplete variable, per missing index, table rows."""
+
+    table_rows: list[list[np.ndarray]]
+
+
+def prepare(spec: ModelSpec, values: np.ndarray | None = None, layout: Layout | None = None):
+    """Build (Structure, Layout, Data as numpy, MissingCells) for one data set.
+
+    `values` defaults to the spec's table; a simulation passes other data sets of the same shape.
+    """
+    values = spec.table.values if values is None else values
+    n = values.shape[0]
+    if layout is None:
+        cl = values[:, spec.var(spec.cluster).column] if spec.cluster else None
+        layout = build_layout(cl, n)
+    xv = spec.x_vars
+    x = np.zeros((layout.num_rows, len(xv)), np.float32)
+    miss_index, table_rows, counts = [], [], []
+    for k, v in enumerate(xv):
+        col = (values[:, v.column] - v.mean) / v.sd
+        if v.level == 2 and spec.cluster:
+            # a level-2 value observed on any row of its cluster holds for the whole cluster
+            per_cluster = np.full(layout.num_clusters, np.nan)
+            obs = ~np.isnan(col)
+            per_cluster[layout.cluster_of_row[obs]] = col[obs]
+            col = per_cluster[layout.cluster_of_row]
+        missing = np.isnan(col)
+        x[layout.positions, k] = np.where(missing, 0.0, col)
+        if k in spec.incomplete:
+            if v.level == 2 and spec.cluster:
+                clusters = np.unique(layout.cluster_of_row[missing])
+                miss_index.append(clusters.astype(np.int32))
+                table_rows.append([np.flatnonzero(layout.cluster_of_row == c) for c in clusters])
+            else:
+                rows = np.flatnonzero(missing)
+                miss_index.append(layout.positions[rows].astype(np.int32))
+                table_rows.append([r for r in rows])
+            counts.append(len(miss_index[-1]))
+    st = Structure(
+        num_vars=len(xv),
+        var_levels=tuple(v.level if spec.cluster else 1 for v in xv),
+        incomplete=tuple(spec.incomplete),
+        blocks=tuple(spec.blocks),
+        prior=spec.prior,
+        num_rows=layout.num_rows,
+        num_clusters=layout.num_clusters,
+        rows_per_cluster=layout.rows_per_cluster,
+        num_missing=tuple(counts),
+    )
+    # x columns run in imputation order (spec.x_names), so miss_index lines up with incomplete
+    data = Data(x, cluster_arrays(layout), tuple(miss_index))
+    return st, layout, data, MissingCells(table_rows)

@@ -1,0 +1,50 @@
+"""Progress of long runs: a bar on a terminal, plain lines elsewhere (logs, CI, notebooks).
+
+The device program calls `Progress.__call__` through a host callback that carries only the sweep
+index (ARCHITECTURE.md: the host stays out of the loop otherwise).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, total: int, label: str = "sampling", stream=None, enabled: bool = True):
+        self.total = max(int(total), 1)
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+        self.last_pct = -1
+
+    @property
+    def every(self) -> int:
+        """Sweeps between callbacks: about 100 updates on a terminal, 10 otherwise."""
+        return max(1, self.total // (100 if self.tty else 10))
+
+    def __call__(self, t) -> None:
+        if not self.enabled:
+            return
+        done = int(t) + 1
+        pct = int(100 * done / self.total)
+        if pct == self.last_pct:
+            return
+        self.last_pct = pct
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / done * (self.total - done)
+        if self.tty:
+            bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
+            self.stream.write(f"\r  {self.label} [{bar}] {pct:3d}%  sweep {done}/{self.total}"
+                              f"  ~{eta:.0f}s left ")
+        else:
+            self.stream.write(f"  {self.label}: sweep {done}/{self.total} ({pct}%), "
+                              f"{elapsed:.1f}s elapsed\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

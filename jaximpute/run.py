@@ -1,0 +1,192 @@
+"""Drive the device program: keys, schedule, one compiled run, one crossing back to the host.
+
+Schedule (MODEL.md): C chains run BURN sweeps, then save every THIN sweeps; imputation m comes
+from chain ((m - 1) mod C) + 1, so each chain runs BURN + ceil(NIMPS / C) * THIN sweeps. The seed
+determines every draw: chain c of data set d uses the key fold_in(fold_in(key(seed), d), c).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .compile import Layout, MissingCells, prepare
+from .kernels import rhat
+from .kernels.state import Data
+from .kernels.sweep import make_runner, parameter_labels
+from .kernels.structure import LATENT, VAR, Structure
+from .progress import Progress
+from .spec import ModelSpec
+
+
+@dataclass
+class Settings:
+    burn: int
+    thin: int
+    nimps: int
+    chains: int = 2
+    seed: int = 0
+    keep_post: bool = False      # keep every post-burn-in draw (for parameter summaries)
+    iterations: int = 0          # post-burn-in sweeps for summaries when nimps == 0
+
+    @property
+    def num_saves(self) -> int:
+        if self.nimps:
+            return math.ceil(self.nimps / self.chains)
+        return 1 if self.iterations else 0
+
+    @property
+    def sweeps_per_save(self) -> int:
+        return self.thin if self.nimps else max(self.iterations, 1)
+
+    @property
+    def sweeps_per_chain(self) -> int:
+        return self.burn + self.num_saves * self.sweeps_per_save
+
+
+@dataclass
+class RawDraws:
+    """Host copies of what the device program returned, for D data sets."""
+
+    structure: Structure
+    layout: Layout
+    cells: list[MissingCells]     # per data set
+    burn_psr: np.ndarray          # (D, 20, P) split R-hat per burn-in window
+    saved_params: np.ndarray      # (S, D, C, P)
+    imputations: np.ndarray       # (S, D, C, M) standardised values at the missing cells
+    post_trace: np.ndarray        # (T, D, C, P) or empty
+    final_psr: np.ndarray         # (D, P) split R-hat over the post-burn-in draws (NaN if none)
+    timing: dict = field(default_factory=dict)
+
+
+def chain_keys(seed: int, num_datasets: int, num_chains: int):
+    root = jax.random.key(seed)
+    return jax.vmap(lambda d: jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(root, d), c))(
+        jnp.arange(num_chains)))(jnp.arange(num_datasets))
+
+
+def stack_data(datas: list[Data]) -> Data:
+    """Stack same-shaped data sets along a new leading axis, padding missing-cell index lists."""
+    def pad(arrs, fill):
+        m = max(len(a) for a in arrs)
+        return np.stack([np.concatenate([a, np.full(m - len(a), fill, a.dtype)]) for a in arrs])
+    first = datas[0]
+    miss = tuple(pad([d.miss_index[k] for d in datas], np.iinfo(np.int32).max)
+                 for k in range(len(first.miss_index)))
+    return Data(np.stack([d.x for d in datas]),
+                type(first.clusters)(*[np.stack(parts) for parts in zip(*[d.clusters for d in datas])]),
+                miss)
+
+
+def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | None = None,
+           progress: Progress | None = None) -> RawDraws:
+    """Run the sampler for the spec's table (or for several same-shaped value arrays)."""
+    t0 = time.perf_counter()
+    tables = datasets if datasets is not None else [spec.table.values]
+    prepared = [prepare(spec, v) for v in tables]
+    st, layout = prepared[0][0], prepared[0][1]
+    cells = [p[3] for p in prepared]
+    data = stack_data([p[2] for p in prepared]) if len(prepared) > 1 else \
+        jax.tree_util.tree_map(lambda a: np.asarray(a)[None], prepared[0][2])
+    counts = tuple(int(a.shape[1]) for a in data.miss_index)
+    st = st._replace(num_missing=counts)
+    keys = chain_keys(settings.seed, len(tables), settings.chains)
+    runner = make_runner(st, settings.burn, settings.sweeps_per_save, settings.num_saves,
+                         keep_post=settings.keep_post,
+                         progress=progress, progress_every=progress.every if progress else 0)
+    t1 = time.perf_counter()
+    compiled = runner.lower(keys, data).compile()
+    t2 = time.perf_counter()
+    out = compiled(keys, data)
+    psr_fn = jax.jit(jax.vmap(rhat.burnin_table, in_axes=1))
+    burn_psr = psr_fn(out.burn_trace)
+    post = out.post_trace
+    final_psr = jax.vmap(rhat.split_rhat, in_axes=1)(post) if post.shape[0] >= 4 else \
+        jnp.full(out.saved_params.shape[1:2] + out.saved_params.shape[-1:], jnp.nan)
+    host = jax.device_get((burn_psr, out.saved_params, out.imputations, post, final_psr))
+    t3 = time.perf_counter()
+    if progress:
+        progress.close()
+    return RawDraws(st, layout, cells, *[np.asarray(h) for h in host],
+                    timing={"prepare": t1 - t0, "compile": t2 - t1, "sampling": t3 - t2})
+
+
+# ------------------------------------------------------------------ back to the user's units
+
+def imputed_tables(spec: ModelSpec, raw: RawDraws, nimps: int, chains: int, dataset: int = 0,
+                   values: np.ndarray | None = None) -> np.ndarray:
+    """(NIMPS, N, V) arrays in the table's row and column order, imputed cells filled."""
+    values = spec.table.values if values is None else values
+    out = np.repeat(values[None], nimps, axis=0)
+    xv = spec.x_vars
+    # each variable's slice of the collected vector has its padded (batch-wide) length
+    offsets = np.concatenate([[0], np.cumsum(raw.structure.num_missing)])
+    for k, xcol in enumerate(spec.incomplete):
+        v = xv[xcol]
+        rows_per_cell = raw.cells[dataset].table_rows[k]
+        lo = offsets[k]
+        hi = lo + len(rows_per_cell)
+        src = np.concatenate([np.full(np.size(r), i) for i, r in enumerate(rows_per_cell)]) \
+            if rows_per_cell else np.zeros(0, int)
+        rows = np.concatenate([np.atleast_1d(r) for r in rows_per_cell]) if rows_per_cell else src
+        for m in range(nimps):
+            chain, save = m % chains, m // chains
+            drawn = raw.imputations[save, dataset, chain, lo:hi] * v.sd + v.mean
+            out[m, rows, v.column] = drawn[src]
+    return out
+
+
+def parameter_table(spec: ModelSpec, st: Structure):
+    """Labels of the monitored parameters: (block outcome, group, term) per position."""
+    rows = []
+    for lab in parameter_labels(st):
+        bi = spec.block_info[lab.block]
+        if lab.group == "fixed":
+            term = bi.terms[lab.index[0]]
+        elif lab.group == "ranvar":
+            i, j = lab.index
+            term = f"{bi.random[i]}" if i == j else f"{bi.random[i]}~{bi.random[j]}"
+        else:
+            term = "residual"
+        rows.append((bi.outcome, lab.group, term))
+    return rows
+
+
+def to_original_units(spec: ModelSpec, st: Structure, params: np.ndarray) -> np.ndarray:
+    """Map standardised parameter draws (..., P) to the user's units (same layout).
+
+    Blocks are linear in single variables and latent means here, so the map is exact:
+    a slope scales by sd_outcome / sd_predictor, the intercept absorbs the predictors' means,
+    and variances scale by sd_outcome^2.
+    """
+    out = np.array(params, dtype=np.float64, copy=True)
+    xv = spec.x_vars
+    pos = 0
+    for blk in st.blocks:
+        so, mo = xv[blk.outcome].sd, xv[blk.outcome].mean
+        beta = params[..., pos:pos + blk.num_fixed]
+        shift = np.zeros(beta.shape[:-1])
+        for t, term in enumerate(blk.terms):
+            if not term.factors:
+                continue
+            (f,) = term.factors
+            if f.kind == VAR:
+                sv, mv = xv[f.index].sd, xv[f.index].mean
+                out[..., pos + t] = beta[..., t] * so / sv
+                shift += out[..., pos + t] * mv
+            else:  # LATENT: the parent's random intercept, in the parent outcome's units
+                sp = xv[st.blocks[f.index].outcome].sd
+                out[..., pos + t] = beta[..., t] * so / sp
+        out[..., pos] = beta[..., 0] * so + mo - shift
+        pos += blk.num_fixed
+        nq = blk.num_random * (blk.num_random + 1) // 2
+        out[..., pos:pos + nq] = params[..., pos:pos + nq] * so * so
+        pos += nq
+        out[..., pos] = params[..., pos] * so * so
+        pos += 1
+    return out
