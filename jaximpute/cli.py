@@ -63,8 +63,6 @@ def cmd_run(args) -> int:
         raise script.error("DATA", "required; expected the path of the data file")
     table = read_table(script.data, [n.text for n in script.variables] if script.variables else None,
                        script.missing)
-    if not args.quiet:
-        print(f"jaximpute {__version__}: {args.script}", file=sys.stderr)
     result = run_model(script, table, progress=not (args.no_progress or args.quiet))
     if script.nimps:
         t = time.perf_counter()
