@@ -218,7 +218,7 @@ def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report
         sizes = raw.layout.cluster_sizes
         data_d["clusters"] = (f"{raw.layout.num_clusters} (cluster id: {spec.cluster}); rows per "
                               f"cluster {sizes.min()} to {sizes.max()}, mean {sizes.mean():.1f}")
-    data_d["missing code"] = f"{table.missing_code}" if table.missing_code is not None else "none"
+    data_d["missing code"] = f"{table.missing_code:g}" if table.missing_code is not None else "none"
     var_df = pd.DataFrame({
         "variable": [v.name for v in spec.variables],
         "role": [v.role for v in spec.variables],

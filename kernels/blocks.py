@@ -8,14 +8,21 @@ with flat priors on beta and inverse-Wishart priors on Sigma and s2 (Blimp's pri
 conditionals are the standard conjugate ones for the normal linear mixed model (Gelman et al. 2013,
 BDA3, ch. 15; Browne & Draper 2006 for the inverse-Wishart choices):
 
-- beta | .   ~ N((T'T)^-1 T'(v - Zu), s2 (T'T)^-1)
-- u_j | .    ~ N(Q_j^-1 l_j, Q_j^-1),  Q_j = Z_j'Z_j/s2 + Sigma^-1,  l_j = Z_j'(v - T beta)/s2
+- (beta, u) jointly, by drawing beta with u integrated out and then u given beta (a blocked,
+  "collapsed" Gibbs step; Chib & Carlin 1999, Statistics and Computing 9, algorithm 2). With
+  Q_j = Z_j'Z_j/s2 + Sigma^-1 the Woodbury identity gives
+      beta | .  ~ N(A^-1 b, A^-1),  A = T'T/s2 - sum_j (T_j'Z_j/s2) Q_j^-1 (Z_j'T_j/s2),
+                                    b = T'v/s2 - sum_j (T_j'Z_j/s2) Q_j^-1 (Z_j'v_j/s2)
+      u_j | .   ~ N(Q_j^-1 l_j, Q_j^-1),  l_j = Z_j'(v_j - T_j beta)/s2
+  Drawing beta given u instead lets the intercept and the cluster effects drag each other, and
+  mixes slowly when clusters are large or the ICC high (Gelfand, Sahu & Carlin 1995).
+  Blocks without random effects draw beta ~ N((T'T)^-1 T'v, s2 (T'T)^-1).
 - Sigma | .  ~ IW(S0 + sum_j u_j u_j', df0 + J)
 - s2 | .     ~ (S0 + SSE) / chi2(df0 + n)
 
 A block's random intercept is also its outcome's latent cluster mean, which child blocks may use as
 a level-2 predictor. Each child's linear predictor is affine in that intercept, so its likelihood
-adds b^2/s2_c to Q_j[0, 0] and b (v_c - a_c)/s2_c to l_j[0] (MODEL.md step 8), with b the sum of
+adds b^2/s2_c to Q_j[0, 0] and b (v_c - a_c)/s2_c to l_j[0] (MODEL.md step 8), in both draws, with b the sum of
 the child's terms that hold the intercept (each without it) and a = eta_c - b u: exact for any
 term in which the intercept appears once.
 """
@@ -26,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from . import draws
+from .linalg import spd_inverse
 from .clusters import ClusterArrays, cluster_sum, expand, first
 from .state import BlockState
 from .structure import LATENT, VAR, Block, Factor, Structure, Term
@@ -125,32 +133,45 @@ def draw_beta(key, blk: Block, bs: BlockState, y, t, zu, w):
     return draws.mvn_from_precision(key, prec, lin)
 
 
-def draw_u(key, st: Structure, blk: Block, bs: BlockState, r, z, w, ca, child_prec, child_lin):
-    """Random effects per cluster, batched as unrolled q x q algebra over the cluster axis.
+def draw_beta_u(key, st: Structure, blk: Block, bs: BlockState, y, t, z, w, ca, child_prec, child_lin):
+    """Fixed and random effects of a block with random effects, as one blocked draw.
 
-    `r` is v - T beta at the rows; `child_prec`, `child_lin` (J,) are the latent-mean terms from
-    child blocks, added to the intercept component.
+    All per-cluster algebra is elementwise over the cluster axis (q x q unrolled), and the
+    P x P system is unrolled too; see the module docstring for the formulas.
     """
-    q = blk.num_random
-    zw = z * w[:, None]
-    ztz = cluster_sum(zw[:, :, None] * z[:, None, :], ca, st.num_clusters, st.rows_per_cluster)
-    ztr = cluster_sum(zw * r[:, None], ca, st.num_clusters, st.rows_per_cluster)
-    sigma_inv = _inverse(bs.sigma)
-    prec = ztz / bs.s2 + sigma_inv
-    lin = ztr / bs.s2
-    prec = prec.at[:, 0, 0].add(child_prec)
-    lin = lin.at[:, 0].add(child_lin)
+    k_beta, k_u = jax.random.split(key)
+    p, q = blk.num_fixed, blk.num_random
+    csum = lambda a: cluster_sum(a, ca, st.num_clusters, st.rows_per_cluster)
+    tcols = [t[:, i] for i in range(p)]
+    zcols = [z[:, a] for a in range(q)]
+    wz = [w * c for c in zcols]
+    ztz = jnp.stack([jnp.stack([csum(wz[a] * zcols[b]) for b in range(q)], -1) for a in range(q)], -2)
+    tz = jnp.stack([jnp.stack([csum(wz[a] * tcols[i]) for a in range(q)], -1) for i in range(p)], -2)
+    zy = jnp.stack([csum(wz[a] * y) for a in range(q)], -1)                        # (J, q)
+    prec_u = (ztz / bs.s2 + _inverse(bs.sigma)).at[:, 0, 0].add(child_prec)       # (J, q, q)
+    lin0 = (zy / bs.s2).at[:, 0].add(child_lin)                                    # (J, q)
+    cov_u = 1.0 / prec_u if q == 1 else spd_inverse(prec_u)
+    g = jnp.sum(tz[:, :, :, None] * cov_u[:, None, :, :], axis=-2) / bs.s2         # (J, P, q)
+    wt = [w * c for c in tcols]
+    cross = [[None] * p for _ in range(p)]
+    for i in range(p):
+        for j in range(i + 1):
+            cross[i][j] = cross[j][i] = jnp.sum(wt[i] * tcols[j])
+    ttt = jnp.stack([jnp.stack(row) for row in cross])
+    prec_beta = ttt / bs.s2 - jnp.sum(g[:, :, None, :] * tz[:, None, :, :], axis=(0, 3)) / bs.s2
+    lin_beta = jnp.stack([jnp.sum(c * y) for c in wt]) / bs.s2 - jnp.sum(g * lin0[:, None, :], axis=(0, 2))
+    beta = draws.mvn_from_precision(k_beta, prec_beta, lin_beta)
+    lin_u = lin0 - jnp.sum(tz * beta[None, :, None], axis=1) / bs.s2
     if q == 1:
-        z0 = jax.random.normal(key, lin.shape, lin.dtype)
-        return lin / prec[:, :, 0] + z0 / jnp.sqrt(prec[:, :, 0])
-    return draws.mvn_from_precision(key, prec, lin)
+        z0 = jax.random.normal(k_u, lin_u.shape, lin_u.dtype)
+        u = lin_u * cov_u[:, :, 0] + z0 * jnp.sqrt(cov_u[:, :, 0])
+    else:
+        u = draws.mvn_from_precision(k_u, prec_u, lin_u)
+    return beta, u
 
 
 def _inverse(sigma):
-    if sigma.shape[-1] == 1:
-        return 1.0 / sigma
-    from .linalg import spd_inverse
-    return spd_inverse(sigma)
+    return 1.0 / sigma if sigma.shape[-1] == 1 else spd_inverse(sigma)
 
 
 def draw_sigma(key, st: Structure, blk: Block, u, cw):
@@ -185,24 +206,25 @@ def latent_child_terms(st: Structure, b: int, blocks, x, ca):
 
 
 def update_block(key, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca):
-    """One Gibbs pass over block b's parameters: beta, then u, Sigma, then s2."""
+    """One Gibbs pass over block b's parameters: (beta, u) jointly, then Sigma, then s2."""
     blk = st.blocks[b]
     bs = blocks[b]
-    k_beta, k_u, k_sigma, k_s2 = jax.random.split(key, 4)
+    k_beta, k_sigma, k_s2 = jax.random.split(key, 3)
     x_rows, w = rows_of(st, blk, x, ca)
     lat = latents_at(st, blk, blocks, ca)
     y = x_rows[:, blk.outcome]
     t = design(blk.terms, x_rows, lat)
-    zu = random_part(st, blk, bs, x_rows, lat, ca)
-    beta = draw_beta(k_beta, blk, bs, y, t, zu, w)
-    fixed = sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
     u, sigma = bs.u, bs.sigma
     if blk.random:
         z = design(blk.random, x_rows, lat)
         c_prec, c_lin = latent_child_terms(st, b, blocks, x, ca)
-        u = draw_u(k_u, st, blk, bs, y - fixed, z, w, ca, c_prec, c_lin)
+        beta, u = draw_beta_u(k_beta, st, blk, bs, y, t, z, w, ca, c_prec, c_lin)
         sigma = draw_sigma(k_sigma, st, blk, u, ca.cluster_weight)
         u_rows = expand(u, ca, st.rows_per_cluster)
         zu = sum(z[:, k] * u_rows[:, k] for k in range(blk.num_random))
+    else:
+        beta = draw_beta(k_beta, blk, bs, y, t, jnp.zeros_like(y), w)
+        zu = 0.0
+    fixed = sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
     s2 = draw_s2(k_s2, st, y - fixed - zu, w)
     return BlockState(beta, u, sigma, s2)

@@ -142,32 +142,76 @@ def test_beta_conditional():
     check_var(s, np.diag(cov))
 
 
-def test_random_intercept_conditional_with_latent_child():
-    """x's random intercept is also y's latent predictor: its conditional gains y's likelihood.
-    Checked against Gaussian conditioning of the exact joint, done independently in numpy."""
+def joint_gaussian(rows_design, rows_target, rows_var, clusters, tau):
+    """Exact posterior of (beta, u_1..u_J) for Gaussian 'observations' target ~ N(D theta, var)
+    with flat beta and u_j ~ N(0, tau): dense numpy precision, no shared code with the kernels."""
+    d = np.asarray(rows_design, np.float64)
+    h = d.T @ (d / np.asarray(rows_var)[:, None])
+    p = d.shape[1] - J
+    h[p:, p:] += np.eye(J) / tau
+    lin = d.T @ (np.asarray(rows_target, np.float64) / np.asarray(rows_var))
+    cov = np.linalg.inv(h)
+    return cov @ lin, cov
+
+
+def _check_joint(st, ca, bstate, x, b, design_fn):
+    blk, bs = st.blocks[b], bstate[b]
+    rows, w = kb.rows_of(st, blk, x, ca)
+    lat = kb.latents_at(st, blk, bstate, ca)
+    t = kb.design(blk.terms, rows, lat)
+    z = kb.design(blk.random, rows, lat)
+    cp, cl = kb.latent_child_terms(st, b, bstate, x, ca)
+    y = rows[:, blk.outcome]
+    s = jax.vmap(lambda k: jnp.concatenate(
+        kb.draw_beta_u(k, st, blk, bs, y, t, z, w, ca, cp, cl)[0:1] +
+        (kb.draw_beta_u(k, st, blk, bs, y, t, z, w, ca, cp, cl)[1][:, 0],)))(keys())
+    s = np.asarray(s)
+    design, target, var = design_fn(t)
+    mean, cov = joint_gaussian(design, target, var, J, float(bs.sigma[0, 0]))
+    sd = np.sqrt(np.diag(cov))
+    check_mean(s, mean, sd)
+    check_var(s, np.diag(cov))
+    # one covariance: the intercept with the first cluster effect, through their sum
+    p = blk.num_fixed
+    check_var(s[:, 0] + s[:, p], cov[0, 0] + cov[p, p] + 2 * cov[0, p])
+
+
+def test_beta_and_random_intercept_joint_draw():
+    """y's block: (beta, u) drawn together equals the exact joint Gaussian posterior."""
+    rng = np.random.default_rng(6)
+    st, ca = small_model()
+    bstate = state_for(st, rng)
+    x = jnp.asarray(rng.normal(size=(J * N_PER, 2)), jnp.float32)
+    cl = np.repeat(np.arange(J), N_PER)
+    onehot = (cl[:, None] == np.arange(J)[None, :]).astype(float)
+    s2 = float(bstate[0].s2)
+
+    def design_fn(t):
+        return (np.hstack([np.asarray(t, np.float64), onehot]), np.asarray(x[:, 0], np.float64),
+                np.full(J * N_PER, s2))
+    _check_joint(st, ca, bstate, x, 0, design_fn)
+
+
+def test_random_intercept_with_latent_child_joint_draw():
+    """x's random intercept is also y's latent predictor: the joint (beta_x, u_x) posterior gains
+    y's likelihood g u_j; checked against the dense Gaussian posterior built in numpy."""
     rng = np.random.default_rng(2)
     st, ca = small_model()
     bstate = state_for(st, rng)
     x = jnp.asarray(rng.normal(size=(J * N_PER, 2)), jnp.float32)
-    b = 1  # x's block
-    blk, bs = st.blocks[b], bstate[b]
-    rows, w = kb.rows_of(st, blk, x, ca)
-    t = kb.design(blk.terms, rows, {})
-    z = kb.design(blk.random, rows, {})
-    cp, cl = kb.latent_child_terms(st, b, bstate, x, ca)
-    r = rows[:, 1] - t @ bs.beta
-    s = np.asarray(jax.vmap(lambda k: kb.draw_u(k, st, blk, bs, r, z, w, ca, cp, cl))(keys()))[:, :, 0]
-    # numpy: u_j ~ N(0, tau); x_ij - beta_x = u_j + e; y_ij - (b0 + b1 x_ij + Zu_y) = g u_j + e_y
-    tau, s2x = float(bs.sigma[0, 0]), float(bs.s2)
-    yb = bstate[0]
-    g, s2y = float(yb.beta[2]), float(yb.s2)
+    cl = np.repeat(np.arange(J), N_PER)
+    onehot = (cl[:, None] == np.arange(J)[None, :]).astype(float)
+    yb, xb = bstate[0], bstate[1]
+    g = float(yb.beta[2])
     xn, yn = np.asarray(x[:, 1], np.float64), np.asarray(x[:, 0], np.float64)
-    ry = yn - float(yb.beta[0]) - float(yb.beta[1]) * xn - np.repeat(np.asarray(yb.u[:, 0]), N_PER)
-    rx = xn - float(bs.beta[0])
-    prec = 1 / tau + N_PER / s2x + N_PER * g * g / s2y
-    mean = (rx.reshape(J, N_PER).sum(1) / s2x + g * ry.reshape(J, N_PER).sum(1) / s2y) / prec
-    check_mean(s, mean, np.full(J, 1 / np.sqrt(prec)))
-    check_var(s, np.full(J, 1 / prec))
+    ry = yn - float(yb.beta[0]) - float(yb.beta[1]) * xn - np.asarray(yb.u[:, 0], np.float64)[cl]
+
+    def design_fn(t):
+        own = np.hstack([np.ones((J * N_PER, 1)), onehot])
+        child = np.hstack([np.zeros((J * N_PER, 1)), g * onehot])
+        return (np.vstack([own, child]), np.concatenate([xn, ry]),
+                np.concatenate([np.full(J * N_PER, float(xb.s2)), np.full(J * N_PER, float(yb.s2))]))
+    _check_joint(st, ca, bstate, x, 1, design_fn)
 
 
 def test_level1_missing_value_conditional_matches_bivariate_normal():
