@@ -33,7 +33,12 @@ class Layout:
     cluster_sizes: np.ndarray    # (J,)
 
 
-def build_layout(cluster_values: np.ndarray | None, n_rows: int, dense_waste: float = 0.5) -> Layout:
+# the dense grid is used while padding adds at most this fraction of the rows
+DENSE_WASTE = 0.5
+
+
+def build_layout(cluster_values: np.ndarray | None, n_rows: int, dense_waste: float | None = None) -> Layout:
+    dense_waste = DENSE_WASTE if dense_waste is None else dense_waste
     if cluster_values is None:
         cluster_values = np.zeros(n_rows)
     ids, inverse, sizes = np.unique(cluster_values, return_inverse=True, return_counts=True)

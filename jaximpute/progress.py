@@ -17,7 +17,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
+        self.start = None          # set at the first sweep, so compile time is not counted
         self.last_pct = -1
 
     @property
@@ -29,6 +29,8 @@ class Progress:
         if not self.enabled:
             return
         done = int(t) + 1
+        if self.start is None:
+            self.start = time.perf_counter()
         pct = int(100 * done / self.total)
         if pct == self.last_pct:
             return
