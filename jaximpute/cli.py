@@ -48,6 +48,28 @@ def _check_outfile(script, outfile: Path | None) -> None:
             raise OutputError(f"OUTFILE: '{outfile}' is an input file; refusing to overwrite it")
 
 
+def _enable_compilation_cache() -> None:
+    """Keep compiled programs between runs (same model shape: no recompile); JAXIMPUTE_CACHE=0
+    turns it off, JAXIMPUTE_CACHE=DIR moves it."""
+    where = os.environ.get("JAXIMPUTE_CACHE", "")
+    if where == "0":
+        return
+    import jax
+    path = Path(where) if where else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaximpute" / "xla"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except OSError:
+        pass  # a read-only home: run without the cache
+
+
+def _summarise_paths(paths: list[str]) -> list[str]:
+    if len(paths) <= 4:
+        return paths
+    return [paths[0], f"... ({len(paths) - 2} more)", paths[-1]]
+
+
 def cmd_run(args) -> int:
     from .api import run as run_model
     from .data import read_table
@@ -63,12 +85,13 @@ def cmd_run(args) -> int:
         raise script.error("DATA", "required; expected the path of the data file")
     table = read_table(script.data, [n.text for n in script.variables] if script.variables else None,
                        script.missing)
+    _enable_compilation_cache()
     result = run_model(script, table, progress=not (args.no_progress or args.quiet))
     if script.nimps:
         t = time.perf_counter()
         paths = result.write(outfile)
         result.report.timing["writing"] = time.perf_counter() - t
-        result.report.outputs = [str(p) for p in paths]
+        result.report.outputs = _summarise_paths([str(p) for p in paths])
         if script.output_format == "separate":
             result.report.outputs.append(str(outfile.with_name(outfile.name.replace("*", "list")))
                                          + "  (list file)")

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from .compile import Layout, MissingCells, prepare
-from .kernels import rhat
 from .kernels.state import Data
 from .kernels.sweep import make_runner, parameter_labels
 from .kernels.structure import LATENT, VAR, Structure
@@ -103,12 +102,9 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
     compiled = runner.lower(keys, data).compile()
     t2 = time.perf_counter()
     out = compiled(keys, data)
-    psr_fn = jax.jit(jax.vmap(rhat.burnin_table, in_axes=1))
-    burn_psr = psr_fn(out.burn_trace)
-    post = out.post_trace
-    final_psr = jax.vmap(rhat.split_rhat, in_axes=1)(post) if post.shape[0] >= 4 else \
-        jnp.full(out.saved_params.shape[1:2] + out.saved_params.shape[-1:], jnp.nan)
-    host = jax.device_get((burn_psr, out.saved_params, out.imputations, post, final_psr))
+    # the one crossing back to the host: summaries, saved draws and imputed cells only
+    host = jax.device_get((out.burn_psr, out.saved_params, out.imputations, out.post_trace,
+                           out.post_psr))
     t3 = time.perf_counter()
     if progress:
         progress.close()

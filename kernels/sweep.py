@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import rhat
 from .blocks import update_block
 from .clusters import expand, first
 from .impute import impute_variable, missing_values
@@ -115,6 +116,8 @@ class RunOutput(NamedTuple):
     imputations: jax.Array   # (S, D, C, M) values at the missing cells at each saved iteration
     final: State             # last state, (D, C, ...)
     post_trace: jax.Array    # (S * THIN, D, C, P) every post-burn-in sweep, or (0, D, C, P)
+    burn_psr: jax.Array      # (D, 20, P) split R-hat in each of Blimp's burn-in windows
+    post_psr: jax.Array      # (D, P) split R-hat of the post-burn-in trace (NaN without one)
 
 
 def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: bool = False,
@@ -173,6 +176,12 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
         (states, (burn_buf, par_buf, imp_buf)), post = jax.lax.scan(
             step, (states, bufs), jnp.arange(total))
         post = post[burn:] if keep_post else jnp.zeros((0,) + p0.shape, p0.dtype)
-        return RunOutput(burn_buf[:burn], par_buf[:num_saves], imp_buf[:num_saves], states, post)
+        burn_trace = burn_buf[:burn]
+        # diagnostics on device, vmapped over data sets: only summaries need to cross to the host
+        burn_psr = jax.vmap(rhat.burnin_table, in_axes=1)(burn_trace)
+        post_psr = (jax.vmap(rhat.split_rhat, in_axes=1)(post) if post.shape[0] >= 4
+                    else jnp.full(p0.shape[:1] + p0.shape[-1:], jnp.nan, p0.dtype))
+        return RunOutput(burn_trace, par_buf[:num_saves], imp_buf[:num_saves], states, post,
+                         burn_psr, post_psr)
 
     return run
