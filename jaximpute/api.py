@@ -65,6 +65,12 @@ class ImputationResult:
         """Blimp's burn-in PSR table (largest value per group and window)."""
         return self.report.psr_all
 
+    def analyze(self, formula: str, *, reml: bool = False, df_com: float | None = None):
+        """Fit an lme4-style mixed model to every imputed data set and pool by Rubin's rules
+        (as mitml::testEstimates with var.comp = TRUE). Returns an AnalysisResult."""
+        from .analyze import analyze
+        return analyze(self.imputations, formula, reml=reml, df_com=df_com)
+
     def write(self, outfile: str | Path | None = None, fmt: str | None = None, *,
               include_original: bool | None = None, header: bool | None = None) -> list[Path]:
         """Write the imputations in Blimp's stacked or separate format (atomically)."""

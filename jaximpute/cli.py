@@ -28,6 +28,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--outfile", help="write here instead of the script's OUTFILE")
     r.add_argument("--platform", choices=["cpu", "gpu", "tpu"],
                    help="JAX platform (default: JAX's choice, a GPU when one is installed)")
+    a = sub.add_parser("analyze", help="fit a mixed model to imputed data sets and pool (Rubin's rules)")
+    a.add_argument("file", help="a stacked file, an Mplus list file of separate files, or one separate file")
+    a.add_argument("--formula", required=True,
+                   help="lme4-style formula, e.g. 'y ~ x + w + x:w + (x|cluster)'")
+    names = a.add_mutually_exclusive_group()
+    names.add_argument("--names", help="column names after the imputation column (as VARIABLES), "
+                                       "quoted: 'cluster y x'")
+    names.add_argument("--script", help="take the names from this script's VARIABLES")
+    a.add_argument("--missing", type=float, help="missing-value code in the files")
+    a.add_argument("--reml", action="store_true", help="REML instead of maximum likelihood")
+    a.add_argument("--df-com", type=float, help="complete-data df (Barnard & Rubin small-sample df)")
+    a.add_argument("--output", help="write the pooled table as CSV (term, estimate, std_error, t, "
+                                    "df, p, riv, fmi)")
     return p
 
 
@@ -100,9 +113,36 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    from .analyze import analyze, read_imputations
+    from .script import read_script
+
+    names = None
+    if args.names:
+        names = args.names.replace(",", " ").split()
+    elif args.script:
+        sc = read_script(args.script)
+        if not sc.variables:
+            raise sc.error("VARIABLES", "required to name the columns; expected VARIABLES: ...;")
+        names = [n.text for n in sc.variables]
+    if args.output:
+        out = Path(args.output)
+        if not out.parent.is_dir():
+            raise OutputError(f"--output: folder '{out.parent}' does not exist")
+        if out.resolve() == Path(args.file).resolve():
+            raise OutputError(f"--output: '{out}' is the input file; refusing to overwrite it")
+    frames = read_imputations(args.file, names, missing_code=args.missing)
+    result = analyze(frames, args.formula, reml=args.reml, df_com=args.df_com)
+    print(result.text)
+    if args.output:
+        result.to_csv(args.output)
+        print(f"\npooled table written to {args.output}")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("run", "-h", "--help", "--version") and not argv[0].startswith("-"):
+    if argv and argv[0] not in ("run", "analyze", "-h", "--help", "--version") and not argv[0].startswith("-"):
         argv = ["run"] + argv     # `jaximpute script.imp` is `jaximpute run script.imp`
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -111,7 +151,7 @@ def main(argv=None) -> int:
     if getattr(args, "platform", None):
         os.environ["JAX_PLATFORMS"] = args.platform
     try:
-        return cmd_run(args)
+        return cmd_run(args) if args.command == "run" else cmd_analyze(args)
     except JaxImputeError as e:
         print(f"jaximpute: error: {e}", file=sys.stderr)
         return e.exit_code

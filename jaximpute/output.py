@@ -268,6 +268,15 @@ def _csv_text(columns: list[list[str]], header: list[str] | None) -> str:
 # file safety
 
 
+def atomic_write_text(path, text: str, *, protect=()) -> Path:
+    """Write one text file atomically (tables, reports), never over an input."""
+    target = _as_path(path)
+    _refuse_inputs([target], protect)
+    _check_folder(target.parent if str(target.parent) else Path("."), target)
+    _atomic_write({target: text})
+    return target
+
+
 def _as_path(path) -> Path:
     return Path(os.path.expanduser(str(path)))
 
