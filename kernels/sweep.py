@@ -131,29 +131,33 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
     """
     total = burn + num_saves * thin
 
-    def one_sweep(keys, t, states, data):
-        step_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, t)))(keys)
-        f = jax.vmap(jax.vmap(lambda k, s, d: sweep(k, st, s, d), in_axes=(0, 0, None)))
-        return f(step_keys, states, data)
-
     def report(t):
         if progress is not None and progress_every:
             jax.lax.cond((t % progress_every == 0) | (t == total - 1),
                          lambda: jax.debug.callback(progress, t),
                          lambda: None)
 
-    mon = jax.vmap(jax.vmap(partial(monitored, st)))
-    collect = jax.vmap(jax.vmap(lambda s, d: missing_values(st, s.x, d.clusters, d.miss_index),
-                                in_axes=(0, None)), in_axes=(0, 0))
-
     def masked_write(buf, i, value, flag):
         i = jnp.clip(i, 0, buf.shape[0] - 1)
         return jax.lax.dynamic_update_index_in_dim(buf, jnp.where(flag, value, buf[i]), i, 0)
 
-    @jax.jit
-    def run(chain_keys, data):
-        init_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 2**31 - 1)))(chain_keys)
-        states = jax.vmap(jax.vmap(lambda k, d: init_state(k, st, d), in_axes=(0, None)))(init_keys, data)
+    def run_batch(chain_keys, data, batched: bool):
+        """chain_keys (D, C) and data with a leading D axis when `batched`; (C,) and one data
+        set otherwise. A data-set axis of length 1 is not vmapped at all: even unbatched data
+        under a size-1 vmap doubled the cost of a sweep on XLA:CPU."""
+        def over(f, data_axis=0):
+            g = jax.vmap(f, in_axes=(0, None))                    # chains share the data set
+            return jax.vmap(g, in_axes=(0, data_axis)) if batched else g
+
+        init = over(lambda k, d: init_state(jax.random.fold_in(k, 2**31 - 1), st, d))
+        states = init(chain_keys, data)
+        mon = jax.vmap(jax.vmap(partial(monitored, st))) if batched else jax.vmap(partial(monitored, st))
+        collect = over(lambda s, d: missing_values(st, s.x, d.clusters, d.miss_index))
+        step_fn = (jax.vmap(jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d),
+                                     in_axes=(0, 0, None, None)), in_axes=(0, 0, 0, None))
+                   if batched else
+                   jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d),
+                            in_axes=(0, 0, None, None)))
         p0 = mon(states)
         m0 = collect(states, data)
         bufs = (jnp.zeros((max(burn, 1),) + p0.shape, p0.dtype),
@@ -163,7 +167,7 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
         def step(carry, t):
             states, (burn_buf, par_buf, imp_buf) = carry
             report(t)
-            states = one_sweep(chain_keys, t, states, data)
+            states = step_fn(chain_keys, states, data, t)
             p = mon(states)
             burn_buf = masked_write(burn_buf, t, p, t < burn)
             k = t - burn
@@ -176,12 +180,24 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
         (states, (burn_buf, par_buf, imp_buf)), post = jax.lax.scan(
             step, (states, bufs), jnp.arange(total))
         post = post[burn:] if keep_post else jnp.zeros((0,) + p0.shape, p0.dtype)
-        burn_trace = burn_buf[:burn]
+        return burn_buf[:burn], par_buf[:num_saves], imp_buf[:num_saves], states, post
+
+    @jax.jit
+    def run(chain_keys, data):
+        if chain_keys.shape[0] == 1:
+            out = run_batch(chain_keys[0], jax.tree_util.tree_map(lambda a: a[0], data), False)
+            # restore the data-set axis: leading for the state, second for traces
+            burn_trace, saved, imps, states, post = out
+            add = lambda a: a[:, None]
+            burn_trace, saved, imps, post = map(add, (burn_trace, saved, imps, post))
+            states = jax.tree_util.tree_map(lambda a: a[None], states)
+        else:
+            burn_trace, saved, imps, states, post = run_batch(chain_keys, data, True)
         # diagnostics on device, vmapped over data sets: only summaries need to cross to the host
         burn_psr = jax.vmap(rhat.burnin_table, in_axes=1)(burn_trace)
         post_psr = (jax.vmap(rhat.split_rhat, in_axes=1)(post) if post.shape[0] >= 4
-                    else jnp.full(p0.shape[:1] + p0.shape[-1:], jnp.nan, p0.dtype))
-        return RunOutput(burn_trace, par_buf[:num_saves], imp_buf[:num_saves], states, post,
-                         burn_psr, post_psr)
+                    else jnp.full(burn_trace.shape[1:2] + burn_trace.shape[-1:], jnp.nan,
+                                  burn_trace.dtype))
+        return RunOutput(burn_trace, saved, imps, states, post, burn_psr, post_psr)
 
     return run
