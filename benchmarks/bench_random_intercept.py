@@ -180,7 +180,7 @@ def time_components(spec, st, data1, state, chains: int, work: int, repeats: int
     whole = lambda k, x, d: sweep(k, st, x, d)  # noqa: E731
     steps = [(label, step, False) for label, step in component_steps(spec, st)]
     steps += [("sweep (all of the above)", whole, False),
-              ("sweep, vmapped over data sets (D = 1) and chains, as the runner", whole, True)]
+              ("sweep vmapped over a size-1 data-set axis too (the runner avoids this)", whole, True)]
     calls = {}
     for label, step, d_axis in steps:
         say(f"  compiling at {chains} chains: {label}")

@@ -7,7 +7,6 @@ data. Writing files is explicit (`result.write()`); the command line calls it fo
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ import jax
 import numpy as np
 import pandas as pd
 
-from . import __version__
 from .data import DataTable, from_dataframe, read_table
 from .errors import ScriptError
 from .kernels import rhat
@@ -204,7 +202,6 @@ def _estimates(spec: ModelSpec, raw: RawDraws, labels) -> pd.DataFrame:
 
 def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report:
     s = spec.script
-    st = raw.structure
     settings_d = {
         "script": str(s.path) if s.path else "<api>",
         "data": spec.table.source,

@@ -18,7 +18,7 @@ import numpy as np
 from .compile import Layout, MissingCells, prepare
 from .kernels.state import Data
 from .kernels.sweep import make_runner, parameter_labels
-from .kernels.structure import LATENT, VAR, Structure
+from .kernels.structure import VAR, Structure
 from .progress import Progress
 from .spec import ModelSpec
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaximpute.kernels import blocks as kb
 from jaximpute.kernels import draws, linalg
