@@ -33,6 +33,10 @@ imputations with no standard error (``pool_mean``), as mitml does.
 
 Two entry points: ``pool`` for one analysis (a DataFrame like mitml's table) and ``rubin``, the
 same arithmetic vectorised over any leading axes (e.g. thousands of simulated replications).
+
+Multi-parameter tests as ``mitml::testModels`` / ``testConstraints`` (see the section below):
+``d1`` (Li, Raghunathan & Rubin 1991; Reiter 2007 df), ``d2`` (Li, Meng, Raghunathan & Rubin
+1991) with ``wald_statistics`` / ``lr_statistics``, and ``d3`` (Meng & Rubin 1992).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["rubin", "pool", "pool_mean"]
+__all__ = ["rubin", "pool", "pool_mean", "d1", "d2", "d3", "lr_statistics", "f_pvalue",
+           "wald_statistics"]
 
 
 def rubin(q, u, df_com=None) -> dict:
@@ -158,3 +163,258 @@ def pool(estimates, variances, df_com=None, names=None) -> pd.DataFrame:
 def pool_mean(values, axis: int = -2):
     """Pool variance components (variances, ICCs) by their mean over imputations, no SE (mitml)."""
     return np.mean(np.asarray(values, dtype=np.float64), axis=axis)
+
+
+# ------------------------------------------------------------------------ multi-parameter tests
+#
+# D1, D2 and D3 as ``mitml::testModels`` / ``mitml::testConstraints`` (mitml 0.4.4) compute them:
+# the internal ``mitml:::.D1`` and ``mitml:::.D2`` and the D3 branch of ``testModels`` were read
+# and their arithmetic (including its edge cases) followed; the formulas are the papers':
+#
+# Li, K. H., Raghunathan, T. E., & Rubin, D. B. (1991). Large-sample significance levels from
+#   multiply imputed data using moment-based statistics and an F reference distribution.
+#   *JASA*, 86, 1065-1073.                                                              (D1)
+# Reiter, J. P. (2007). Small-sample degrees of freedom for multi-component significance tests
+#   with multiple imputation for missing data. *Biometrika*, 94(2), 502-508.   (D1 with v_com)
+# Li, K.-H., Meng, X.-L., Raghunathan, T. E., & Rubin, D. B. (1991). Significance levels from
+#   repeated p-values with multiply-imputed data. *Statistica Sinica*, 1, 65-92.       (D2)
+# Meng, X.-L., & Rubin, D. B. (1992). Performing likelihood ratio tests with multiply-imputed
+#   data sets. *Biometrika*, 79(1), 103-111.                                           (D3)
+#
+# Every function works over leading axes (e.g. simulated replications): the imputation axis is
+# the last one of ``stats`` / the one before the parameter axes of ``q`` and ``u``. Results are
+# dicts of arrays (0-d for a single test): F, df1, df2, p, riv, m. Division by zero follows IEEE
+# (and R) rules, so the same inputs give the same inf / nan that mitml reports.
+
+
+def f_pvalue(f, df1, df2):
+    """Upper-tail F probability ``P(F(df1, df2) > f)``, as R's ``pf(f, df1, df2, lower.tail =
+    FALSE)``: ``df2 = inf`` gives the chi-square limit ``P(chi2(df1) > df1 f)`` (scipy's F
+    returns nan there), a negative ``f`` gives 1, and nan or a non-positive df gives nan."""
+    f, df1, df2 = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (f, df1, df2)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        inf2 = np.isinf(df2) & (df2 > 0)
+        finite = stats.f.sf(f, df1, np.where(inf2, 1.0, df2))
+        limit = stats.chi2.sf(df1 * np.maximum(f, 0.0), df1)
+        out = np.where(inf2, limit, finite)
+        bad = np.isnan(f) | ~(df1 > 0) | ~(df2 > 0)
+        out = np.where(bad, np.nan, out)
+    return out[()] if out.ndim == 0 else out
+
+
+def _li_df(r, t, k):
+    """Li, Raghunathan & Rubin's (1991, eq. 1.12 and the t <= 4 case) denominator df, with
+    t = k (m - 1), as mitml's ``.D1`` (no v_com) and its D3 use it."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inv_r = 1.0 / r
+        big = 4.0 + (t - 4.0) * (1.0 + (1.0 - 2.0 / t) * inv_r) ** 2
+        small = t * (1.0 + 1.0 / k) * (1.0 + inv_r) ** 2 / 2.0
+    return np.where(t > 4, big, small)
+
+
+def _result(f, k, v, r, m):
+    f = np.asarray(f, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64)
+    k_arr = np.broadcast_to(np.asarray(k, dtype=np.float64), f.shape)
+    out = {"F": f, "df1": k_arr, "df2": v, "p": np.asarray(f_pvalue(f, k_arr, v)), "riv": r,
+           "m": int(m)}
+    return {key: (val[()] if isinstance(val, np.ndarray) and val.ndim == 0 else val)
+            for key, val in out.items()}
+
+
+def d1(q, u, df_com=None, q0=None) -> dict:
+    """D1: the pooled Wald test of Li, Raghunathan & Rubin (1991), as ``mitml:::.D1``.
+
+    Tests H0: Q = q0 for k parameters from m imputations, with ``Qbar`` the mean estimate,
+    ``Ubar`` the mean covariance and ``B`` the between-imputation covariance (divisor m - 1):
+
+        r   = (1 + 1/m) tr(B Ubar^-1) / k                      (average RIV, "ARIV")
+        F   = (Qbar - q0)' [(1 + r) Ubar]^-1 (Qbar - q0) / k
+        t   = k (m - 1)
+        df2 = 4 + (t - 4) (1 + (1 - 2/t) / r)^2                if t > 4
+            = t (1 + 1/k) (1 + 1/r)^2 / 2                      otherwise      (Li et al. 1991)
+
+    With a complete-data df ``df_com`` (v_com), df2 is Reiter's (2007) small-sample df:
+    a = r t / (t - 2), v* = v_com (v_com + 1) / (v_com + 3), c0 = 1/(t - 4),
+    c1 = v* - 2 (1 + a), c2 = v* - 4 (1 + a),
+
+        z   = 1/c2 + c0 [a^2 c1 / ((1 + a)^2 c2) + 8 a^2 c1 / ((1 + a) c2^2)
+                         + 4 a^2 / ((1 + a) c2) + 4 a^2 / (c2 c1) + 16 a^2 c1 / c2^3 + 8 a^2 / c2^2]
+        df2 = 4 + 1/z
+
+    exactly as mitml evaluates it, including its t <= 4 behaviour (Reiter's expansion assumes
+    t > 4): at t = 4 (k = 1, m = 5) c0 = inf and mitml reports df2 = 4 (z = inf) for r > 0.
+    r = 0 (no between-imputation variance) gives df2 = inf without ``df_com`` (p from the
+    chi-square limit, as R's ``pf``), and v* + 4 with it.
+
+    Parameters
+    ----------
+    q : array (..., m, k)     estimates of the k tested parameters (or constraints)
+    u : array (..., m, k, k)  their sampling covariance matrices (k = 1 also as (..., m, 1))
+    df_com : float, optional  complete-data degrees of freedom (Reiter 2007)
+    q0 : array (k,), optional the null values (default 0)
+
+    Returns
+    -------
+    dict with ``F``, ``df1`` (= k), ``df2``, ``p`` (upper tail of F(df1, df2)), ``riv`` (r),
+    ``m``; arrays over the leading axes, 0-d for a single test.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    u = np.asarray(u, dtype=np.float64)
+    if q.ndim < 2:
+        raise ValueError("q must have shape (..., m, k)")
+    m, k = q.shape[-2], q.shape[-1]
+    if u.shape == q.shape and k == 1:
+        u = u[..., None]
+    if u.shape != q.shape + (k,):
+        raise ValueError(f"u must have shape {q.shape + (k,)}, got {u.shape}")
+    if m < 2:
+        raise ValueError(f"D1 needs at least 2 imputations, got m = {m}")
+    if q0 is not None:
+        q = q - np.asarray(q0, dtype=np.float64)
+    qbar = q.mean(axis=-2)
+    ubar = u.mean(axis=-3)
+    dev = q - qbar[..., None, :]
+    b = np.einsum("...li,...lj->...ij", dev, dev) / (m - 1)
+    r = (1.0 + 1.0 / m) * np.trace(np.linalg.solve(ubar, b), axis1=-2, axis2=-1) / k
+    quad = np.einsum("...i,...i->...", qbar, np.linalg.solve(ubar, qbar[..., None])[..., 0])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        f = quad / (1.0 + r) / k
+        t = float(k * (m - 1))
+        if df_com is None:
+            v = _li_df(r, t, k)
+        else:
+            vcom = np.asarray(df_com, dtype=np.float64)
+            a = r * t / (t - 2.0)
+            vstar = ((vcom + 1.0) / (vcom + 3.0)) * vcom
+            c0 = np.float64(1.0) / np.float64(t - 4.0)
+            c1 = vstar - 2.0 * (1.0 + a)
+            c2 = vstar - 4.0 * (1.0 + a)
+            a2 = a * a
+            z = (1.0 / c2 + c0 * (a2 * c1 / ((1.0 + a) ** 2 * c2))
+                 + c0 * (8.0 * a2 * c1 / ((1.0 + a) * c2 ** 2) + 4.0 * a2 / ((1.0 + a) * c2))
+                 + c0 * (4.0 * a2 / (c2 * c1) + 16.0 * a2 * c1 / c2 ** 3)
+                 + c0 * (8.0 * a2 / c2 ** 2))
+            v = 4.0 + 1.0 / z
+    return _result(f, k, v, r, m)
+
+
+def wald_statistics(q, u, q0=None):
+    """Per-imputation Wald statistics d_l = (Q_l - q0)' U_l^-1 (Q_l - q0), (..., m, k) and
+    (..., m, k, k) -> (..., m): D2's input for ``use = "wald"`` (mitml's ``testModels`` and
+    ``testConstraints``)."""
+    q = np.asarray(q, dtype=np.float64)
+    u = np.asarray(u, dtype=np.float64)
+    if u.shape == q.shape and q.shape[-1] == 1:
+        u = u[..., None]
+    if q0 is not None:
+        q = q - np.asarray(q0, dtype=np.float64)
+    return np.einsum("...i,...i->...", q, np.linalg.solve(u, q[..., None])[..., 0])
+
+
+def d2(stats, k, ariv="default") -> dict:
+    """D2: pooling of m chi-square statistics (Li, Meng, Raghunathan & Rubin 1991), as
+    ``mitml:::.D2``.
+
+    From the per-imputation statistics d_l (Wald statistics, see ``wald_statistics``, or
+    likelihood-ratio statistics, see ``lr_statistics``) on k degrees of freedom:
+
+        r   = (1 + 1/m) var(sqrt(d_l))            (sample variance, divisor m - 1)
+        F   = (mean(d_l)/k - (m + 1)/(m - 1) r) / (1 + r)
+        df2 = k^(-3/m) (m - 1) (1 + 1/r)^2
+
+    A negative statistic gives nan (the square root), as in R. ``ariv = "positive"`` reports
+    ``riv = max(0, r)`` but, exactly as ``mitml::testModels`` and ``testConstraints`` do it,
+    leaves F and df2 at their default values (mitml clips r only after ``.D2`` has used it).
+
+    Parameters
+    ----------
+    stats : array (..., m)   chi-square statistics
+    k : int                  their degrees of freedom (number of tested parameters)
+    ariv : "default" | "positive"
+
+    Returns
+    -------
+    dict with ``F``, ``df1`` (= k), ``df2``, ``p``, ``riv``, ``m``.
+    """
+    d = np.asarray(stats, dtype=np.float64)
+    if d.ndim < 1:
+        raise ValueError("stats must have shape (..., m)")
+    m = d.shape[-1]
+    if m < 2:
+        raise ValueError(f"D2 needs at least 2 imputations, got m = {m}")
+    if ariv not in ("default", "positive"):
+        raise ValueError(f"ariv must be 'default' or 'positive', got {ariv!r}")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = (1.0 + 1.0 / m) * np.var(np.sqrt(d), axis=-1, ddof=1)
+        f = (d.mean(axis=-1) / k - (m + 1.0) / (m - 1.0) * r) / (1.0 + r)
+        v = float(k) ** (-3.0 / m) * (m - 1) * (1.0 + 1.0 / r) ** 2
+    out = _result(f, k, v, r, m)
+    if ariv == "positive":
+        out["riv"] = np.maximum(0.0, out["riv"])
+    return out
+
+
+def _all_equal(x, y, tolerance=1.5e-8):
+    """R's ``isTRUE(all.equal(x, y))`` for two numbers: the difference relative to |x| (absolute
+    when |x| <= tolerance) at most ``tolerance``."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    diff = np.abs(x - y)
+    scale = np.abs(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(np.isfinite(scale) & (scale > tolerance), diff / np.where(scale > 0, scale, 1.0), diff)
+    return (rel <= tolerance) | ((x == y) & ~np.isnan(x))
+
+
+def lr_statistics(loglik_full, loglik_null):
+    """Likelihood-ratio statistics -2 (l_null - l_full) per imputation, as ``mitml::testModels``
+    forms them for D2 with ``use = "likelihood"``: a pair of log-likelihoods that R's
+    ``all.equal`` calls equal (relative difference <= 1.5e-8) gives exactly 0."""
+    full = np.asarray(loglik_full, dtype=np.float64)
+    null = np.asarray(loglik_null, dtype=np.float64)
+    diff = np.where(_all_equal(full, null), 0.0, null - full)
+    return -2.0 * diff
+
+
+def d3(lr_own, lr_pooled, k, ariv="default") -> dict:
+    """D3: the pooled likelihood-ratio test of Meng & Rubin (1992), as ``mitml::testModels``.
+
+    ``lr_own[l] = -2 (l_null,l - l_full,l)`` with each model's log-likelihood of data set l at
+    that model's own estimates on data set l, and ``lr_pooled[l]`` the same at each model's
+    pooled estimates (``mitml`` averages, for lme4 fits, the fixed effects, the random-effect
+    covariance matrix and the residual variance, all on their natural scale; see
+    ``jaximpute.lmm.loglik_at``). With dbar = mean(lr_own), dtilde = mean(lr_pooled):
+
+        r   = (m + 1) / (k (m - 1)) (dbar - dtilde)
+        F   = dtilde / (k (1 + r))
+        df2 = Li et al.'s (1991) df with t = k (m - 1), as for D1 without v_com
+
+    ``ariv = "positive"`` uses max(0, r) throughout (F, df2 and riv), as mitml does for D3.
+    k is the difference in the number of model parameters (fixed effects plus variance
+    parameters; mitml uses the ``df`` of ``logLik``).
+
+    Returns
+    -------
+    dict with ``F``, ``df1`` (= k), ``df2``, ``p``, ``riv``, ``m``.
+    """
+    own = np.asarray(lr_own, dtype=np.float64)
+    pooled = np.asarray(lr_pooled, dtype=np.float64)
+    if own.shape != pooled.shape or own.ndim < 1:
+        raise ValueError(f"lr_own and lr_pooled must have the same shape (..., m), got "
+                         f"{own.shape} and {pooled.shape}")
+    m = own.shape[-1]
+    if m < 2:
+        raise ValueError(f"D3 needs at least 2 imputations, got m = {m}")
+    if ariv not in ("default", "positive"):
+        raise ValueError(f"ariv must be 'default' or 'positive', got {ariv!r}")
+    dbar = own.mean(axis=-1)
+    dtilde = pooled.mean(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = (m + 1.0) / (k * (m - 1.0)) * (dbar - dtilde)
+        if ariv == "positive":
+            r = np.maximum(0.0, r)
+        f = dtilde / (k * (1.0 + r))
+        v = _li_df(r, float(k * (m - 1)), k)
+    return _result(f, k, v, r, m)
