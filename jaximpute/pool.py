@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["rubin", "pool", "pool_mean", "d1", "d2", "d3", "lr_statistics", "f_pvalue",
+__all__ = ["rubin", "pool", "pool_mean", "pool_results", "d1", "d2", "d3", "lr_statistics", "f_pvalue",
            "wald_statistics"]
 
 
@@ -418,3 +418,39 @@ def d3(lr_own, lr_pooled, k, ariv="default") -> dict:
         f = dtilde / (k * (1.0 + r))
         v = _li_df(r, float(k * (m - 1)), k)
     return _result(f, k, v, r, m)
+
+
+def pool_results(results, df_com=None, names=None) -> pd.DataFrame:
+    """Pool per-imputation fits that the user brings, by Rubin's rules (`pool`).
+
+    Each item is a statsmodels-like results object (with `.params` and `.cov_params()`, e.g.
+    `smf.ols(...).fit()`; for mixed models with `.fe_params`, such as `smf.mixedlm(...).fit()`,
+    only the fixed effects are pooled), or a pair `(estimates, covariance)` of arrays.
+    Names come from the first result's params index when it has one.
+    """
+    qs, us = [], []
+    for i, r in enumerate(results):
+        if hasattr(r, "params") and hasattr(r, "cov_params"):
+            params = r.fe_params if hasattr(r, "fe_params") else r.params
+            cov = r.cov_params()
+            if names is None and hasattr(params, "index"):
+                names = [str(n) for n in params.index]
+            if hasattr(cov, "loc") and hasattr(params, "index"):
+                cov = cov.loc[params.index, params.index]
+            qs.append(np.asarray(params, dtype=np.float64))
+            us.append(np.asarray(cov, dtype=np.float64))
+        else:
+            try:
+                q, u = r
+            except (TypeError, ValueError):
+                raise TypeError(f"result {i + 1}: expected a fitted model with .params and "
+                                ".cov_params(), or a pair (estimates, covariance)") from None
+            qs.append(np.atleast_1d(np.asarray(q, dtype=np.float64)))
+            us.append(np.asarray(u, dtype=np.float64))
+    if len({q.shape for q in qs}) != 1:
+        raise ValueError("every imputation's fit must have the same parameters")
+    q = np.stack(qs)
+    u = np.stack(us)
+    if u.ndim == 3 and u.shape[1:] != (q.shape[1], q.shape[1]):
+        raise ValueError(f"covariance matrices must be {q.shape[1]} x {q.shape[1]}")
+    return pool(q, u, df_com=df_com, names=names)

@@ -135,3 +135,36 @@ def test_rubin_vectorised_matches_pool_and_covariances():
     assert pool_mean(np.array([[0.2, 0.4], [0.4, 0.6]]), axis=0).tolist() == pytest.approx([0.3, 0.5])
 
 
+
+
+class _FakeResults:
+    """The two attributes of a statsmodels results object that pool_results reads."""
+
+    def __init__(self, params, cov, fe=None):
+        import pandas as pd
+        self.params = pd.Series(params, index=["Intercept", "x", "Group Var"][:len(params)])
+        self._cov = pd.DataFrame(cov, index=self.params.index, columns=self.params.index)
+        if fe is not None:
+            self.fe_params = self.params.iloc[:fe]
+
+    def cov_params(self):
+        return self._cov
+
+
+def test_pool_results_accepts_statsmodels_like_fits_and_pairs():
+    rng = np.random.default_rng(1)
+    qs = rng.normal(size=(4, 2))
+    covs = [np.array([[0.2, 0.01], [0.01, 0.1]]) * (1 + 0.1 * i) for i in range(4)]
+    direct = pool(qs, np.stack(covs), names=["Intercept", "x"])
+    fits = [_FakeResults(q, c) for q, c in zip(qs, covs)]
+    from jaximpute.pool import pool_results
+    np.testing.assert_allclose(pool_results(fits).to_numpy(), direct.to_numpy())
+    assert list(pool_results(fits).index) == ["Intercept", "x"]
+    pairs = list(zip(qs, covs))
+    np.testing.assert_allclose(pool_results(pairs).to_numpy(), direct.to_numpy())
+    # a mixed model: only the fixed effects (fe_params) are pooled
+    mixed = [_FakeResults(np.append(q, 0.5), np.pad(c, ((0, 1), (0, 1))) + np.diag([0, 0, 0.01]), fe=2)
+             for q, c in zip(qs, covs)]
+    np.testing.assert_allclose(pool_results(mixed).to_numpy(), direct.to_numpy())
+    with pytest.raises(TypeError, match="expected a fitted model"):
+        pool_results([1.0, 2.0])
