@@ -132,6 +132,7 @@ def cmd_analyze(args) -> int:
         if out.resolve() == Path(args.file).resolve():
             raise OutputError(f"--output: '{out}' is the input file; refusing to overwrite it")
     frames = read_imputations(args.file, names, missing_code=args.missing)
+    _enable_compilation_cache()
     result = analyze(frames, args.formula, reml=args.reml, df_com=args.df_com)
     print(result.text)
     if args.output:

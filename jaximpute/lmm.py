@@ -24,6 +24,7 @@ ordinary interior minimum at 0. Everything runs in float64.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -295,6 +296,13 @@ class LMMFit:
         return out
 
 
+@functools.lru_cache(maxsize=None)
+def _batched_fit(q: int, reml: bool, steps: int):
+    """One jitted, vmapped fitter per static setting, so repeated analyses of same-shaped data
+    reuse the compiled program instead of tracing a fresh closure each call."""
+    return jax.jit(jax.vmap(lambda s, th0: _fit_one(s, th0, q, reml, steps), in_axes=(0, None)))
+
+
 def fit_lmm(formula: str | Formula, frames, *, reml: bool = False, steps: int = 60,
             tol: float = 1e-3) -> LMMFit:
     """Fit an lme4-style formula to one DataFrame or a list of same-shaped DataFrames.
@@ -319,7 +327,7 @@ def fit_lmm(formula: str | Formula, frames, *, reml: bool = False, steps: int = 
         stats = jax.vmap(lambda y, x, z: cluster_stats(y, x, z, gj, j))(ys, xs, zs)
         # lme4's start: Lambda = I
         theta0 = jnp.asarray([1.0 if r == c else 0.0 for c in range(q) for r in range(c, q)])
-        fit = jax.jit(jax.vmap(lambda s: _fit_one(s, theta0, q, reml, steps)))(stats)
+        fit = _batched_fit(q, reml, steps)(stats, theta0)
         fit = jax.device_get(fit)
     n = len(g)
     return LMMFit(f, reml, np.asarray(fit["beta"]), np.asarray(fit["vcov"]), np.asarray(fit["psi"]),
