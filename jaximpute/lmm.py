@@ -16,8 +16,8 @@ Lambda + I:
     ML:   -2 l = sum_j log|A_j| + N (1 + log(2 pi r2 / N))
     REML: -2 l = sum_j log|A_j| + log|X'V^-1X| + (N - p)(1 + log(2 pi r2 / (N - p)))
 
-theta is optimised with optax's L-BFGS (zoom line search) for a fixed number of steps, so a batch
-of fits (vmapped over imputations and data sets) runs as one program; the deviance is even in
+theta is optimised with optax's L-BFGS (zoom line search), vmapped over imputations and data sets
+in one program that loops until every fit's deviance gradient is below GTOL (or a step cap); the deviance is even in
 each diagonal entry of Lambda, so theta needs no bounds and a singular fit (a variance of 0) is an
 ordinary interior minimum at 0. Everything runs in float64.
 """
@@ -236,24 +236,39 @@ def _profiled(theta, s, q: int, reml: bool):
     return dev, beta, xvx, r2 / dof, lam
 
 
-def _fit_one(s, theta0, q: int, reml: bool, steps: int):
+GTOL = 1e-5   # |d deviance / d theta| below which a fit stops moving (deviance units)
+
+
+def _optimizer(s, q: int, reml: bool):
     fun = lambda th: _profiled(th, s, q, reml)[0]
-    opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(fun)
+    return fun, optax.lbfgs(), optax.value_and_grad_from_state(fun)
 
-    def step(carry, _):
-        th, state, best, best_val = carry
-        value, grad = value_and_grad(th, state=state)
-        updates, state = opt.update(grad, state, th, value=value, grad=grad, value_fn=fun)
-        th = optax.apply_updates(th, updates)
-        # keep the best point seen: once converged, L-BFGS steps on a flat, numerically noisy
-        # deviance can wander off (seen on a singular fit); the best point cannot
-        val = fun(th)
-        better = jnp.isfinite(val) & (val < best_val)
-        return (th, state, jnp.where(better, th, best), jnp.where(better, val, best_val)), None
 
-    start = (theta0, opt.init(theta0), theta0, fun(theta0))
-    (_, _, theta, _), _ = jax.lax.scan(step, start, None, length=steps)
+def _fit_start(s, theta0, q: int, reml: bool):
+    fun, opt, _ = _optimizer(s, q, reml)
+    return (theta0, opt.init(theta0), theta0, fun(theta0), jnp.array(False))
+
+
+def _fit_step(s, carry, q: int, reml: bool):
+    """One L-BFGS step (optax, zoom line search). A fit whose gradient is below GTOL is done: it
+    feeds the optimiser a zero gradient, so its line search ends at once and it stops moving
+    while the rest of the batch finishes."""
+    fun, opt, value_and_grad = _optimizer(s, q, reml)
+    th, state, best, best_val, done = carry
+    value, grad = value_and_grad(th, state=state)
+    done = done | (jnp.max(jnp.abs(grad)) < GTOL)
+    grad = jnp.where(done, 0.0, grad)
+    updates, state = opt.update(grad, state, th, value=value, grad=grad, value_fn=fun)
+    th = optax.apply_updates(th, updates)
+    # keep the best point seen: on a flat, numerically noisy deviance (a singular fit, say)
+    # L-BFGS can wander off after converging; the best point cannot
+    val = fun(th)
+    better = jnp.isfinite(val) & (val < best_val)
+    return (th, state, jnp.where(better, th, best), jnp.where(better, val, best_val), done)
+
+
+def _fit_finish(s, theta, q: int, reml: bool):
+    fun = lambda th: _profiled(th, s, q, reml)[0]
     dev, beta, xvx, sigma2, lam = _profiled(theta, s, q, reml)
     grad = jax.grad(fun)(theta)
     vcov = sigma2 * linalg.spd_inverse(xvx)
@@ -300,10 +315,34 @@ class LMMFit:
 def _batched_fit(q: int, reml: bool, steps: int):
     """One jitted, vmapped fitter per static setting, so repeated analyses of same-shaped data
     reuse the compiled program instead of tracing a fresh closure each call."""
-    return jax.jit(jax.vmap(lambda s, th0: _fit_one(s, th0, q, reml, steps), in_axes=(0, None)))
+    def fit(stats, theta0):
+        carry = jax.vmap(lambda st: _fit_start(st, theta0, q, reml))(stats)
+        step = jax.vmap(lambda st, c: _fit_step(st, c, q, reml))
+
+        # iterate until every fit in the batch is done (or `steps`): a batch-level loop, so
+        # converged batches stop early instead of spinning through the remaining steps
+        def cond(c):
+            it, carry = c
+            return (it < steps) & ~jnp.all(carry[4])
+
+        def body(c):
+            it, carry = c
+            return it + 1, step(stats, carry)
+
+        _, carry = jax.lax.while_loop(cond, body, (0, carry))
+        th, _, best, best_val, done = carry
+        # the current point unless it is worse than the best seen (beyond rounding)
+        cur_val = jax.vmap(lambda st, t: _profiled(t, st, q, reml)[0])(stats, th)
+        keep = jnp.isfinite(cur_val) & (cur_val <= best_val + 1e-10 * jnp.abs(best_val))
+        theta = jnp.where(keep[:, None], th, best)
+        out = jax.vmap(lambda st, t: _fit_finish(st, t, q, reml))(stats, theta)
+        out["done"] = done
+        return out
+
+    return jax.jit(fit)
 
 
-def fit_lmm(formula: str | Formula, frames, *, reml: bool = False, steps: int = 60,
+def fit_lmm(formula: str | Formula, frames, *, reml: bool = False, steps: int = 100,
             tol: float = 1e-3) -> LMMFit:
     """Fit an lme4-style formula to one DataFrame or a list of same-shaped DataFrames.
 
@@ -332,7 +371,8 @@ def fit_lmm(formula: str | Formula, frames, *, reml: bool = False, steps: int = 
     n = len(g)
     return LMMFit(f, reml, np.asarray(fit["beta"]), np.asarray(fit["vcov"]), np.asarray(fit["psi"]),
                   np.asarray(fit["sigma2"]), -0.5 * np.asarray(fit["deviance"]),
-                  np.asarray(fit["theta"]), np.asarray(fit["grad_norm"]) < tol, n, j)
+                  np.asarray(fit["theta"]), np.asarray(fit["done"]) | (np.asarray(fit["grad_norm"]) < tol),
+                  n, j)
 
 
 def loglik_at(formula: str | Formula, frames, beta, psi, sigma2, *, reml: bool = False) -> np.ndarray:
