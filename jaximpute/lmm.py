@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 import numpy as np
 import optax
 import pandas as pd
@@ -215,14 +216,17 @@ def _profiled(theta, s, q: int, reml: bool):
     logdet_a = 2.0 * jnp.sum(jnp.log(jnp.diagonal(la, axis1=-2, axis2=-1)))
     b = jnp.einsum("ka,jpk->jap", lam, s["xz"])                      # (J, q, p)
     c = jnp.einsum("ka,jk->ja", lam, s["zy"])                        # (J, q)
-    # A_j^-1 B_j and A_j^-1 c_j through the unrolled Cholesky factor, column by column
-    ainv_b = jnp.stack([linalg.chol_solve(la, b[:, :, k]) for k in range(b.shape[-1])], -1)
-    ainv_c = linalg.chol_solve(la, c)
+    # A_j^-1 [B_j | c_j] in one unrolled q x q solve, the p + 1 columns as a batch axis: one
+    # solve per column made the traced program (and its compile time) grow with p
+    rhs = jnp.concatenate([b, c[:, :, None]], axis=-1)               # (J, q, p + 1)
+    sol = jnp.swapaxes(linalg.chol_solve(la[:, None], jnp.swapaxes(rhs, -1, -2)), -1, -2)
+    ainv_b, ainv_c = sol[:, :, :-1], sol[:, :, -1]
     xvx = jnp.sum(s["xx"], 0) - jnp.einsum("jap,jar->pr", b, ainv_b)
     xvy = jnp.sum(s["xy"], 0) - jnp.einsum("jap,ja->p", b, ainv_c)
     yvy = jnp.sum(s["yy"]) - jnp.sum(c * ainv_c)
-    lx = linalg.cholesky(xvx)
-    beta = linalg.chol_solve(lx, xvy)
+    # one p x p system per fit (a batch of fits, not of clusters): LAPACK is fine here
+    lx = jnp.linalg.cholesky(xvx)
+    beta = jax.scipy.linalg.cho_solve((lx, True), xvy)
     r2 = yvy - beta @ xvy
     n = jnp.sum(s["n"])
     p = xvx.shape[-1]
@@ -271,7 +275,7 @@ def _fit_finish(s, theta, q: int, reml: bool):
     fun = lambda th: _profiled(th, s, q, reml)[0]
     dev, beta, xvx, sigma2, lam = _profiled(theta, s, q, reml)
     grad = jax.grad(fun)(theta)
-    vcov = sigma2 * linalg.spd_inverse(xvx)
+    vcov = sigma2 * jnp.linalg.inv(xvx)
     psi = sigma2 * lam @ lam.T
     return {"theta": theta, "deviance": dev, "beta": beta, "vcov": vcov, "sigma2": sigma2,
             "psi": psi, "grad_norm": jnp.max(jnp.abs(grad))}
