@@ -248,7 +248,7 @@ def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report
     timing = dict(raw.timing)
     timing["total"] = total
     rep = Report(settings_d, data_d, var_df, blocks, psr_show,
-                 f"split R-hat over {settings.chains} chain{'s' if settings.chains > 1 else ''}, "
-                 "each halved", warnings, estimates, saved if settings.nimps else None, [], timing,
+                 (f"split R-hat over {settings.chains} chains, each halved" if settings.chains > 1
+                  else "split R-hat over 1 chain, halved"), warnings, estimates, saved if settings.nimps else None, [], timing,
                  list(spec.notes), psr_df)
     return rep
