@@ -116,20 +116,23 @@ def affine_in(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca, factor
 
 # ---------------------------------------------------------------- conditional draws
 
-def draw_beta(key, blk: Block, bs: BlockState, y, t, zu, w):
-    """Fixed effects given everything else (flat prior)."""
-    r = y - zu
-    p = t.shape[-1]
-    cols = [t[:, i] for i in range(p)]
-    wcols = [w * c for c in cols]
-    # P(P+1)/2 weighted sums written out: XLA fuses them, where a (P x N)(N x P) dot_general
-    # batched over chains runs as many tiny matrix products
+def _cross_products(tcols, wcols):
+    """The P x P matrix of weighted sums sum(w t_i t_j), written out: XLA fuses the P(P+1)/2
+    sums, where a (P x N)(N x P) dot_general batched over chains runs as many tiny products."""
+    p = len(tcols)
     cross = [[None] * p for _ in range(p)]
     for i in range(p):
         for j in range(i + 1):
-            cross[i][j] = cross[j][i] = jnp.sum(wcols[i] * cols[j])
-    prec = jnp.stack([jnp.stack(row) for row in cross]) / bs.s2
-    lin = jnp.stack([jnp.sum(wc * r) for wc in wcols]) / bs.s2
+            cross[i][j] = cross[j][i] = jnp.sum(wcols[i] * tcols[j])
+    return jnp.stack([jnp.stack(row) for row in cross])
+
+
+def draw_beta(key, bs: BlockState, y, t, w):
+    """Fixed effects of a block without random effects, given everything else (flat prior)."""
+    cols = [t[:, i] for i in range(t.shape[-1])]
+    wcols = [w * c for c in cols]
+    prec = _cross_products(cols, wcols) / bs.s2
+    lin = jnp.stack([jnp.sum(wc * y) for wc in wcols]) / bs.s2
     return draws.mvn_from_precision(key, prec, lin)
 
 
@@ -153,11 +156,7 @@ def draw_beta_u(key, st: Structure, blk: Block, bs: BlockState, y, t, z, w, ca, 
     cov_u = 1.0 / prec_u if q == 1 else spd_inverse(prec_u)
     g = jnp.sum(tz[:, :, :, None] * cov_u[:, None, :, :], axis=-2) / bs.s2         # (J, P, q)
     wt = [w * c for c in tcols]
-    cross = [[None] * p for _ in range(p)]
-    for i in range(p):
-        for j in range(i + 1):
-            cross[i][j] = cross[j][i] = jnp.sum(wt[i] * tcols[j])
-    ttt = jnp.stack([jnp.stack(row) for row in cross])
+    ttt = _cross_products(tcols, wt)
     prec_beta = ttt / bs.s2 - jnp.sum(g[:, :, None, :] * tz[:, None, :, :], axis=(0, 3)) / bs.s2
     lin_beta = jnp.stack([jnp.sum(c * y) for c in wt]) / bs.s2 - jnp.sum(g * lin0[:, None, :], axis=(0, 2))
     beta = draws.mvn_from_precision(k_beta, prec_beta, lin_beta)
@@ -223,7 +222,7 @@ def update_block(key, st: Structure, b: int, blocks: tuple[BlockState, ...], x, 
         u_rows = expand(u, ca, st.rows_per_cluster)
         zu = sum(z[:, k] * u_rows[:, k] for k in range(blk.num_random))
     else:
-        beta = draw_beta(k_beta, blk, bs, y, t, jnp.zeros_like(y), w)
+        beta = draw_beta(k_beta, bs, y, t, w)
         zu = 0.0
     fixed = sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
     s2 = draw_s2(k_s2, st, y - fixed - zu, w)

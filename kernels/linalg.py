@@ -75,8 +75,3 @@ def spd_inverse(a):
     """Inverse of a symmetric positive-definite matrix via its unrolled Cholesky factor."""
     li = inv_lower(cholesky(a))
     return jnp.einsum("...ki,...kj->...ij", li, li)
-
-
-def matvec(a, x):
-    """a @ x over batch axes, written as a sum of products so XLA fuses it."""
-    return jnp.sum(a * x[..., None, :], axis=-1)

@@ -133,7 +133,7 @@ def test_beta_conditional():
     lat = kb.latents_at(st, blk, bstate, ca)
     t = kb.design(blk.terms, rows, lat)
     zu = kb.random_part(st, blk, bs, rows, lat, ca)
-    s = np.asarray(jax.vmap(lambda k: kb.draw_beta(k, blk, bs, rows[:, 0], t, zu, w))(keys()))
+    s = np.asarray(jax.vmap(lambda k: kb.draw_beta(k, bs, rows[:, 0] - zu, t, w))(keys()))
     tt = np.asarray(t, np.float64)
     cov = float(bs.s2) * np.linalg.inv(tt.T @ tt)
     mean = np.linalg.solve(tt.T @ tt, tt.T @ np.asarray(rows[:, 0] - zu, np.float64))
