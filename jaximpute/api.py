@@ -234,7 +234,8 @@ def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report
         rhs = " + ".join(bi.terms)
         ran = f" + random {' + '.join(bi.random)} | {spec.cluster}" if bi.random else ""
         where = "level 1" if bi.level == 1 else f"level 2, one row per {spec.cluster}"
-        blocks.append(f"{bi.outcome} ({where}) ~ {rhs}{ran}")
+        role = {"focal": "focal model, ", "supporting": "supporting, "}.get(bi.role, "")
+        blocks.append(f"{bi.outcome} ({role}{where}) ~ {rhs}{ran}")
     psr_df, warnings = None, []
     groups = [g for g in GROUP_TITLES if any(l[1] == g for l in labels)]
     windows = rhat.burnin_windows(settings.burn)

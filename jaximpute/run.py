@@ -7,6 +7,7 @@ determines every draw: chain c of data set d uses the key fold_in(fold_in(key(se
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import numpy as np
 from .compile import Layout, MissingCells, prepare
 from .kernels.state import Data
 from .kernels.sweep import make_runner, parameter_labels
-from .kernels.structure import VAR, Structure
+from .kernels.structure import VAR, Structure, Term
 from .progress import Progress
 from .spec import ModelSpec
 
@@ -153,36 +154,59 @@ def parameter_table(spec: ModelSpec, st: Structure):
     return rows
 
 
+def _units_matrix(terms, xv, blocks) -> np.ndarray:
+    """M with t_orig = M t_std for a block's term list (each row a term in the user's units).
+
+    A VAR factor is m + s * (standardised value) (m = 0 for a variable that is only scaled); a
+    LATENT factor, a parent's centred random intercept, is s_parent * (standardised value).
+    Expanding a product gives the standardised terms over the subsets of its factors, which the
+    term list holds whenever the dropped factors have m != 0 (`spec._centre` guarantees it).
+    """
+    index = {t: k for k, t in enumerate(terms)}
+    m = np.zeros((len(terms), len(terms)))
+    for k, term in enumerate(terms):
+        loc = [xv[f.index].mean if f.kind == VAR else 0.0 for f in term.factors]
+        scale = [xv[f.index].sd if f.kind == VAR else xv[blocks[f.index].outcome].sd
+                 for f in term.factors]
+        for keep in itertools.product((False, True), repeat=len(term.factors)):
+            coef = np.prod([scale[i] if kept else loc[i] for i, kept in enumerate(keep)])
+            if coef == 0.0:
+                continue
+            sub = Term(tuple(f for f, kept in zip(term.factors, keep) if kept))
+            m[k, index[sub]] += coef
+    return m
+
+
 def to_original_units(spec: ModelSpec, st: Structure, params: np.ndarray) -> np.ndarray:
     """Map standardised parameter draws (..., P) to the user's units (same layout).
 
-    Blocks are linear in single variables and latent means here, so the map is exact:
-    a slope scales by sd_outcome / sd_predictor, the intercept absorbs the predictors' means,
-    and variances scale by sd_outcome^2.
+    With t_orig = M t_std for the fixed terms and z_orig = Mz z_std for the random ones (see
+    `_units_matrix`), and v = m_v + s_v v_std for the outcome, the exact map is
+    beta = s_v M^-T beta_std (+ m_v on the intercept), Sigma = s_v^2 Mz^-T Sigma_std Mz^-1 and
+    s2 = s_v^2 s2_std: for a block linear in single variables this is the familiar slope
+    s_v / s_x with the intercept absorbing the predictors' means.
     """
-    out = np.array(params, dtype=np.float64, copy=True)
+    params = np.asarray(params, dtype=np.float64)
+    out = params.copy()
     xv = spec.x_vars
     pos = 0
     for blk in st.blocks:
         so, mo = xv[blk.outcome].sd, xv[blk.outcome].mean
-        beta = params[..., pos:pos + blk.num_fixed]
-        shift = np.zeros(beta.shape[:-1])
-        for t, term in enumerate(blk.terms):
-            if not term.factors:
-                continue
-            (f,) = term.factors
-            if f.kind == VAR:
-                sv, mv = xv[f.index].sd, xv[f.index].mean
-                out[..., pos + t] = beta[..., t] * so / sv
-                shift += out[..., pos + t] * mv
-            else:  # LATENT: the parent's random intercept, in the parent outcome's units
-                sp = xv[st.blocks[f.index].outcome].sd
-                out[..., pos + t] = beta[..., t] * so / sp
-        out[..., pos] = beta[..., 0] * so + mo - shift
-        pos += blk.num_fixed
-        nq = blk.num_random * (blk.num_random + 1) // 2
-        out[..., pos:pos + nq] = params[..., pos:pos + nq] * so * so
-        pos += nq
+        p = blk.num_fixed
+        m = _units_matrix(blk.terms, xv, st.blocks)
+        out[..., pos:pos + p] = so * params[..., pos:pos + p] @ np.linalg.inv(m)
+        out[..., pos] += mo
+        pos += p
+        q = blk.num_random
+        if q:
+            rows, cols = np.tril_indices(q)
+            sig = np.zeros(params.shape[:-1] + (q, q))
+            sig[..., rows, cols] = params[..., pos:pos + len(rows)]
+            sig[..., cols, rows] = params[..., pos:pos + len(rows)]
+            a = so * np.linalg.inv(_units_matrix(blk.random, xv, st.blocks)).T
+            sig = a @ sig @ a.T
+            out[..., pos:pos + len(rows)] = sig[..., rows, cols]
+            pos += len(rows)
         out[..., pos] = params[..., pos] * so * so
         pos += 1
     return out

@@ -147,7 +147,7 @@ _REPEATABLE = {"SAVE"}  # one `name = value` pair per statement, so several are 
 
 OPTION_WORDS = (
     "stacked", "separate", "sep", "stacked0", "psr", "nopsr", "estimates",
-    "prior1", "prior2", "prior3", "header",
+    "prior1", "prior2", "prior3", "header", "latent",
 )
 _FORMAT_OF_OPTION = {"stacked": "stacked", "stacked0": "stacked", "separate": "separate",
                      "sep": "separate"}

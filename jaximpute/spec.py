@@ -5,10 +5,12 @@ which variable is modelled at which level, which blocks exist and what each is r
 it records everything the report prints about the model. The result is static: a `Structure`
 for the device program plus the names and scales needed to read the draws back.
 
-Supported now (issue 2): continuous variables, two-level data with random intercepts, the
-`cluster ~ y x ...` mapping with latent cluster means, and single-level models (`MODEL: y x;`).
-Everything else the script language parses (OUTCOME, `y:x`, `a*b`, ORDINAL, NOMINAL, three-level
-ids) raises a clear "not supported yet" error here rather than fitting a different model.
+Supported: continuous variables in two-level data; the `cluster ~ y x ...` joint mapping with
+random intercepts and latent cluster means; single-level models (`MODEL: y x;`); and focal models
+(`OUTCOME: y;` with `y:x` random slopes, `a*b` products and supporting blocks for incomplete
+predictors at both levels). What the script language parses but the engine does not do yet
+(ORDINAL variables in MODEL, NOMINAL, three-level ids) raises a clear "not supported yet" error
+here rather than fitting a different model.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ class VariableInfo:
     kind: str                   # 'continuous' (ordinal/nominal come later)
     n_missing: int
     pct_missing: float
-    mean: float = 0.0           # standardisation of modelled/fixed columns (observed values)
-    sd: float = 1.0
+    mean: float = 0.0           # standardisation of modelled/fixed columns (observed values);
+    sd: float = 1.0             # mean is 0 for a variable that is scaled but not centred
+    centred: bool = True
 
 
 @dataclass
@@ -43,6 +46,7 @@ class BlockInfo:
     level: int
     terms: list[str]            # labels of the fixed-effect terms, 'Intercept' first
     random: list[str]           # labels of the random effects ('Intercept', ...), [] if none
+    role: str = "joint"         # 'joint' (no OUTCOME), 'focal' or 'supporting'
 
 
 @dataclass
@@ -107,24 +111,31 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
     if len(script.cluster_ids) > 1:
         raise _not_yet(script, script.cluster_ids[1].pos, "three-level data (two cluster ids)",
                        "a later issue")
-    if script.outcome is not None:
-        raise _not_yet(script, script.outcome.pos, "OUTCOME (a focal analysis model)",
-                       "issue 4: random slopes and focal models")
-    for term in script.model:
-        if term.kind == "slope":
-            raise _not_yet(script, term.pos, f"the random slope '{term.names[0].text}:{term.names[1].text}'",
-                           "issue 4")
-        if term.kind == "product":
-            raise _not_yet(script, term.pos, f"the product term '{'*'.join(n.text for n in term.names)}'",
-                           "issue 4")
-    # FIXED predictors are conditioned on (no block); they may be listed in MODEL or not
-    fixed_cols = [col(n) for n in script.fixed]
-    listed = [col(t.names[0]) for t in script.model if col(t.names[0]) not in fixed_cols]
+    focal = script.outcome is not None
+    if not focal:
+        for term in script.model:
+            if term.kind == "product":
+                raise ModelError(str(script.error(
+                    term.pos, f"the product term '{'*'.join(n.text for n in term.names)}' needs a focal "
+                    "model; expected an OUTCOME naming the dependent variable it belongs to")))
     ordinal_cols = {col(n) for n in script.ordinal}
     for t in script.model:
-        if col(t.names[0]) in ordinal_cols:
-            raise _not_yet(script, t.pos, f"the ordinal variable '{t.names[0].text}' in MODEL",
-                           "issue 5: ordinal and binary variables")
+        for n in t.names:
+            if col(n) in ordinal_cols:
+                raise _not_yet(script, t.pos, f"the ordinal variable '{n.text}' in MODEL",
+                               "issue 5: ordinal and binary variables")
+    # FIXED predictors are conditioned on (no block); they may be listed in MODEL or not
+    fixed_cols = [col(n) for n in script.fixed]
+    named = []                                          # every variable MODEL names, in order
+    for t in script.model:
+        for n in t.names:
+            if col(n) not in named:
+                named.append(col(n))
+    outcome_col = col(script.outcome) if focal else None
+    if focal and outcome_col in fixed_cols:
+        raise ModelError(str(script.error(script.outcome.pos,
+                         f"'{script.outcome.text}' is both OUTCOME and FIXED; expected it in one of them")))
+    listed = [c for c in named if c not in fixed_cols]
     if not listed:
         raise ModelError(str(script.error(script.model_pos or "MODEL",
                                           "no variable to model (every listed variable is FIXED); "
@@ -140,7 +151,7 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
         if bad.size:
             raise DataError(f"{table.source}: row {_file_row(table, bad[0])}, column {cluster_col + 1} "
                             f"({names[cluster_col]}): the cluster id is missing; expected an id on every row")
-        if cluster_col in listed:
+        if cluster_col in named + fixed_cols:
             raise ModelError(str(script.error(script.cluster_ids[0].pos,
                              "the cluster id is also listed as a variable; expected it only left of '~'")))
         levels = detect_levels(values, cl)
@@ -148,9 +159,15 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
         cl = np.zeros(n_rows)
         levels = np.ones(values.shape[1], dtype=int)
 
+    n_missing = np.isnan(values).sum(axis=0)
+    if focal:
+        # the focal model's complete predictors are conditioned on, as if FIXED (MODEL.md)
+        implicit = [c for c in named if c != outcome_col and c not in fixed_cols and not n_missing[c]]
+        fixed_cols = fixed_cols + implicit
+        listed = [c for c in listed if c not in implicit]
     variables = []
     for i, n in enumerate(names):
-        miss = int(np.isnan(values[:, i]).sum())
+        miss = int(n_missing[i])
         role = ("cluster" if i == cluster_col else "modelled" if i in listed
                 else "fixed" if i in fixed_cols else "carried")
         variables.append(VariableInfo(n, i, role, int(levels[i]) if i != cluster_col else 2,
@@ -174,43 +191,20 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
                             "observed row; a constant cannot be modelled (drop it from MODEL)")
         v.mean, v.sd = float(np.mean(obs)), sd
 
-    # ---- blocks: level-1 variables in listed order, then level-2 ones (p(L1 | L2) p(L2))
     multilevel = cluster_col is not None
-    l1 = [i for i in listed if variables[i].level == 1]
-    l2 = [i for i in listed if variables[i].level == 2]
-    order = l1 + l2
-    fixed_l1 = [i for i in fixed_cols if variables[i].level == 1]
-    fixed_l2 = [i for i in fixed_cols if variables[i].level == 2]
-    x_cols = order + fixed_cols
+    build = _focal_blocks if focal else _joint_blocks
+    order, blocks, info = build(script, col, variables, listed, fixed_cols, outcome_col, multilevel)
+    x_cols = order + [c for c in fixed_cols if c not in order]
     xi = {c: k for k, c in enumerate(x_cols)}
-    block_of_col = {c: b for b, c in enumerate(order)}
-
-    blocks, info = [], []
-    for b, c in enumerate(order):
-        lvl = variables[c].level
-        terms, labels = [Term(())], ["Intercept"]
-        if lvl == 1:
-            for p in order[b + 1:]:
-                terms.append(Term((Factor(VAR, xi[p]),)))
-                labels.append(names[p])
-                if multilevel and variables[p].level == 1:
-                    terms.append(Term((Factor(LATENT, block_of_col[p]),)))
-                    labels.append(f"{names[p]}[{names[cluster_col]} mean]")
-            preds = fixed_l1 + fixed_l2
-        else:
-            for p in order[b + 1:]:
-                terms.append(Term((Factor(VAR, xi[p]),)))
-                labels.append(names[p])
-            preds = fixed_l2
-        for p in preds:
-            terms.append(Term((Factor(VAR, xi[p]),)))
-            labels.append(names[p])
-        random = (Term(()),) if (multilevel and lvl == 1) else ()
-        blocks.append(Block(xi[c], lvl, tuple(terms), random, names[c]))
-        info.append(BlockInfo(names[c], lvl, labels, ["Intercept"] if random else []))
+    # blocks were built with table columns; the device sees columns of x (x_cols order)
+    blocks = [_renumber(b, xi) for b in blocks]
+    _centre(blocks, [variables[c] for c in x_cols])
 
     incomplete = [xi[c] for c in order if variables[c].n_missing > 0]
     notes = []
+    if focal and any(t.kind == "product" for t in script.model):
+        notes.append("product terms are added as written; their main effects are not added for you "
+                     "(as in Blimp): list them in MODEL if the analysis has them")
     if script.ordinal:
         carried = [n.text for n in script.ordinal if col(n) not in listed]
         if carried:
@@ -218,6 +212,167 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
     return ModelSpec(script, table, names[cluster_col] if multilevel else None, variables,
                      [names[c] for c in x_cols], blocks, info, incomplete, Prior(script.prior),
                      notes)
+
+
+def _var(c: int) -> Term:
+    return Term((Factor(VAR, c),))
+
+
+def _joint_blocks(script, col, variables, listed, fixed_cols, outcome_col, multilevel):
+    """`cluster ~ y x ...` without OUTCOME: every listed variable gets a block. Level-1 variables
+    come first in the listed order, each regressed on the later ones, their latent cluster means
+    and the FIXED predictors; level-2 ones follow (p(L1 | L2) p(L2)). Blocks hold table columns."""
+    names = [v.name for v in variables]
+    l1 = [i for i in listed if variables[i].level == 1]
+    l2 = [i for i in listed if variables[i].level == 2]
+    order = l1 + l2
+    fixed_l1 = [i for i in fixed_cols if variables[i].level == 1]
+    fixed_l2 = [i for i in fixed_cols if variables[i].level == 2]
+    blocks, info = [], []
+    for b, c in enumerate(order):
+        lvl = variables[c].level
+        terms, labels = [Term(())], ["Intercept"]
+        for p in order[b + 1:]:
+            terms.append(_var(p))
+            labels.append(names[p])
+            if lvl == 1 and multilevel and variables[p].level == 1:
+                terms.append(Term((Factor(LATENT, order.index(p)),)))
+                labels.append(_latent_label(names[p]))
+        for p in (fixed_l1 + fixed_l2 if lvl == 1 else fixed_l2):
+            terms.append(_var(p))
+            labels.append(names[p])
+        random = (Term(()),) if (multilevel and lvl == 1) else ()
+        blocks.append(Block(c, lvl, tuple(terms), random, names[c]))
+        info.append(BlockInfo(names[c], lvl, labels, ["Intercept"] if random else [], "joint"))
+    return order, blocks, info
+
+
+def _latent_label(name: str) -> str:
+    return f"{name}.mean"
+
+
+def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multilevel):
+    """`cluster ~ y:x w a*b; OUTCOME: y;` (MODEL.md, "How the script maps to blocks").
+
+    The focal block of y has exactly the terms listed, an intercept, and a random intercept plus a
+    random slope for every `y:x` (unstructured covariance). Every incomplete predictor gets a
+    supporting block: level-1 ones first, then level-2 ones, in the order MODEL names them; each
+    is regressed on the incomplete predictors after it (level-1 blocks also on their latent
+    cluster means) and on every complete predictor of its own level or above. With
+    `OPTIONS: latent;` the focal block also gets the latent cluster means of its incomplete
+    level-1 predictors. Blocks hold table columns.
+    """
+    names = [v.name for v in variables]
+    y = outcome_col
+    y_level = variables[y].level if multilevel else 1
+    terms, labels, random, rlabels = [Term(())], ["Intercept"], [Term(())], ["Intercept"]
+
+    def add(term: Term, label: str):
+        if term not in terms:
+            terms.append(term)
+            labels.append(label)
+
+    for t in script.model:
+        cols = [col(n) for n in t.names]
+        if t.kind == "var":
+            if cols[0] != y:
+                add(_var(cols[0]), names[cols[0]])
+        elif t.kind == "slope":
+            x = cols[1]
+            if x == y:
+                raise ModelError(str(script.error(t.pos, f"'{_text(t)}' gives the outcome a random "
+                                 "slope on itself; expected 'outcome:predictor'")))
+            if not multilevel:
+                raise ModelError(str(script.error(t.pos, f"the random slope '{_text(t)}' needs a "
+                                 "cluster id; expected MODEL: cluster ~ ...")))
+            if variables[x].level != 1 or y_level != 1:
+                which = names[x] if variables[x].level != 1 else names[y]
+                raise ModelError(str(script.error(t.pos, f"the random slope '{_text(t)}' needs level-1 "
+                                 f"variables, but '{which}' is constant within every {script.cluster_ids[0].text} "
+                                 "(level 2); expected a variable that varies within clusters")))
+            add(_var(x), names[x])
+            if _var(x) not in random:
+                random.append(_var(x))
+                rlabels.append(names[x])
+        else:  # product
+            if y in cols:
+                raise ModelError(str(script.error(t.pos, f"the product '{_text(t)}' holds the OUTCOME "
+                                 f"'{names[y]}'; expected a product of predictors")))
+            add(Term(tuple(Factor(VAR, c) for c in cols)), "*".join(names[c] for c in cols))
+    predictors = [c for c in dict.fromkeys(f.index for t in terms for f in t.factors)]
+    if y_level == 2 and multilevel:
+        low = [c for c in predictors if variables[c].level == 1]
+        if low:
+            raise _not_yet(script, script.outcome.pos,
+                           f"a level-2 OUTCOME ('{names[y]}') with level-1 predictors ({names[low[0]]})",
+                           "a later issue")
+    incomplete = [c for c in predictors if c in listed]
+    sup_l1 = [c for c in incomplete if variables[c].level == 1]
+    sup_l2 = [c for c in incomplete if variables[c].level == 2]
+    order = [y] + sup_l1 + sup_l2
+    complete = [c for c in predictors if c not in listed] + [c for c in fixed_cols if c not in predictors]
+
+    if "latent" in script.options and multilevel:
+        for c in sup_l1:
+            add(Term((Factor(LATENT, order.index(c)),)), _latent_label(names[c]))
+    level = y_level if multilevel else 1
+    blocks = [Block(y, level, tuple(terms), tuple(random) if (multilevel and level == 1) else (), names[y])]
+    info = [BlockInfo(names[y], level, labels, rlabels if blocks[0].random else [], "focal")]
+    for b, c in enumerate(order[1:], start=1):
+        lvl = variables[c].level if multilevel else 1
+        sterms, slabels = [Term(())], ["Intercept"]
+        for p in order[b + 1:]:
+            sterms.append(_var(p))
+            slabels.append(names[p])
+            if lvl == 1 and multilevel and variables[p].level == 1:
+                sterms.append(Term((Factor(LATENT, order.index(p)),)))
+                slabels.append(_latent_label(names[p]))
+        for p in complete:
+            if not multilevel or variables[p].level >= lvl:
+                sterms.append(_var(p))
+                slabels.append(names[p])
+        rand = (Term(()),) if (multilevel and lvl == 1) else ()
+        blocks.append(Block(c, lvl, tuple(sterms), rand, names[c]))
+        info.append(BlockInfo(names[c], lvl, slabels, ["Intercept"] if rand else [], "supporting"))
+    return order, blocks, info
+
+
+def _text(t) -> str:
+    op = {"var": "", "slope": ":", "product": "*"}[t.kind]
+    return op.join(n.text for n in t.names)
+
+
+def _renumber(blk: Block, xi: dict) -> Block:
+    """Table columns -> columns of the device value matrix (LATENT indices are block numbers)."""
+    def term(t: Term) -> Term:
+        return Term(tuple(Factor(f.kind, xi[f.index]) if f.kind == VAR else f for f in t.factors))
+    return blk._replace(outcome=xi[blk.outcome], terms=tuple(map(term, blk.terms)),
+                        random=tuple(map(term, blk.random)))
+
+
+def _centre(blocks: list[Block], xvars: list[VariableInfo]) -> None:
+    """Decide which variables are centred by their observed mean (all are scaled by their SD).
+
+    Centring a variable is a reparameterisation, and so leaves the flat-prior posterior of the
+    imputations unchanged, only when every term holding it is accompanied by the same term
+    without it (e.g. a*b with a and b, a random slope with the random intercept). Otherwise
+    centring would add terms the user did not ask for (a*b without b), so that variable is only
+    scaled; `mean` is set to 0 for it, which the layout, the imputations and the units map all
+    read.
+    """
+    for k, v in enumerate(xvars):
+        ok = True
+        for blk in blocks:
+            for group in (blk.terms, blk.random):
+                for t in group:
+                    f = Factor(VAR, k)
+                    if f in t.factors and len(t.factors) > 1:
+                        rest = list(t.factors)
+                        rest.remove(f)
+                        ok &= Term(tuple(rest)) in group
+        v.centred = ok
+        if not ok:
+            v.mean = 0.0
 
 
 def _file_row(table: DataTable, row: int) -> int:
