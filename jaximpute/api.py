@@ -132,7 +132,8 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
 
 
 def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
-                chains: int = 2, seed: int = 0, fixed=(), progress: bool = False, stream=None):
+                chains: int = 2, seed: int = 0, fixed=(), outcome: str | None = None,
+                progress: bool = False, stream=None):
     """Impute a batch of same-shaped data sets in one compiled program (simulation studies).
 
     `datasets` is a (D, N, V) array (np.nan = missing) with columns `names`; every data set must
@@ -147,6 +148,8 @@ def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 100
              f"THIN: {thin};", f"NIMPS: {nimps};", f"CHAINS: {chains};", f"SEED: {seed};"]
     if fixed:
         lines.append(f"FIXED: {' '.join(fixed)};")
+    if outcome:
+        lines.append(f"OUTCOME: {outcome};")
     spec = build_spec(parse_script("\n".join(lines), None), table)
     settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed)
     prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress) if progress else None

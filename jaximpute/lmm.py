@@ -183,9 +183,18 @@ def model_matrices(formula: Formula, frame: pd.DataFrame):
 
 # ------------------------------------------------------------------------------ statistics
 
-def cluster_stats(y, x, z, g, num_clusters: int):
-    """Per-cluster cross-products, float64; x (N, p), z (N, q), y (N,), g (N,) -> dict."""
+def cluster_stats(y, x, z, g, num_clusters: int, weight=None):
+    """Per-cluster cross-products, float64; x (N, p), z (N, q), y (N,), g (N,) -> dict.
+
+    `weight` (N,) of 0/1 leaves rows out (listwise deletion in a batch of same-shaped data
+    sets); the deviance sees only these sums and the row count, so the fit is the fit of the
+    kept rows."""
     seg = lambda a: jax.ops.segment_sum(a, g, num_clusters)
+    if weight is not None:
+        keep = weight > 0
+        y = jnp.where(keep, y, 0.0)
+        x = jnp.where(keep[:, None], x, 0.0)
+        z = jnp.where(keep[:, None], z, 0.0)
     return {
         "xx": seg(x[:, :, None] * x[:, None, :]),
         "xz": seg(x[:, :, None] * z[:, None, :]),
@@ -193,7 +202,7 @@ def cluster_stats(y, x, z, g, num_clusters: int):
         "xy": seg(x * y[:, None]),
         "zy": seg(z * y[:, None]),
         "yy": seg(y * y),
-        "n": seg(jnp.ones_like(y)),
+        "n": seg(jnp.ones_like(y) if weight is None else keep.astype(y.dtype)),
     }
 
 
@@ -362,21 +371,32 @@ def fit_lmm(formula: str | Formula, frames, *, reml: bool = False, steps: int = 
     q = len(f.random)
     if q == 0:
         raise FormulaError(f"formula '{f.text}': no random effects; expected a term like (1 | group)")
+    ys, xs, zs = (np.stack([m[k] for m in mats]) for k in range(3))
+    fit = fit_arrays(ys, xs, zs, g, j, reml=reml, steps=steps)
+    return LMMFit(f, reml, fit["beta"], fit["vcov"], fit["psi"], fit["sigma2"],
+                  -0.5 * fit["deviance"], fit["theta"], fit["done"] | (fit["grad_norm"] < tol),
+                  len(g), j)
+
+
+def fit_arrays(ys, xs, zs, g, num_clusters: int, *, weight=None, reml: bool = False,
+               steps: int = 100) -> dict[str, np.ndarray]:
+    """The fitter on design arrays: ys (M, N), xs (M, N, p), zs (M, N, q), cluster index g (N,)
+    in 0..num_clusters-1, optional 0/1 row weights (M, N). Returns numpy arrays with a leading
+    M axis: beta, vcov, psi, sigma2, deviance, theta, grad_norm, done. For simulation studies,
+    where the design matrices are built directly rather than from a formula and data frames."""
+    q = np.shape(zs)[-1]
     with jax.enable_x64(True):
-        ys = jnp.asarray(np.stack([m[0] for m in mats]))
-        xs = jnp.asarray(np.stack([m[1] for m in mats]))
-        zs = jnp.asarray(np.stack([m[2] for m in mats]))
         gj = jnp.asarray(g)
-        stats = jax.vmap(lambda y, x, z: cluster_stats(y, x, z, gj, j))(ys, xs, zs)
+        args = [jnp.asarray(ys, jnp.float64), jnp.asarray(xs, jnp.float64), jnp.asarray(zs, jnp.float64)]
+        if weight is None:
+            stats = jax.vmap(lambda y, x, z: cluster_stats(y, x, z, gj, num_clusters))(*args)
+        else:
+            stats = jax.vmap(lambda y, x, z, w: cluster_stats(y, x, z, gj, num_clusters, w))(
+                *args, jnp.asarray(weight, jnp.float64))
         # lme4's start: Lambda = I
         theta0 = jnp.asarray([1.0 if r == c else 0.0 for c in range(q) for r in range(c, q)])
-        fit = _batched_fit(q, reml, steps)(stats, theta0)
-        fit = jax.device_get(fit)
-    n = len(g)
-    return LMMFit(f, reml, np.asarray(fit["beta"]), np.asarray(fit["vcov"]), np.asarray(fit["psi"]),
-                  np.asarray(fit["sigma2"]), -0.5 * np.asarray(fit["deviance"]),
-                  np.asarray(fit["theta"]), np.asarray(fit["done"]) | (np.asarray(fit["grad_norm"]) < tol),
-                  n, j)
+        fit = jax.device_get(_batched_fit(q, reml, steps)(stats, theta0))
+    return {k: np.asarray(v) for k, v in fit.items()}
 
 
 def loglik_at(formula: str | Formula, frames, beta, psi, sigma2, *, reml: bool = False) -> np.ndarray:

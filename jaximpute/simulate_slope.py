@@ -1,0 +1,340 @@
+r"""Monte Carlo study: imputation compatible with a random-slope model with an interaction.
+
+The seed's point (and issue 4's): imputations must come from a model that knows the analysis's
+random slope and interaction. This study generates two-level data from such a model, deletes
+values in the outcome, the level-1 predictor and the level-2 predictor (MAR), imputes them with
+
+- ``focal``: jaximpute's focal model ``cluster ~ y:x w x*w; OUTCOME: y;`` (random slope of x,
+  the x*w product; supporting blocks for x and w),
+- ``random intercept``: the random-intercept joint model ``cluster ~ y x w`` (no random slope,
+  no product),
+
+analyses every imputed data set with the analysis model (the project's JAX mixed-model fit,
+REML, as lme4's default), pools by Rubin's rules, and compares with listwise deletion and the
+complete data.
+
+Population model
+----------------
+J clusters of n rows. For cluster j and row i:
+
+.. code-block:: text
+
+    w_j  ~ N(0, 1)                                             (level 2)
+    x_ij = g w_j + a_j + f_ij,   a_j ~ N(0, var_a),  f_ij ~ N(0, var_f)
+    y_ij = b0 + b1 x_ij + b2 w_j + b3 x_ij w_j + u0_j + u1_j x_ij + e_ij
+    (u0_j, u1_j) ~ N(0, [[tau00, tau01], [tau01, tau11]]),   e_ij ~ N(0, s2)
+
+Defaults: b = (0, 0.5, 0.3, 0.25), tau = (0.3, 0.05, 0.1), s2 = 0.5, g = 0.3, var_a = 0.2,
+var_f = 0.8. The analysis model, ``y ~ x + w + x:w + (x | cluster)``, is the population model, so
+its complete-data REML estimates are consistent; the estimands are the population values.
+
+Missing data (MAR)
+------------------
+- y and x: each row is, with probability 1/2, a row where y may be deleted, else one where x may
+  be. In the first kind, y is deleted with probability logistic(gamma x_ij); in the second, x is
+  deleted with probability logistic(gamma y_ij) (gamma = 1). The deleting probability depends
+  only on a value that stays observed, so the mechanism is MAR; about 25% of each is missing,
+  and a row never loses both.
+- w: deleted for a cluster with probability logistic(alpha_w + gamma_w ybar_obs_j), where
+  ybar_obs_j is the mean of the cluster's observed y values (0 if none): MAR at level 2;
+  alpha_w = logit(0.2), gamma_w = 1 (about 20% of clusters).
+
+Analysis and pooling
+--------------------
+Each data set: REML fit of ``y ~ x + w + x:w + (x | cluster)`` (``jaximpute.lmm.fit_arrays``,
+which matches lme4 to 1e-4). Fixed effects pooled by Rubin's rules with Barnard & Rubin's df,
+complete-data df J - 2 (the level-2 df that governs w, x:w and the random slope's mean); the
+intervals of the complete-data and listwise analyses use the same t reference. Variance
+components are pooled by their mean over imputations (as mitml's testEstimates does). Listwise
+deletion fits the rows with y, x and w all observed.
+
+Reference: Enders, C. K., Du, H., & Keller, B. T. (2020). A model-based imputation procedure for
+multilevel regression models with random coefficients, interaction effects, and nonlinear terms.
+*Psychological Methods*, 25, 88-112 (the design's shape and its comparison methods).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .pool import rubin
+
+METHODS = ("focal", "random intercept", "listwise", "complete")
+FIXED = ("(Intercept)", "x", "w", "x:w")
+VARIANCES = ("var(u0)", "var(u1)", "cov(u0,u1)", "residual")
+PARAMETERS = FIXED + VARIANCES
+MODELS = {"focal": ("cluster ~ y:x w x*w", "y"), "random intercept": ("cluster ~ y x w", None)}
+NAMES = ("cluster", "y", "x", "w")
+
+
+@dataclass(frozen=True)
+class Design:
+    clusters: int = 50
+    cluster_size: int = 20
+    b: tuple = (0.0, 0.5, 0.3, 0.25)
+    tau00: float = 0.3
+    tau01: float = 0.05
+    tau11: float = 0.1
+    s2: float = 0.5
+    g: float = 0.3
+    var_a: float = 0.2
+    var_f: float = 0.8
+    gamma: float = 1.0
+    w_rate: float = 0.2
+    w_gamma: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"J={self.clusters}, n={self.cluster_size}"
+
+    def truth(self) -> dict:
+        out = dict(zip(FIXED, self.b))
+        out.update({"var(u0)": self.tau00, "var(u1)": self.tau11, "cov(u0,u1)": self.tau01,
+                    "residual": self.s2})
+        return out
+
+
+def generate_and_delete(d: Design, rng: np.random.Generator):
+    """One replication: complete (N, 4) and incomplete (N, 4) arrays, columns NAMES."""
+    j, n = d.clusters, d.cluster_size
+    w = rng.normal(0.0, 1.0, j)
+    x = (d.g * w + rng.normal(0.0, np.sqrt(d.var_a), j))[:, None] + rng.normal(0.0, np.sqrt(d.var_f), (j, n))
+    u = rng.multivariate_normal([0.0, 0.0], [[d.tau00, d.tau01], [d.tau01, d.tau11]], j)
+    b0, b1, b2, b3 = d.b
+    y = (b0 + b1 * x + (b2 * w)[:, None] + b3 * x * w[:, None] + u[:, :1] + u[:, 1:] * x
+         + rng.normal(0.0, np.sqrt(d.s2), (j, n)))
+    ww = np.broadcast_to(w[:, None], (j, n))
+    cl = np.broadcast_to(np.arange(1, j + 1, dtype=float)[:, None], (j, n))
+    full = np.stack([cl, y, x, ww], axis=-1).reshape(j * n, 4)
+    # MAR deletion (module docstring)
+    kind_y = rng.random((j, n)) < 0.5
+    logistic = lambda t: 1.0 / (1.0 + np.exp(-t))
+    miss_y = kind_y & (rng.random((j, n)) < logistic(d.gamma * x))
+    miss_x = ~kind_y & (rng.random((j, n)) < logistic(d.gamma * y))
+    y_obs = np.where(miss_y, np.nan, y)
+    cnt = (~miss_y).sum(axis=1)
+    ybar = np.where(cnt > 0, np.nansum(y_obs, axis=1) / np.maximum(cnt, 1), 0.0)
+    alpha_w = np.log(d.w_rate / (1.0 - d.w_rate))
+    miss_w = rng.random(j) < logistic(alpha_w + d.w_gamma * ybar)
+    inc = full.copy()
+    inc[:, 1] = np.where(miss_y, np.nan, y).ravel()
+    inc[:, 2] = np.where(miss_x, np.nan, x).ravel()
+    inc[:, 3] = np.where(np.broadcast_to(miss_w[:, None], (j, n)), np.nan, ww).ravel()
+    return full, inc
+
+
+def design_arrays(data):
+    """y (..., N), X (..., N, 4) = [1, x, w, x w], Z (..., N, 2) = [1, x] from (..., N, 4)."""
+    y, x, w = data[..., 1], data[..., 2], data[..., 3]
+    one = np.ones_like(x)
+    return y, np.stack([one, x, w, x * w], -1), np.stack([one, x], -1)
+
+
+def fit_batch(data, cluster_index, num_clusters, weight=None, chunk: int = 2000):
+    """REML fits of the analysis model to (M, N, 4) data sets: dict of (M, ...) arrays."""
+    from .lmm import fit_arrays   # JAX starts only when fitting
+
+    parts = []
+    for s in range(0, data.shape[0], chunk):
+        y, xm, zm = design_arrays(data[s:s + chunk])
+        wt = None if weight is None else weight[s:s + chunk]
+        parts.append(fit_arrays(y, xm, zm, cluster_index, num_clusters, weight=wt, reml=True))
+    fit = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return fit
+
+
+def _variances(fit) -> np.ndarray:
+    psi = fit["psi"]
+    return np.stack([psi[:, 0, 0], psi[:, 1, 1], psi[:, 0, 1], fit["sigma2"]], -1)
+
+
+def _t_interval(est, se, df, level=0.95):
+    q = stats.t.ppf(0.5 + level / 2.0, df)
+    return est - q * se, est + q * se
+
+
+def records_direct(fit, d: Design) -> dict:
+    """Per-replication results of one unimputed analysis per replication."""
+    est, se = fit["beta"], np.sqrt(np.diagonal(fit["vcov"], axis1=-2, axis2=-1))
+    df = np.full_like(est, d.clusters - 2.0)
+    lo, hi = _t_interval(est, se, df)
+    out = {p: {"estimate": est[:, k], "se": se[:, k], "lower": lo[:, k], "upper": hi[:, k],
+               "fmi": np.full(len(est), np.nan), "converged": fit["done"] | (fit["grad_norm"] < 1e-3)}
+           for k, p in enumerate(FIXED)}
+    var = _variances(fit)
+    nan = np.full(len(est), np.nan)
+    for k, p in enumerate(VARIANCES):
+        out[p] = {"estimate": var[:, k], "se": nan, "lower": nan, "upper": nan, "fmi": nan,
+                  "converged": out[FIXED[0]]["converged"]}
+    return out
+
+
+def records_pooled(fit, reps: int, nimps: int, d: Design) -> dict:
+    """Pool (reps * nimps) fits, imputation-major within replication, by Rubin's rules."""
+    est = fit["beta"].reshape(reps, nimps, -1)
+    var = np.diagonal(fit["vcov"], axis1=-2, axis2=-1).reshape(reps, nimps, -1)
+    r = rubin(est, var, df_com=d.clusters - 2.0)
+    lo, hi = _t_interval(r["estimate"], r["std_error"], r["df"])
+    conv = (fit["done"] | (fit["grad_norm"] < 1e-3)).reshape(reps, nimps).all(axis=1)
+    out = {p: {"estimate": r["estimate"][:, k], "se": r["std_error"][:, k], "lower": lo[:, k],
+               "upper": hi[:, k], "fmi": r["fmi"][:, k], "converged": conv}
+           for k, p in enumerate(FIXED)}
+    vc = _variances(fit).reshape(reps, nimps, -1).mean(axis=1)
+    nan = np.full(reps, np.nan)
+    for k, p in enumerate(VARIANCES):
+        out[p] = {"estimate": vc[:, k], "se": nan, "lower": nan, "upper": nan, "fmi": nan,
+                  "converged": conv}
+    return out
+
+
+def _frame(records: dict, cond: str, method: str, rep0: int, psr=None) -> pd.DataFrame:
+    frames = []
+    for p, cols in records.items():
+        f = pd.DataFrame(cols)
+        f.insert(0, "rep", np.arange(rep0, rep0 + len(f)))
+        f.insert(0, "parameter", p)
+        f.insert(0, "method", method)
+        f.insert(0, "condition", cond)
+        f["psr"] = np.nan if psr is None else psr
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_study(designs=(Design(50, 20), Design(100, 10)), reps: int = 200, *, nimps: int = 20,
+              burn: int = 2000, thin: int = 100, chains: int = 2, seed: int = 20261124,
+              batch: int = 100, methods=METHODS, log=None):
+    """Run the study; returns (summary DataFrame, per-replication DataFrame).
+
+    Replication r of condition k draws its data from its own generator, spawned from
+    ``SeedSequence(seed)``, so the data do not depend on ``batch``; each batch of ``batch``
+    data sets is imputed by one compiled program (an engine seed drawn per condition, method
+    and batch). ``attrs`` of the summary hold realised missing rates, timings and settings.
+    """
+    from .api import impute_many   # JAX starts only when imputing
+
+    root = np.random.SeedSequence(seed)
+    frames, rates, timing = [], {}, {}
+    for ci, (d, cseq) in enumerate(zip(designs, root.spawn(len(designs)))):
+        data_seq, engine_seq = cseq.spawn(2)
+        rep_seqs = data_seq.spawn(reps)
+        engine_rng = np.random.default_rng(engine_seq)
+        g = np.repeat(np.arange(d.clusters), d.cluster_size)
+        miss = []
+        for start in range(0, reps, batch):
+            stop = min(start + batch, reps)
+            pairs = [generate_and_delete(d, np.random.default_rng(s)) for s in rep_seqs[start:stop]]
+            full = np.stack([p[0] for p in pairs])
+            inc = np.stack([p[1] for p in pairs])
+            miss.append(np.isnan(inc[..., 1:]).mean(axis=1))
+            nb = stop - start
+            for method in methods:
+                t0 = time.perf_counter()
+                psr = None
+                if method == "complete":
+                    rec = records_direct(fit_batch(full, g, d.clusters), d)
+                elif method == "listwise":
+                    keep = ~np.isnan(inc[..., 1:]).any(axis=-1)
+                    rec = records_direct(fit_batch(np.nan_to_num(inc), g, d.clusters,
+                                                   weight=keep.astype(float)), d)
+                else:
+                    model, outcome = MODELS[method]
+                    eseed = int(engine_rng.integers(1, 2**31 - 1))
+                    imputed, burn_psr = impute_many(inc, list(NAMES), model, outcome=outcome,
+                                                    nimps=nimps, burn=burn, thin=thin,
+                                                    chains=chains, seed=eseed)
+                    if np.isnan(imputed).any():
+                        raise RuntimeError(f"{method} imputation left missing values")
+                    psr = np.nanmax(np.asarray(burn_psr)[:, -1, :], axis=-1)
+                    t1 = time.perf_counter()
+                    fit = fit_batch(imputed.reshape(nb * nimps, -1, 4), g, d.clusters)
+                    rec = records_pooled(fit, nb, nimps, d)
+                    timing[(d.name, method, "impute")] = timing.get((d.name, method, "impute"), 0.0) + t1 - t0
+                secs = time.perf_counter() - t0
+                timing[(d.name, method, "total")] = timing.get((d.name, method, "total"), 0.0) + secs
+                frames.append(_frame(rec, d.name, method, start, psr))
+                if log:
+                    extra = f", max last-window PSR {np.nanmax(psr):.3f}" if psr is not None else ""
+                    log(f"{d.name}: {method} reps {start + 1}-{stop} in {secs:.1f} s{extra}")
+        m = np.concatenate(miss)
+        rates[d.name] = dict(zip(("y", "x", "w"), m.mean(axis=0).round(4).tolist()))
+    reps_df = pd.concat(frames, ignore_index=True)
+    summary = summarise(reps_df, designs)
+    summary.attrs.update(missing_rates=rates, timing={" / ".join(k): v for k, v in timing.items()},
+                         settings={"reps": reps, "nimps": nimps, "burn": burn, "thin": thin,
+                                   "chains": chains, "seed": seed, "batch": batch,
+                                   "designs": [asdict(d) for d in designs]})
+    return summary, reps_df
+
+
+def summarise(reps_df: pd.DataFrame, designs) -> pd.DataFrame:
+    """Per condition, method and parameter: truth, mean, bias, relative bias %, MC SE, RMSE,
+    coverage (fixed effects), CI width, FMI, PSR, share of converged fits, and the mean paired
+    difference from the complete-data estimate of the same replication with its MC SE."""
+    by_name = {d.name: d for d in designs}
+    complete = reps_df[reps_df["method"] == "complete"].set_index(["condition", "parameter", "rep"])["estimate"]
+    rows = []
+    for (cond, method, par), g in reps_df.groupby(["condition", "method", "parameter"], sort=False):
+        truth = by_name[cond].truth()[par]
+        est = g["estimate"].to_numpy()
+        r = len(est)
+        bias = est.mean() - truth
+        has_ci = np.isfinite(g["lower"].to_numpy()).all()
+        cover = float(((g["lower"] <= truth) & (truth <= g["upper"])).mean()) if has_ci else np.nan
+        diff = diff_se = np.nan
+        if len(complete):
+            idx = pd.MultiIndex.from_arrays([np.full(r, cond, dtype=object), np.full(r, par, dtype=object),
+                                             g["rep"].to_numpy()])
+            ref = complete.reindex(idx).to_numpy()
+            if np.isfinite(ref).all():
+                dd = est - ref
+                diff, diff_se = dd.mean(), dd.std(ddof=1) / np.sqrt(r)
+        psr = g["psr"].to_numpy()
+        rows.append({
+            "condition": cond, "method": method, "parameter": par, "reps": r, "true": truth,
+            "mean": est.mean(), "bias": bias,
+            "rel_bias_pct": 100.0 * bias / truth if truth else np.nan,
+            "mc_se": est.std(ddof=1) / np.sqrt(r), "rmse": np.sqrt(np.mean((est - truth) ** 2)),
+            "coverage": cover,
+            "coverage_mc_se": np.sqrt(cover * (1 - cover) / r) if has_ci else np.nan,
+            "ci_width": float((g["upper"] - g["lower"]).mean()) if has_ci else np.nan,
+            "fmi": g["fmi"].mean() if np.isfinite(g["fmi"]).any() else np.nan,
+            "max_psr": np.nanmax(psr) if np.isfinite(psr).any() else np.nan,
+            "converged": g["converged"].mean(),
+            "diff_complete": diff, "diff_mc_se": diff_se,
+        })
+    out = pd.DataFrame(rows)
+    om = {m: i for i, m in enumerate(METHODS)}
+    op = {p: i for i, p in enumerate(PARAMETERS)}
+    oc = {d.name: i for i, d in enumerate(designs)}
+    out = out.assign(_c=out["condition"].map(oc), _p=out["parameter"].map(op), _m=out["method"].map(om))
+    return out.sort_values(["_c", "_p", "_m"]).drop(columns=["_c", "_p", "_m"]).reset_index(drop=True)
+
+
+def to_markdown(summary: pd.DataFrame) -> str:
+    cols = ["condition", "parameter", "method", "true", "mean", "rel_bias_pct", "mc_se", "rmse",
+            "coverage", "ci_width", "fmi", "max_psr", "diff_complete", "diff_mc_se"]
+    head = ["condition", "parameter", "method", "true", "mean", "rel. bias %", "MC SE", "RMSE",
+            "coverage", "CI width", "FMI", "max PSR", "diff. vs complete", "its MC SE"]
+    fmt = {"true": "{:.3f}", "mean": "{:.4f}", "rel_bias_pct": "{:+.1f}", "mc_se": "{:.4f}",
+           "rmse": "{:.4f}", "coverage": "{:.3f}", "ci_width": "{:.4f}", "fmi": "{:.3f}",
+           "max_psr": "{:.3f}", "diff_complete": "{:+.4f}", "diff_mc_se": "{:.4f}"}
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for _, r in summary.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if c in ("diff_complete", "diff_mc_se") and r["method"] == "complete":
+                cells.append("")
+            elif isinstance(v, str):
+                cells.append(v)
+            elif v is None or not np.isfinite(v):
+                cells.append("")
+            else:
+                cells.append(fmt[c].format(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
