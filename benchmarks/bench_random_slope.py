@@ -218,7 +218,7 @@ def measure_jomo(seconds: float, repeats: int):
 def main(argv=None):
     a = parse_args(argv)
     t_start = time.perf_counter()
-    script, table_, spec = load_spec()
+    _, table_, spec = load_spec()
     st, layout, _, _ = prepare(spec)
     vals = table_.values
     miss = {n: np.isnan(vals[:, table_.names.index(n)]).mean()

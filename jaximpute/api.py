@@ -216,6 +216,8 @@ def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report
                                           "vectorised on one device)" if s.processors else ""),
         "sweeps per chain": f"{settings.sweeps_per_chain}",
         "prior": PRIOR_TEXT[spec.prior.name],
+        **({"warm start": f"random slopes held near 0 in the first {settings.warmup_sweeps} burn-in sweeps"}
+           if any(b.num_random > 1 for b in spec.blocks) and settings.warmup_sweeps else {}),
         "device": f"{jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}",
     }
     table = spec.table

@@ -33,6 +33,12 @@ class Settings:
     seed: int = 0
     keep_post: bool = False      # keep every post-burn-in draw (for parameter summaries)
     iterations: int = 0          # post-burn-in sweeps for summaries when nimps == 0
+    warmup: int | None = None    # first burn-in sweeps with random slopes held near zero
+                                 # (None: BURN // 10; see kernels.blocks.update_block)
+
+    @property
+    def warmup_sweeps(self) -> int:
+        return min(self.burn // 10 if self.warmup is None else self.warmup, self.burn)
 
     @property
     def num_saves(self) -> int:
@@ -97,6 +103,7 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
     st = st._replace(num_missing=counts)
     keys = chain_keys(settings.seed, len(tables), settings.chains)
     runner = make_runner(st, settings.burn, settings.sweeps_per_save, settings.num_saves,
+                         warmup=settings.warmup_sweeps,
                          keep_post=settings.keep_post,
                          progress=progress, progress_every=progress.every if progress else 0)
     t1 = time.perf_counter()

@@ -204,11 +204,15 @@ def latent_child_terms(st: Structure, b: int, blocks, x, ca):
     return prec, lin
 
 
-def update_block(key, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca):
-    """One Gibbs pass over block b's parameters: (beta, u) jointly, then Sigma, then s2."""
+def update_block(key, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca, warm=False):
+    """One Gibbs pass over block b's parameters: (beta, u) jointly, then Sigma, then s2.
+
+    `warm` (a traced bool, true in the first burn-in sweeps) replaces a drawn Sigma with
+    q > 1 by diag(Sigma_00, 1e-4, ...), so the next (beta, u) draw keeps the slopes near 0."""
     blk = st.blocks[b]
     bs = blocks[b]
     k_beta, k_sigma, k_s2 = jax.random.split(key, 3)
+    k_px = jax.random.fold_in(key, 3)
     x_rows, w = rows_of(st, blk, x, ca)
     lat = latents_at(st, blk, blocks, ca)
     y = x_rows[:, blk.outcome]
@@ -219,6 +223,17 @@ def update_block(key, st: Structure, b: int, blocks: tuple[BlockState, ...], x, 
         c_prec, c_lin = latent_child_terms(st, b, blocks, x, ca)
         beta, u = draw_beta_u(k_beta, st, blk, bs, y, t, z, w, ca, c_prec, c_lin)
         sigma = draw_sigma(k_sigma, st, blk, u, ca.cluster_weight)
+        if blk.num_random > 1:
+            # warm start (burn-in only): hold the random slopes near zero for the first sweeps.
+            # From over-dispersed starts, about half of the chains of a random-slope model with
+            # an incomplete predictor in a product (x*w, y:x, x and y missing) otherwise fell
+            # into a minor mode in which large slope variance absorbs the interaction and the
+            # imputed x lose their relation to y; they stayed there for thousands of sweeps.
+            # Chains that start with common slopes find the main mode; the sweeps are discarded.
+            small = jnp.diag(jnp.full((blk.num_random,), 1e-4, sigma.dtype)).at[0, 0].set(sigma[0, 0])
+            u_px, sigma_px = scale_slopes(k_px, st, b, beta, u, sigma, bs.s2, y, t, z, w, ca)
+            u = jnp.where(warm, u, u_px)
+            sigma = jnp.where(warm, small, sigma_px)
         u_rows = expand(u, ca, st.rows_per_cluster)
         zu = sum(z[:, k] * u_rows[:, k] for k in range(blk.num_random))
     else:
@@ -227,3 +242,64 @@ def update_block(key, st: Structure, b: int, blocks: tuple[BlockState, ...], x, 
     fixed = sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
     s2 = draw_s2(k_s2, st, y - fixed - zu, w)
     return BlockState(beta, u, sigma, s2)
+
+
+def scale_slopes(key, st: Structure, b: int, beta, u, sigma, s2, y, t, z, w, ca):
+    """A parameter-expansion move for each random effect k: (u_.k, Sigma) -> (g u_.k, D Sigma D),
+    D = diag(1, .., g, .., 1), accepted by Metropolis-Hastings (the random intercept only when
+    no child block uses it as a latent cluster mean).
+
+    Why: when a slope is weakly identified per cluster (few rows, noisy outcome), u given Sigma
+    stays close to its prior and Sigma given u close to the spread of u, so the usual Gibbs
+    pair moves the slope variance in tiny, strongly correlated steps (Gelman, van Dyk, Huang &
+    Boscardin 2008, J. Comput. Graph. Stat. 17, "Using redundant parameterizations to fit
+    hierarchical models"; Liu & Wu 1999, JASA 94, parameter-expanded data augmentation).
+    Rescaling all slopes at once is what the likelihood pins down, and it moves Sigma with it.
+
+    The move is a Metropolis-Hastings step along the group of positive scalings (Liu & Sabatti
+    2000, JASA 95, "Generalised Gibbs sampler and multigrid Monte Carlo"), so it leaves the
+    posterior exactly invariant. In log g, with W = z_k u_k at the rows and r the residual:
+    - likelihood: log L(g) - log L(1) = -((g - 1)^2 W'W - 2 (g - 1) W'r) / (2 s2);
+    - p(u | Sigma) gives -J log g, the Jacobian of (u_.k, Sigma) (J + q + 1) log g, and the
+      inverse-Wishart prior IW(S0, df) -(df + q + 1) log g - tr(S0 (Sigma'^-1 - Sigma^-1)) / 2:
+      -df log g in all, plus the S0 term for prior1;
+    - proposal log g ~ N(log|g_hat|, tau^2), g_hat = 1 + W'r / W'W the likelihood's best scale
+      and tau = sqrt(s2 / W'W) / |g_hat| (at most 1). Under the move, g_hat -> g_hat / g and
+      tau is unchanged, so the reverse proposal's density is N(-log g; log|g_hat| - log g, tau^2)
+      and the Hastings ratio is exp(((log g - c)^2 - c^2) / (2 tau^2)), c = log|g_hat|.
+    """
+    blk = st.blocks[b]
+    q = blk.num_random
+    u_rows = expand(u, ca, st.rows_per_cluster)
+    parts = [z[:, k] * u_rows[:, k] for k in range(q)]
+    r = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed)) - sum(parts)
+    df = st.prior.df(q)
+    s0 = st.prior.scale(q)
+    inv_diag = jnp.diagonal(_inverse(sigma)) if s0 else None
+    cw = ca.cluster_weight
+    # the random intercept is scaled too unless child blocks use it as a latent cluster mean
+    # (then the move would change their likelihoods as well)
+    first = 1 if st.children_of_latent(b) else 0
+    for k in range(first, q):
+        kk = jax.random.fold_in(key, k)
+        k_prop, k_acc = jax.random.split(kk)
+        wk = parts[k]
+        a = jnp.maximum(jnp.sum(w * wk * wk), jnp.finfo(wk.dtype).tiny)
+        c = jnp.sum(w * wk * r)
+        g_hat = 1.0 + c / a
+        centre = jnp.log(jnp.abs(g_hat))
+        tau = jnp.minimum(jnp.sqrt(s2 / a) / jnp.abs(g_hat), 1.0)
+        lg = centre + tau * jax.random.normal(k_prop, (), wk.dtype)
+        g = jnp.exp(lg)
+        log_ratio = (-((g - 1.0) ** 2 * a - 2.0 * (g - 1.0) * c) / (2.0 * s2)
+                     - df * lg
+                     + ((lg - centre) ** 2 - centre ** 2) / (2.0 * tau * tau))
+        if s0:
+            log_ratio = log_ratio - 0.5 * s0 * inv_diag[k] * (jnp.exp(-2.0 * lg) - 1.0)
+        accept = jnp.log(jax.random.uniform(k_acc, (), wk.dtype)) < log_ratio
+        g = jnp.where(accept & jnp.isfinite(log_ratio), g, 1.0)
+        u = u.at[:, k].multiply(jnp.where(cw > 0, g, 1.0))
+        sigma = sigma.at[k, :].multiply(g).at[:, k].multiply(g)
+        r = r - (g - 1.0) * wk
+        parts[k] = g * wk
+    return u, sigma

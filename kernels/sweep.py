@@ -61,7 +61,7 @@ def init_state(key, st: Structure, data: Data) -> State:
     return State(x, tuple(blocks))
 
 
-def sweep(key, st: Structure, state: State, data: Data) -> State:
+def sweep(key, st: Structure, state: State, data: Data, warm=False) -> State:
     """One Gibbs sweep: block parameters, parents before children, then each incomplete variable.
 
     Blocks are listed children first (the first block's outcome is regressed on the later ones),
@@ -73,7 +73,7 @@ def sweep(key, st: Structure, state: State, data: Data) -> State:
     x = state.x
     for b in reversed(range(len(st.blocks))):
         blocks[b] = update_block(jax.random.fold_in(k_blocks, b), st, b, tuple(blocks), x,
-                                 data.clusters)
+                                 data.clusters, warm)
     blocks = tuple(blocks)
     for k in range(len(st.incomplete)):
         x = impute_variable(jax.random.fold_in(k_miss, k), st, k, blocks, x, data.clusters,
@@ -121,7 +121,7 @@ class RunOutput(NamedTuple):
 
 
 def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: bool = False,
-                progress: Callable | None = None, progress_every: int = 0):
+                progress: Callable | None = None, progress_every: int = 0, warmup: int = 0):
     """A jitted function (chain_keys (D, C), data (D, ...)) -> RunOutput.
 
     One `lax.scan` runs all BURN + num_saves * THIN sweeps, so the sweep is traced and compiled
@@ -153,10 +153,10 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
         states = init(chain_keys, data)
         mon = jax.vmap(jax.vmap(partial(monitored, st))) if batched else jax.vmap(partial(monitored, st))
         collect = over(lambda s, d: missing_values(st, s.x, d.clusters, d.miss_index))
-        step_fn = (jax.vmap(jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d),
+        step_fn = (jax.vmap(jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup),
                                      in_axes=(0, 0, None, None)), in_axes=(0, 0, 0, None))
                    if batched else
-                   jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d),
+                   jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup),
                             in_axes=(0, 0, None, None)))
         p0 = mon(states)
         m0 = collect(states, data)
