@@ -36,6 +36,7 @@ from . import draws
 from .linalg import spd_inverse
 from .clusters import ClusterArrays, cluster_sum, expand, first
 from .state import BlockState
+from .stream import Stream, gamma_draw_counts
 from .structure import LATENT, VAR, Block, Factor, Structure, Term
 
 
@@ -127,22 +128,21 @@ def _cross_products(tcols, wcols):
     return jnp.stack([jnp.stack(row) for row in cross])
 
 
-def draw_beta(key, bs: BlockState, y, t, w):
+def draw_beta(rng: Stream, bs: BlockState, y, t, w):
     """Fixed effects of a block without random effects, given everything else (flat prior)."""
     cols = [t[:, i] for i in range(t.shape[-1])]
     wcols = [w * c for c in cols]
     prec = _cross_products(cols, wcols) / bs.s2
     lin = jnp.stack([jnp.sum(wc * y) for wc in wcols]) / bs.s2
-    return draws.mvn_from_precision(key, prec, lin)
+    return draws.mvn_from_precision(rng, prec, lin)
 
 
-def draw_beta_u(key, st: Structure, blk: Block, bs: BlockState, y, t, z, w, ca, child_prec, child_lin):
+def draw_beta_u(rng: Stream, st: Structure, blk: Block, bs: BlockState, y, t, z, w, ca, child_prec, child_lin):
     """Fixed and random effects of a block with random effects, as one blocked draw.
 
     All per-cluster algebra is elementwise over the cluster axis (q x q unrolled), and the
     P x P system is unrolled too; see the module docstring for the formulas.
     """
-    k_beta, k_u = jax.random.split(key)
     p, q = blk.num_fixed, blk.num_random
     csum = lambda a: cluster_sum(a, ca, st.num_clusters, st.rows_per_cluster)
     tcols = [t[:, i] for i in range(p)]
@@ -159,13 +159,13 @@ def draw_beta_u(key, st: Structure, blk: Block, bs: BlockState, y, t, z, w, ca, 
     ttt = _cross_products(tcols, wt)
     prec_beta = ttt / bs.s2 - jnp.sum(g[:, :, None, :] * tz[:, None, :, :], axis=(0, 3)) / bs.s2
     lin_beta = jnp.stack([jnp.sum(c * y) for c in wt]) / bs.s2 - jnp.sum(g * lin0[:, None, :], axis=(0, 2))
-    beta = draws.mvn_from_precision(k_beta, prec_beta, lin_beta)
+    beta = draws.mvn_from_precision(rng, prec_beta, lin_beta)
     lin_u = lin0 - jnp.sum(tz * beta[None, :, None], axis=1) / bs.s2
     if q == 1:
-        z0 = jax.random.normal(k_u, lin_u.shape, lin_u.dtype)
+        z0 = rng.normal(lin_u.shape)
         u = lin_u * cov_u[:, :, 0] + z0 * jnp.sqrt(cov_u[:, :, 0])
     else:
-        u = draws.mvn_from_precision(k_u, prec_u, lin_u)
+        u = draws.mvn_from_precision(rng, prec_u, lin_u)
     return beta, u
 
 
@@ -173,16 +173,16 @@ def _inverse(sigma):
     return 1.0 / sigma if sigma.shape[-1] == 1 else spd_inverse(sigma)
 
 
-def draw_sigma(key, st: Structure, blk: Block, u, cw):
+def draw_sigma(rng: Stream, st: Structure, blk: Block, u, cw):
     q = blk.num_random
     ss = jnp.einsum("j,ja,jb->ab", cw, u, u)
     scale = ss + st.prior.scale(q) * jnp.eye(q, dtype=u.dtype)
-    return draws.inverse_wishart(key, scale, st.prior.df(q) + jnp.sum(cw))
+    return draws.inverse_wishart(rng, scale, st.prior.df(q) + jnp.sum(cw))
 
 
-def draw_s2(key, st: Structure, resid, w):
+def draw_s2(rng: Stream, st: Structure, resid, w):
     sse = jnp.sum(w * resid * resid) + st.prior.scale(1)
-    return draws.scaled_inv_chi2(key, sse, st.prior.df(1) + jnp.sum(w))
+    return draws.scaled_inv_chi2(rng, sse, st.prior.df(1) + jnp.sum(w))
 
 
 def latent_child_terms(st: Structure, b: int, blocks, x, ca):
@@ -204,15 +204,13 @@ def latent_child_terms(st: Structure, b: int, blocks, x, ca):
     return prec, lin
 
 
-def update_block(key, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca, warm=False):
+def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca, warm=False):
     """One Gibbs pass over block b's parameters: (beta, u) jointly, then Sigma, then s2.
 
     `warm` (a traced bool, true in the first burn-in sweeps) replaces a drawn Sigma with
     q > 1 by diag(Sigma_00, 1e-4, ...), so the next (beta, u) draw keeps the slopes near 0."""
     blk = st.blocks[b]
     bs = blocks[b]
-    k_beta, k_sigma, k_s2 = jax.random.split(key, 3)
-    k_px = jax.random.fold_in(key, 3)
     x_rows, w = rows_of(st, blk, x, ca)
     lat = latents_at(st, blk, blocks, ca)
     y = x_rows[:, blk.outcome]
@@ -221,8 +219,8 @@ def update_block(key, st: Structure, b: int, blocks: tuple[BlockState, ...], x, 
     if blk.random:
         z = design(blk.random, x_rows, lat)
         c_prec, c_lin = latent_child_terms(st, b, blocks, x, ca)
-        beta, u = draw_beta_u(k_beta, st, blk, bs, y, t, z, w, ca, c_prec, c_lin)
-        sigma = draw_sigma(k_sigma, st, blk, u, ca.cluster_weight)
+        beta, u = draw_beta_u(rng, st, blk, bs, y, t, z, w, ca, c_prec, c_lin)
+        sigma = draw_sigma(rng, st, blk, u, ca.cluster_weight)
         if blk.num_random > 1:
             # warm start (burn-in only): hold the random slopes near zero for the first sweeps.
             # From over-dispersed starts, about half of the chains of a random-slope model with
@@ -231,20 +229,23 @@ def update_block(key, st: Structure, b: int, blocks: tuple[BlockState, ...], x, 
             # imputed x lose their relation to y; they stayed there for thousands of sweeps.
             # Chains that start with common slopes find the main mode; the sweeps are discarded.
             small = jnp.diag(jnp.full((blk.num_random,), 1e-4, sigma.dtype)).at[0, 0].set(sigma[0, 0])
-            u_px, sigma_px = scale_slopes(k_px, st, b, beta, u, sigma, bs.s2, y, t, z, w, ca)
+        u_rows = expand(u, ca, st.rows_per_cluster)
+        parts = [z[:, k] * u_rows[:, k] for k in range(blk.num_random)]
+        resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed)) - sum(parts)
+        if blk.num_random > 1:
+            u_px, sigma_px, resid_px = scale_slopes(rng, st, b, u, sigma, bs.s2, resid, parts, w,
+                                                    ca.cluster_weight)
             u = jnp.where(warm, u, u_px)
             sigma = jnp.where(warm, small, sigma_px)
-        u_rows = expand(u, ca, st.rows_per_cluster)
-        zu = sum(z[:, k] * u_rows[:, k] for k in range(blk.num_random))
+            resid = jnp.where(warm, resid, resid_px)
     else:
-        beta = draw_beta(k_beta, bs, y, t, w)
-        zu = 0.0
-    fixed = sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
-    s2 = draw_s2(k_s2, st, y - fixed - zu, w)
+        beta = draw_beta(rng, bs, y, t, w)
+        resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
+    s2 = draw_s2(rng, st, resid, w)
     return BlockState(beta, u, sigma, s2)
 
 
-def scale_slopes(key, st: Structure, b: int, beta, u, sigma, s2, y, t, z, w, ca):
+def scale_slopes(rng: Stream, st: Structure, b: int, u, sigma, s2, r, parts, w, cw):
     """A parameter-expansion move for each random effect k: (u_.k, Sigma) -> (g u_.k, D Sigma D),
     D = diag(1, .., g, .., 1), accepted by Metropolis-Hastings (the random intercept only when
     no child block uses it as a latent cluster mean).
@@ -258,7 +259,8 @@ def scale_slopes(key, st: Structure, b: int, beta, u, sigma, s2, y, t, z, w, ca)
 
     The move is a Metropolis-Hastings step along the group of positive scalings (Liu & Sabatti
     2000, JASA 95, "Generalised Gibbs sampler and multigrid Monte Carlo"), so it leaves the
-    posterior exactly invariant. In log g, with W = z_k u_k at the rows and r the residual:
+    posterior exactly invariant. In log g, with W = z_k u_k at the rows (`parts`) and r the
+    residual (both updated and returned, r for the residual-variance draw):
     - likelihood: log L(g) - log L(1) = -((g - 1)^2 W'W - 2 (g - 1) W'r) / (2 s2);
     - p(u | Sigma) gives -J log g, the Jacobian of (u_.k, Sigma) (J + q + 1) log g, and the
       inverse-Wishart prior IW(S0, df) -(df + q + 1) log g - tr(S0 (Sigma'^-1 - Sigma^-1)) / 2:
@@ -268,38 +270,48 @@ def scale_slopes(key, st: Structure, b: int, beta, u, sigma, s2, y, t, z, w, ca)
       tau is unchanged, so the reverse proposal's density is N(-log g; log|g_hat| - log g, tau^2)
       and the Hastings ratio is exp(((log g - c)^2 - c^2) / (2 tau^2)), c = log|g_hat|.
     """
-    blk = st.blocks[b]
-    q = blk.num_random
-    u_rows = expand(u, ca, st.rows_per_cluster)
-    parts = [z[:, k] * u_rows[:, k] for k in range(q)]
-    r = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed)) - sum(parts)
+    q = st.blocks[b].num_random
+    parts = list(parts)
     df = st.prior.df(q)
     s0 = st.prior.scale(q)
     inv_diag = jnp.diagonal(_inverse(sigma)) if s0 else None
-    cw = ca.cluster_weight
     # the random intercept is scaled too unless child blocks use it as a latent cluster mean
     # (then the move would change their likelihoods as well)
     first = 1 if st.children_of_latent(b) else 0
     for k in range(first, q):
-        kk = jax.random.fold_in(key, k)
-        k_prop, k_acc = jax.random.split(kk)
         wk = parts[k]
         a = jnp.maximum(jnp.sum(w * wk * wk), jnp.finfo(wk.dtype).tiny)
         c = jnp.sum(w * wk * r)
         g_hat = 1.0 + c / a
         centre = jnp.log(jnp.abs(g_hat))
         tau = jnp.minimum(jnp.sqrt(s2 / a) / jnp.abs(g_hat), 1.0)
-        lg = centre + tau * jax.random.normal(k_prop, (), wk.dtype)
+        lg = centre + tau * rng.normal()
         g = jnp.exp(lg)
         log_ratio = (-((g - 1.0) ** 2 * a - 2.0 * (g - 1.0) * c) / (2.0 * s2)
                      - df * lg
                      + ((lg - centre) ** 2 - centre ** 2) / (2.0 * tau * tau))
         if s0:
             log_ratio = log_ratio - 0.5 * s0 * inv_diag[k] * (jnp.exp(-2.0 * lg) - 1.0)
-        accept = jnp.log(jax.random.uniform(k_acc, (), wk.dtype)) < log_ratio
+        accept = jnp.log(1.0 - rng.uniform()) < log_ratio
         g = jnp.where(accept & jnp.isfinite(log_ratio), g, 1.0)
         u = u.at[:, k].multiply(jnp.where(cw > 0, g, 1.0))
         sigma = sigma.at[k, :].multiply(g).at[:, k].multiply(g)
         r = r - (g - 1.0) * wk
         parts[k] = g * wk
-    return u, sigma
+    return u, sigma, r
+
+
+def block_draw_counts(st: Structure, b: int) -> tuple[int, int]:
+    """(normals, uniforms) that `update_block` takes from the stream for block b."""
+    blk = st.blocks[b]
+    p, q = blk.num_fixed, blk.num_random
+    n, u = p, 0
+    g_n, g_u = gamma_draw_counts(1)
+    if q:
+        n += st.num_clusters * q
+        wn, wu = draws.draw_counts_inverse_wishart(q)
+        n, u = n + wn, u + wu
+        if q > 1:
+            scaled = q - (1 if st.children_of_latent(b) else 0)
+            n, u = n + scaled, u + scaled
+    return n + g_n, u + g_u

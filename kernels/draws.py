@@ -8,8 +8,8 @@
   (Bartlett 1933; Smith & Hocking 1972), with the parameterisation
   p(Sigma) ~ |Sigma|^-(df+q+1)/2 exp(-tr(S Sigma^-1)/2).
 
-Chi-square variates come from `jax.random.gamma`, whose rejection loop accepts with probability
-above 0.95, so under vmap the batch waits at most a few iterations.
+Every draw takes its standard normals and uniforms from the sweep's `Stream` (kernels.stream),
+in order; chi-square variates are 2 Gamma(df/2) by Marsaglia & Tsang's method (`stream.gamma`).
 """
 
 from __future__ import annotations
@@ -17,28 +17,28 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import linalg
+from . import linalg, stream
+from .stream import Stream
 
 
-def mvn_from_precision(key, prec, lin):
+def mvn_from_precision(rng: Stream, prec, lin):
     """Draw x ~ N(prec^-1 lin, prec^-1); `prec` (..., n, n), `lin` (..., n)."""
     l = linalg.cholesky(prec)
     mean = linalg.chol_solve(l, lin)
-    z = jax.random.normal(key, lin.shape, lin.dtype)
-    return mean + linalg.solve_upper_t(l, z)
+    return mean + linalg.solve_upper_t(l, rng.normal(lin.shape))
 
 
-def chi2(key, df, shape=(), dtype=jnp.float32):
+def chi2(rng: Stream, df, shape=(), dtype=jnp.float32):
     """Chi-square variates with (possibly non-integer) degrees of freedom `df` > 0."""
-    return 2.0 * jax.random.gamma(key, jnp.asarray(df, dtype) / 2.0, shape, dtype)
+    return 2.0 * stream.gamma(rng, jnp.asarray(df, dtype) / 2.0, shape, dtype)
 
 
-def scaled_inv_chi2(key, ss, df):
+def scaled_inv_chi2(rng: Stream, ss, df):
     """Draw SS / chi2(df): the posterior of a normal variance with sum of squares SS."""
-    return ss / chi2(key, df, jnp.shape(ss), jnp.result_type(ss))
+    return ss / chi2(rng, df, jnp.shape(ss), jnp.result_type(ss))
 
 
-def inverse_wishart(key, scale, df):
+def inverse_wishart(rng: Stream, scale, df):
     """Sigma ~ IW(scale, df) for a q x q `scale` (q static), by Bartlett's decomposition.
 
     If G = A A' ~ Wishart(I, df) with A lower-triangular (A_ii^2 ~ chi2(df - i), A_ij ~ N(0, 1)),
@@ -46,13 +46,18 @@ def inverse_wishart(key, scale, df):
     """
     q = scale.shape[-1]
     if q == 1:
-        return scale / chi2(key, df, scale.shape, scale.dtype)
-    k_diag, k_off = jax.random.split(key)
+        return scale / chi2(rng, df, scale.shape, scale.dtype)
     dfs = df - jnp.arange(q, dtype=scale.dtype)
-    diag = jnp.sqrt(chi2(k_diag, dfs, (q,), scale.dtype))
-    off = jax.random.normal(k_off, (q, q), scale.dtype)
-    a = jnp.tril(off, -1) + jnp.diag(diag)
+    diag = jnp.sqrt(chi2(rng, dfs, (q,), scale.dtype))
+    rows, cols = jnp.tril_indices(q, -1)
+    off = jnp.zeros((q, q), scale.dtype).at[rows, cols].set(rng.normal((q * (q - 1) // 2,)))
+    a = off + jnp.diag(diag)
     c = linalg.cholesky(scale)
     a_inv = linalg.inv_lower(a)
     m = jnp.einsum("ik,jk->ij", c, a_inv)  # C A^-T: (C A^-T)_ij = sum_k C_ik (A^-1)_jk
     return m @ m.T
+
+
+def draw_counts_inverse_wishart(q: int) -> tuple[int, int]:
+    n, u = stream.gamma_draw_counts(q)
+    return n + q * (q - 1) // 2, u

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from .blocks import affine_in, latents_at, linear_predictor, rows_of
 from .clusters import ClusterArrays, cluster_sum, expand, first
 from .state import BlockState
+from .stream import Stream
 from .structure import VAR, Factor, Structure
 
 
@@ -51,11 +52,11 @@ def conditional(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: Cl
     return lin / prec, prec
 
 
-def impute_variable(key, st: Structure, k: int, blocks, x, ca: ClusterArrays, miss_index):
+def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterArrays, miss_index):
     """Redraw the missing cells of the k-th incomplete variable."""
     v = st.incomplete[k]
     mean, prec = conditional(st, v, blocks, x, ca)
-    z = jax.random.normal(key, miss_index.shape, x.dtype)
+    z = rng.normal(miss_index.shape)
     idx = miss_index
     draw = mean.at[idx].get(mode="fill", fill_value=0.0) + z * jax.lax.rsqrt(
         prec.at[idx].get(mode="fill", fill_value=1.0))

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from . import rhat
-from .blocks import update_block
+from .blocks import block_draw_counts, update_block
+from .stream import Stream
 from .clusters import expand, first
 from .impute import impute_variable, missing_values
 from .state import BlockState, Data, State
@@ -61,23 +62,33 @@ def init_state(key, st: Structure, data: Data) -> State:
     return State(x, tuple(blocks))
 
 
+def sweep_draw_counts(st: Structure) -> tuple[int, int]:
+    """(normals, uniforms) one sweep takes from its stream: every block, then every missing cell."""
+    n = u = 0
+    for b in range(len(st.blocks)):
+        bn, bu = block_draw_counts(st, b)
+        n, u = n + bn, u + bu
+    return n + sum(st.num_missing), u
+
+
 def sweep(key, st: Structure, state: State, data: Data, warm=False) -> State:
     """One Gibbs sweep: block parameters, parents before children, then each incomplete variable.
 
     Blocks are listed children first (the first block's outcome is regressed on the later ones),
     so they are updated in reverse: a parent's latent means are refreshed before its children
-    condition on them. Any fixed order is a valid Gibbs scan.
+    condition on them. Any fixed order is a valid Gibbs scan. All the sweep's random numbers come
+    from one stream drawn from `key` (kernels.stream).
     """
-    k_blocks, k_miss = jax.random.split(key)
+    num_normal, num_uniform = sweep_draw_counts(st)
+    rng = Stream.from_key(key, num_normal, num_uniform, state.x.dtype)
     blocks = list(state.blocks)
     x = state.x
     for b in reversed(range(len(st.blocks))):
-        blocks[b] = update_block(jax.random.fold_in(k_blocks, b), st, b, tuple(blocks), x,
-                                 data.clusters, warm)
+        blocks[b] = update_block(rng, st, b, tuple(blocks), x, data.clusters, warm)
     blocks = tuple(blocks)
     for k in range(len(st.incomplete)):
-        x = impute_variable(jax.random.fold_in(k_miss, k), st, k, blocks, x, data.clusters,
-                            data.miss_index[k])
+        x = impute_variable(rng, st, k, blocks, x, data.clusters, data.miss_index[k])
+    rng.check_used_up(num_normal, num_uniform)
     return State(x, blocks)
 
 

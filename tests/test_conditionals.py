@@ -17,6 +17,7 @@ from jaximpute.kernels import draws, linalg
 from jaximpute.kernels.clusters import ClusterArrays
 from jaximpute.kernels.impute import conditional, impute_variable
 from jaximpute.kernels.state import BlockState
+from jaximpute.kernels.stream import Stream
 from jaximpute.kernels.structure import LATENT, VAR, Block, Factor, Prior, Structure, Term
 
 NDRAWS = 20000
@@ -25,6 +26,11 @@ Z = 4.5
 
 def keys(n=NDRAWS, seed=0):
     return jax.random.split(jax.random.key(seed), n)
+
+
+def rs(key, size=512):
+    """A random stream (kernels.stream) with room for one draw of any update tested here."""
+    return Stream.from_key(key, size, size)
 
 
 def check_mean(samples, mean, sd):
@@ -55,7 +61,7 @@ def test_mvn_from_precision():
     lin = np.array([1.0, -2.0, 0.5])
     cov = np.linalg.inv(prec)
     mean = cov @ lin
-    s = np.asarray(jax.vmap(lambda k: draws.mvn_from_precision(k, jnp.asarray(prec, jnp.float32),
+    s = np.asarray(jax.vmap(lambda k: draws.mvn_from_precision(rs(k), jnp.asarray(prec, jnp.float32),
                                                                 jnp.asarray(lin, jnp.float32)))(keys()))
     check_mean(s, mean, np.sqrt(np.diag(cov)))
     check_var(s, np.diag(cov))
@@ -65,7 +71,7 @@ def test_mvn_from_precision():
 
 def test_scaled_inv_chi2_moments():
     ss, df = 30.0, 12.0
-    s = np.asarray(jax.vmap(lambda k: draws.scaled_inv_chi2(k, jnp.float32(ss), df))(keys()))
+    s = np.asarray(jax.vmap(lambda k: draws.scaled_inv_chi2(rs(k), jnp.float32(ss), df))(keys()))
     mean = ss / (df - 2)
     var = 2 * ss**2 / ((df - 2) ** 2 * (df - 4))
     check_mean(s, mean, np.sqrt(var))
@@ -77,7 +83,7 @@ def test_inverse_wishart_moments():
     scale = np.array([[2.0, 0.5], [0.5, 1.0]])
     df = 14.0
     q = 2
-    s = np.asarray(jax.vmap(lambda k: draws.inverse_wishart(k, jnp.asarray(scale, jnp.float32), df))(keys()))
+    s = np.asarray(jax.vmap(lambda k: draws.inverse_wishart(rs(k), jnp.asarray(scale, jnp.float32), df))(keys()))
     mean = scale / (df - q - 1)
     # Var(Sigma_ii) = 2 S_ii^2 / ((df-q-1)^2 (df-q-3))
     var_diag = 2 * np.diag(scale) ** 2 / ((df - q - 1) ** 2 * (df - q - 3))
@@ -133,7 +139,7 @@ def test_beta_conditional():
     lat = kb.latents_at(st, blk, bstate, ca)
     t = kb.design(blk.terms, rows, lat)
     zu = kb.random_part(st, blk, bs, rows, lat, ca)
-    s = np.asarray(jax.vmap(lambda k: kb.draw_beta(k, bs, rows[:, 0] - zu, t, w))(keys()))
+    s = np.asarray(jax.vmap(lambda k: kb.draw_beta(rs(k), bs, rows[:, 0] - zu, t, w))(keys()))
     tt = np.asarray(t, np.float64)
     cov = float(bs.s2) * np.linalg.inv(tt.T @ tt)
     mean = np.linalg.solve(tt.T @ tt, tt.T @ np.asarray(rows[:, 0] - zu, np.float64))
@@ -161,9 +167,10 @@ def _check_joint(st, ca, bstate, x, b, design_fn):
     z = kb.design(blk.random, rows, lat)
     cp, cl = kb.latent_child_terms(st, b, bstate, x, ca)
     y = rows[:, blk.outcome]
-    s = jax.vmap(lambda k: jnp.concatenate(
-        kb.draw_beta_u(k, st, blk, bs, y, t, z, w, ca, cp, cl)[0:1] +
-        (kb.draw_beta_u(k, st, blk, bs, y, t, z, w, ca, cp, cl)[1][:, 0],)))(keys())
+    def draw(k):
+        beta, u = kb.draw_beta_u(rs(k), st, blk, bs, y, t, z, w, ca, cp, cl)
+        return jnp.concatenate([beta, u[:, 0]])
+    s = jax.vmap(draw)(keys())
     s = np.asarray(s)
     design, target, var = design_fn(t)
     mean, cov = joint_gaussian(design, target, var, J, float(bs.sigma[0, 0]))
@@ -234,7 +241,7 @@ def test_level1_missing_value_conditional_matches_bivariate_normal():
     np.testing.assert_allclose(1 / np.asarray(prec), cond_var, rtol=1e-4)
     # and the sampler draws from it (all rows missing)
     idx = jnp.arange(J * N_PER)
-    s = np.asarray(jax.vmap(lambda k: impute_variable(k, st, 0, bstate, x, ca, idx)[:, 1])(keys()))
+    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bstate, x, ca, idx)[:, 1])(keys()))
     check_mean(s, cond_mean, np.sqrt(cond_var))
     check_var(s, cond_var)
 
@@ -266,11 +273,11 @@ def test_level2_missing_value_conditional_sums_cluster_rows():
     np.testing.assert_allclose(np.asarray(mean), exp_mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(1 / np.asarray(prec), exp_var, rtol=1e-4)
     idx = jnp.arange(J)
-    s = np.asarray(jax.vmap(lambda k: impute_variable(k, st, 0, bstate, x, ca, idx)[::N_PER, 2])(keys()))
+    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bstate, x, ca, idx)[::N_PER, 2])(keys()))
     check_mean(s, np.array(exp_mean), np.sqrt(exp_var))
     check_var(s, np.array(exp_var))
     # every row of a cluster holds the cluster's one value
-    one = np.asarray(impute_variable(jax.random.key(9), st, 0, bstate, x, ca, idx)[:, 2])
+    one = np.asarray(impute_variable(rs(jax.random.key(9)), st, 0, bstate, x, ca, idx)[:, 2])
     assert np.all(one.reshape(J, N_PER) == one.reshape(J, N_PER)[:, :1])
 
 

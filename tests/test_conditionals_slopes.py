@@ -20,7 +20,7 @@ from jaximpute.kernels.impute import conditional, impute_variable
 from jaximpute.kernels.state import BlockState
 from jaximpute.kernels.structure import VAR, Block, Factor, Prior, Structure, Term
 
-from test_conditionals import check_mean, check_var, keys
+from test_conditionals import check_mean, check_var, keys, rs
 
 J, N_PER = 5, 4
 ONE = Term(())
@@ -120,7 +120,7 @@ def _check(st, ca, bs, v, col, level):
     np.testing.assert_allclose(np.asarray(prec), exp_prec, rtol=2e-4)
     idx = jnp.arange(J * N_PER if level == 1 else J)
     rows = slice(None) if level == 1 else slice(None, None, N_PER)
-    s = np.asarray(jax.vmap(lambda k: impute_variable(k, st, 0, bs, x, ca, idx)[rows, col])(keys()))
+    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bs, x, ca, idx)[rows, col])(keys()))
     check_mean(s, exp_mean, 1 / np.sqrt(exp_prec))
     check_var(s, 1 / exp_prec)
     return exp_prec
@@ -183,7 +183,7 @@ def test_fixed_effects_and_random_slopes_joint_draw():
     y = rows[:, 0]
 
     def draw(k):
-        beta, u = kb.draw_beta_u(k, st, blk, b0, y, t, z, w, ca, cz, cz)
+        beta, u = kb.draw_beta_u(rs(k), st, blk, b0, y, t, z, w, ca, cz, cz)
         return jnp.concatenate([beta, u.reshape(-1)])
     s = np.asarray(jax.vmap(draw)(keys()))
     # dense posterior: columns beta (p), then u_j0, u_j1 for each cluster j

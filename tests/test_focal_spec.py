@@ -143,3 +143,17 @@ def test_units_map_is_exact_for_products_and_slopes():
         s_orig = np.array([[out[idx[0]], out[idx[1]]], [out[idx[1]], out[idx[2]]]])
         assert np.isclose(z_orig @ s_orig @ z_orig, y.sd ** 2 * z_std @ s_std @ z_std, rtol=1e-10)
     assert all(f.kind == VAR for t in blk.terms for f in t.factors)
+
+
+def test_fixed_auxiliary_outside_model_enters_supporting_blocks_only():
+    """A FIXED variable that MODEL does not name is an auxiliary: it helps impute the incomplete
+    predictors (their supporting blocks) but is not added to the analysis (focal) model."""
+    spec = ex8_spec(("OUTCOME: probsolve;", "OUTCOME: probsolve;\nFIXED: female abilitygrp;"))
+    assert "female" not in spec.block_info[0].terms
+    assert spec.var("female").level == 2            # student-level: constant within student
+    for b in (1, 2, 3):                             # efficacy (level 1), stanmath, frlunch (2)
+        assert spec.block_info[b].terms[-2:] == ["female", "abilitygrp"]
+    assert spec.var("female").role == "fixed"
+    # a level-1 auxiliary enters only the level-1 supporting block
+    spec = ex8_spec(("OUTCOME: probsolve;", "OUTCOME: probsolve;\nFIXED: wave;"))
+    assert [("wave" in spec.block_info[b].terms) for b in range(4)] == [False, True, False, False]
