@@ -134,7 +134,7 @@ def draw_beta(rng: Stream, bs: BlockState, y, t, w):
     wcols = [w * c for c in cols]
     prec = _cross_products(cols, wcols) / bs.s2
     lin = jnp.stack([jnp.sum(wc * y) for wc in wcols]) / bs.s2
-    return draws.mvn_from_precision(rng, prec, lin)
+    return draws.mvn_from_precision_dense(rng, prec, lin)
 
 
 def draw_beta_u(rng: Stream, st: Structure, blk: Block, bs: BlockState, y, t, z, w, ca, child_prec, child_lin):
@@ -159,7 +159,7 @@ def draw_beta_u(rng: Stream, st: Structure, blk: Block, bs: BlockState, y, t, z,
     ttt = _cross_products(tcols, wt)
     prec_beta = ttt / bs.s2 - jnp.sum(g[:, :, None, :] * tz[:, None, :, :], axis=(0, 3)) / bs.s2
     lin_beta = jnp.stack([jnp.sum(c * y) for c in wt]) / bs.s2 - jnp.sum(g * lin0[:, None, :], axis=(0, 2))
-    beta = draws.mvn_from_precision(rng, prec_beta, lin_beta)
+    beta = draws.mvn_from_precision_dense(rng, prec_beta, lin_beta)
     lin_u = lin0 - jnp.sum(tz * beta[None, :, None], axis=1) / bs.s2
     if q == 1:
         z0 = rng.normal(lin_u.shape)

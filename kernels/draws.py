@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 
 from . import linalg, stream
 from .stream import Stream
@@ -26,6 +27,22 @@ def mvn_from_precision(rng: Stream, prec, lin):
     l = linalg.cholesky(prec)
     mean = linalg.chol_solve(l, lin)
     return mean + linalg.solve_upper_t(l, rng.normal(lin.shape))
+
+
+def mvn_from_precision_dense(rng: Stream, prec, lin):
+    """`mvn_from_precision` for one P x P system per chain (the fixed effects) through LAPACK.
+
+    Unrolling pays for the q x q systems of every cluster, which are a batch of thousands; for
+    the one P x P system of a chain it only lengthens the program: on the seed analysis model
+    (P = 7) LAPACK compiled 10-17% faster and ran as fast at 2 and at 100 chains."""
+    if prec.shape[-1] < 4:
+        return mvn_from_precision(rng, prec, lin)
+    # the unrolled factorisation floors its pivots; here a relative jitter of 1e-7 on the
+    # diagonal (far below Monte Carlo error) keeps nearly collinear float32 designs finite
+    prec = prec + jnp.diag(1e-7 * jnp.abs(jnp.diagonal(prec)))
+    l = jnp.linalg.cholesky(prec)
+    mean = jax.scipy.linalg.cho_solve((l, True), lin)
+    return mean + jax.scipy.linalg.solve_triangular(l, rng.normal(lin.shape), lower=True, trans=1)
 
 
 def chi2(rng: Stream, df, shape=(), dtype=jnp.float32):
