@@ -1,0 +1,110 @@
+"""Probit pieces for ordinal and binary variables (MODEL.md: ordinal blocks, sweep steps 1 and 6).
+
+An ordinal variable v with K categories has a latent z = mu + e, e ~ N(0, 1), and v = c_k when
+tau_(k-1) < z <= tau_k, with tau_0 = -inf, tau_1 = 0 (identification: the intercept is free),
+tau_K = +inf. Two updates live here, both vectorised and free of data-dependent loops:
+
+- `truncated_normal`: z ~ N(mu, 1) restricted to (lo, hi] by the inverse CDF, computed on the
+  side of the standard normal where the interval's probabilities are small (a flip by symmetry)
+  and in log space, so that intervals far in a tail (mu - tau of 10, 20, 40 SD) still give finite
+  draws inside the interval; Newton steps on log Phi polish the inverse.
+- `threshold_step`: Cowles' (1996) Metropolis-Hastings update of the free thresholds
+  tau_2..tau_(K-1), with z integrated out: each threshold is proposed from a normal centred at
+  its current value, truncated to lie between the proposed threshold below and the current one
+  above, and accepted with the probit likelihood ratio times the ratio of the truncation
+  normalisers (Cowles, M. K. (1996). Accelerating Monte Carlo Markov chain convergence for
+  cumulative-link generalized linear models. Statistics and Computing, 6, 101-111).
+
+Not yet wired into the sampler (issue 5); tested on their own in tests/test_ordinal.py.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import log_ndtr, ndtr, ndtri
+
+_LOG_2PI = 1.8378770664093453
+
+
+def _log_phi(x):
+    return -0.5 * x * x - 0.5 * _LOG_2PI
+
+
+def _inverse_log_ndtr(logp):
+    """x with log Phi(x) = logp (logp <= log 0.5 here), stable down to logp of -1e4 and below."""
+    p = jnp.exp(logp)
+    direct = ndtri(jnp.clip(p, jnp.finfo(p.dtype).tiny, 1.0))
+    # far tail: log Phi(x) ~ log phi(x) - log(-x) for x -> -inf; start from its solution
+    t = jnp.maximum(-2.0 * logp - _LOG_2PI, 1.0)
+    tail = -jnp.sqrt(jnp.maximum(t - jnp.log(t), 1.0))
+    x0 = jnp.where(logp > -60.0, direct, tail)
+    x = x0
+    for _ in range(3):       # Newton on f(x) = log Phi(x) - logp, f'(x) = phi(x) / Phi(x)
+        lc = log_ndtr(x)
+        x = x - (lc - logp) / jnp.exp(_log_phi(x) - lc)
+    # ndtri is accurate where p is not tiny; Newton is needed (and well conditioned) in the tail
+    return jnp.where(logp < -10.0, x, x0)
+
+
+def truncated_normal(u, mu, lo, hi):
+    """z ~ N(mu, 1) truncated to (lo, hi), from uniforms `u` in [0, 1); lo/hi may be -/+inf.
+
+    With a = lo - mu, b = hi - mu, the draw is Phi^-1(Phi(a) + u (Phi(b) - Phi(a))) on the lower
+    side of 0 (an interval above 0 is mirrored to -b, -a and the draw negated), in log space:
+    log p = log(Phi(a) (1 - u) + Phi(b) u).
+    """
+    a, b = lo - mu, hi - mu
+    flip = a > -b              # the interval's mass lies mostly above 0: mirror it
+    a2 = jnp.where(flip, -b, a)
+    b2 = jnp.where(flip, -a, b)
+    la, lb = log_ndtr(a2), log_ndtr(b2)
+    u = jnp.clip(u, 0.0, 1.0 - jnp.finfo(mu.dtype).eps)
+    log_u = jnp.log(jnp.maximum(u, jnp.finfo(mu.dtype).tiny))
+    logp = jnp.logaddexp(la + jnp.log1p(-u), lb + log_u)
+    x = _inverse_log_ndtr(jnp.minimum(logp, lb))
+    x = jnp.clip(x, a2, b2)
+    return mu + jnp.where(flip, -x, x)
+
+
+def category_log_prob(tau, cat, mu):
+    """log P(v = cat | mu) = log(Phi(tau_cat - mu) - Phi(tau_(cat-1) - mu)); `tau` (K + 1,) with
+    tau[0] = -inf, tau[K] = +inf, `cat` in 1..K (int), stable in both tails."""
+    hi = tau[cat] - mu
+    lo = tau[cat - 1] - mu
+    # P = Phi(hi) - Phi(lo); on the upper side use Phi(-lo) - Phi(-hi)
+    upper = lo > 0
+    h2 = jnp.where(upper, -lo, hi)
+    l2 = jnp.where(upper, -hi, lo)
+    lh, ll = log_ndtr(h2), log_ndtr(l2)
+    return lh + jnp.log1p(-jnp.exp(jnp.minimum(ll - lh, -1e-12)))
+
+
+def threshold_step(u_prop, u_acc, tau, cat, mu, w, scale):
+    """One Cowles (1996) MH update of the free thresholds tau[2..K-1].
+
+    `u_prop` (K - 2,) and `u_acc` () are uniforms; `tau` (K + 1,) current thresholds
+    (tau[0] = -inf, tau[1] = 0, tau[K] = +inf); `cat` (N,) categories 1..K; `mu` (N,) linear
+    predictors; `w` (N,) row weights (0 for padding); `scale` the proposal SD.
+    Returns (tau, accepted).
+    """
+    k = tau.shape[0] - 1
+    new = tau
+    log_q = 0.0
+    for j in range(2, k):
+        # propose tau'_j ~ N(tau_j, scale^2) truncated to (tau'_(j-1), tau_(j+1))
+        lo, hi = new[j - 1], tau[j + 1]
+        prop = truncated_normal(u_prop[j - 2], tau[j] / scale, lo / scale, hi / scale) * scale
+        new = new.at[j].set(prop)
+        # Hastings ratio of the truncation normalisers (Cowles 1996, eq. 4)
+        log_q = (log_q
+                 + jnp.log(ndtr((tau[j + 1] - tau[j]) / scale) - ndtr((new[j - 1] - tau[j]) / scale))
+                 - jnp.log(ndtr((new[j + 1] - new[j]) / scale) - ndtr((tau[j - 1] - new[j]) / scale)))
+    # (for j = k - 1, new[j + 1] is tau[k] = +inf, and tau[j - 1] on the last line is the current
+    # value below: the reverse move proposes tau_j from tau'_j between tau_(j-1) and tau'_(j+1))
+    ll_new = jnp.sum(w * category_log_prob(new, cat, mu))
+    ll_old = jnp.sum(w * category_log_prob(tau, cat, mu))
+    log_r = ll_new - ll_old + log_q
+    accept = jnp.log(jnp.maximum(u_acc, jnp.finfo(mu.dtype).tiny)) < log_r
+    accept = accept & jnp.isfinite(log_r)
+    return jnp.where(accept, new, tau), accept
