@@ -68,14 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _pin_cpus_from_argv() -> None:
-    """`--cpus N` pins this process to its first N allowed CPUs, before XLA starts its threads."""
-    if "--cpus" in sys.argv and hasattr(os, "sched_setaffinity"):
-        n = int(sys.argv[sys.argv.index("--cpus") + 1])
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
-
-
-_pin_cpus_from_argv()
+import _pin  # noqa: E402,F401  (--cpus N: pin before JAX starts its threads)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -77,6 +77,11 @@ def verdict(summary: pd.DataFrame, reps: int) -> tuple[bool, str]:
                 lines.append(f"- {r.condition}, {r.parameter}: relative bias {r.rel_bias_pct:+.1f}% "
                              f"(<= 5%), coverage {r.coverage:.3f}")
             good &= 0.925 <= r.coverage <= 0.975
+            if not 0.925 <= r.coverage <= 0.975:
+                c = summary[(summary.method == "complete") & (summary.condition == r.condition)
+                            & (summary.parameter == r.parameter)].iloc[0]
+                lines[-1] += (f" (the complete data: coverage {c.coverage:.3f}, SE / SD {c.se_ratio:.3f}; "
+                              f"imputed: SE / SD {r.se_ratio:.3f})")
         elif r.parameter == "var(u1)":
             good = abs(r.rel_bias_pct) <= 10
             lines.append(f"- {r.condition}, slope variance: relative bias {r.rel_bias_pct:+.1f}% (<= 10%)")

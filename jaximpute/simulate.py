@@ -357,17 +357,24 @@ def impute_and_analyse(data: SimData, design: Design, method: str, *, nimps: int
 
 # ------------------------------------------------------------------------------- the study
 
-def _to_frame(records: dict, icc: float, method: str, rep0: int, psr=None) -> pd.DataFrame:
+def records_frame(records: dict, method: str, rep0: int, psr=None, **condition) -> pd.DataFrame:
+    """Per-replication records (parameter -> column arrays) as one long frame, with the
+    condition's columns (e.g. icc=0.2) first, then method, parameter and replication number."""
     frames = []
     for p, cols in records.items():
         f = pd.DataFrame(cols)
         f.insert(0, "rep", np.arange(rep0, rep0 + len(f)))
         f.insert(0, "parameter", p)
         f.insert(0, "method", method)
-        f.insert(0, "icc", icc)
+        for i, (name, value) in enumerate(condition.items()):
+            f.insert(i, name, value)
         f["psr"] = np.nan if psr is None else psr
         frames.append(f)
     return pd.concat(frames, ignore_index=True)
+
+
+def _to_frame(records: dict, icc: float, method: str, rep0: int, psr=None) -> pd.DataFrame:
+    return records_frame(records, method, rep0, psr, icc=icc)
 
 
 def run_study(iccs=(0.2, 0.5), reps: int = 500, *, nimps: int = 20, burn: int = 500,
@@ -496,8 +503,13 @@ def to_markdown(summary: pd.DataFrame) -> str:
            "rel_bias_pct": "{:+.1f}", "mc_se": "{:.4f}", "rmse": "{:.4f}", "coverage": "{:.3f}",
            "ci_width": "{:.4f}", "fmi": "{:.3f}", "max_psr": "{:.3f}", "diff_complete": "{:+.4f}",
            "diff_mc_se": "{:.4f}"}
-    cols = [c for c in cols if c in summary.columns]
-    head = head[:len(cols)]
+    keep = [i for i, c in enumerate(cols) if c in summary.columns]
+    return markdown_table(summary, [cols[i] for i in keep], [head[i] for i in keep], fmt)
+
+
+def markdown_table(summary: pd.DataFrame, cols, head, fmt) -> str:
+    """Rows of a study summary as a markdown table: blank cells for missing values, and no
+    paired difference on the complete-data rows (it is the reference)."""
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, r in summary.iterrows():
         cells = []

@@ -63,6 +63,7 @@ import pandas as pd
 from scipy import stats
 
 from .pool import rubin
+from .simulate import markdown_table, records_frame
 
 METHODS = ("focal", "random intercept", "listwise", "complete")
 FIXED = ("(Intercept)", "x", "w", "x:w")
@@ -193,16 +194,7 @@ def records_pooled(fit, reps: int, nimps: int, d: Design) -> dict:
 
 
 def _frame(records: dict, cond: str, method: str, rep0: int, psr=None) -> pd.DataFrame:
-    frames = []
-    for p, cols in records.items():
-        f = pd.DataFrame(cols)
-        f.insert(0, "rep", np.arange(rep0, rep0 + len(f)))
-        f.insert(0, "parameter", p)
-        f.insert(0, "method", method)
-        f.insert(0, "condition", cond)
-        f["psr"] = np.nan if psr is None else psr
-        frames.append(f)
-    return pd.concat(frames, ignore_index=True)
+    return records_frame(records, method, rep0, psr, condition=cond)
 
 
 def run_study(designs=(Design(50, 20), Design(100, 10)), reps: int = 200, *, nimps: int = 20,
@@ -273,7 +265,8 @@ def run_study(designs=(Design(50, 20), Design(100, 10)), reps: int = 200, *, nim
 
 def summarise(reps_df: pd.DataFrame, designs) -> pd.DataFrame:
     """Per condition, method and parameter: truth, mean, bias, relative bias %, MC SE, RMSE,
-    coverage (fixed effects), CI width, FMI, PSR, share of converged fits, and the mean paired
+    coverage (fixed effects), CI width, SE / SD (mean standard error over the SD of the
+    estimates: below 1, intervals too narrow), FMI, PSR, share of converged fits, and the mean paired
     difference from the complete-data estimate of the same replication with its MC SE."""
     by_name = {d.name: d for d in designs}
     complete = reps_df[reps_df["method"] == "complete"].set_index(["condition", "parameter", "rep"])["estimate"]
@@ -302,6 +295,8 @@ def summarise(reps_df: pd.DataFrame, designs) -> pd.DataFrame:
             "coverage": cover,
             "coverage_mc_se": np.sqrt(cover * (1 - cover) / r) if has_ci else np.nan,
             "ci_width": float((g["upper"] - g["lower"]).mean()) if has_ci else np.nan,
+            # calibration of the standard errors: mean SE over the SD of the estimates
+            "se_ratio": float(g["se"].mean() / est.std(ddof=1)) if has_ci else np.nan,
             "fmi": g["fmi"].mean() if np.isfinite(g["fmi"]).any() else np.nan,
             "max_psr": np.nanmax(psr) if np.isfinite(psr).any() else np.nan,
             "converged": g["converged"].mean(),
@@ -317,24 +312,10 @@ def summarise(reps_df: pd.DataFrame, designs) -> pd.DataFrame:
 
 def to_markdown(summary: pd.DataFrame) -> str:
     cols = ["condition", "parameter", "method", "true", "mean", "rel_bias_pct", "mc_se", "rmse",
-            "coverage", "ci_width", "fmi", "max_psr", "diff_complete", "diff_mc_se"]
+            "coverage", "se_ratio", "fmi", "max_psr", "diff_complete", "diff_mc_se"]
     head = ["condition", "parameter", "method", "true", "mean", "rel. bias %", "MC SE", "RMSE",
-            "coverage", "CI width", "FMI", "max PSR", "diff. vs complete", "its MC SE"]
+            "coverage", "SE / SD", "FMI", "max PSR", "diff. vs complete", "its MC SE"]
     fmt = {"true": "{:.3f}", "mean": "{:.4f}", "rel_bias_pct": "{:+.1f}", "mc_se": "{:.4f}",
-           "rmse": "{:.4f}", "coverage": "{:.3f}", "ci_width": "{:.4f}", "fmi": "{:.3f}",
+           "rmse": "{:.4f}", "coverage": "{:.3f}", "ci_width": "{:.4f}", "se_ratio": "{:.3f}", "fmi": "{:.3f}",
            "max_psr": "{:.3f}", "diff_complete": "{:+.4f}", "diff_mc_se": "{:.4f}"}
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for _, r in summary.iterrows():
-        cells = []
-        for c in cols:
-            v = r[c]
-            if c in ("diff_complete", "diff_mc_se") and r["method"] == "complete":
-                cells.append("")
-            elif isinstance(v, str):
-                cells.append(v)
-            elif v is None or not np.isfinite(v):
-                cells.append("")
-            else:
-                cells.append(fmt[c].format(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(summary, cols, head, fmt)

@@ -222,7 +222,6 @@ def _joint_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
     """`cluster ~ y x ...` without OUTCOME: every listed variable gets a block. Level-1 variables
     come first in the listed order, each regressed on the later ones, their latent cluster means
     and the FIXED predictors; level-2 ones follow (p(L1 | L2) p(L2)). Blocks hold table columns."""
-    names = [v.name for v in variables]
     l1 = [i for i in listed if variables[i].level == 1]
     l2 = [i for i in listed if variables[i].level == 2]
     order = l1 + l2
@@ -231,20 +230,33 @@ def _joint_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
     blocks, info = [], []
     for b, c in enumerate(order):
         lvl = variables[c].level
-        terms, labels = [Term(())], ["Intercept"]
-        for p in order[b + 1:]:
-            terms.append(_var(p))
-            labels.append(names[p])
-            if lvl == 1 and multilevel and variables[p].level == 1:
-                terms.append(Term((Factor(LATENT, order.index(p)),)))
-                labels.append(_latent_label(names[p]))
-        for p in (fixed_l1 + fixed_l2 if lvl == 1 else fixed_l2):
-            terms.append(_var(p))
-            labels.append(names[p])
-        random = (Term(()),) if (multilevel and lvl == 1) else ()
-        blocks.append(Block(c, lvl, tuple(terms), random, names[c]))
-        info.append(BlockInfo(names[c], lvl, labels, ["Intercept"] if random else [], "joint"))
+        fixed = fixed_l1 + fixed_l2 if lvl == 1 else fixed_l2
+        blk, bi = _sequential_block(variables, order, b, fixed, multilevel, "joint")
+        blocks.append(blk)
+        info.append(bi)
     return order, blocks, info
+
+
+def _sequential_block(variables, order, b, complete, multilevel, role):
+    """Block b of a sequential specification: order[b] regressed on an intercept, the modelled
+    variables after it (level-1 blocks also on their latent cluster means) and the `complete`
+    predictors, with a random intercept at level 1. Holds table columns."""
+    names = [v.name for v in variables]
+    c = order[b]
+    lvl = variables[c].level if multilevel else 1
+    terms, labels = [Term(())], ["Intercept"]
+    for p in order[b + 1:]:
+        terms.append(_var(p))
+        labels.append(names[p])
+        if lvl == 1 and multilevel and variables[p].level == 1:
+            terms.append(Term((Factor(LATENT, order.index(p)),)))
+            labels.append(_latent_label(names[p]))
+    for p in complete:
+        terms.append(_var(p))
+        labels.append(names[p])
+    random = (Term(()),) if (multilevel and lvl == 1) else ()
+    return (Block(c, lvl, tuple(terms), random, names[c]),
+            BlockInfo(names[c], lvl, labels, ["Intercept"] if random else [], role))
 
 
 def _latent_label(name: str) -> str:
@@ -320,20 +332,10 @@ def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
     info = [BlockInfo(names[y], level, labels, rlabels if blocks[0].random else [], "focal")]
     for b, c in enumerate(order[1:], start=1):
         lvl = variables[c].level if multilevel else 1
-        sterms, slabels = [Term(())], ["Intercept"]
-        for p in order[b + 1:]:
-            sterms.append(_var(p))
-            slabels.append(names[p])
-            if lvl == 1 and multilevel and variables[p].level == 1:
-                sterms.append(Term((Factor(LATENT, order.index(p)),)))
-                slabels.append(_latent_label(names[p]))
-        for p in complete:
-            if not multilevel or variables[p].level >= lvl:
-                sterms.append(_var(p))
-                slabels.append(names[p])
-        rand = (Term(()),) if (multilevel and lvl == 1) else ()
-        blocks.append(Block(c, lvl, tuple(sterms), rand, names[c]))
-        info.append(BlockInfo(names[c], lvl, slabels, ["Intercept"] if rand else [], "supporting"))
+        own_or_above = [p for p in complete if not multilevel or variables[p].level >= lvl]
+        blk, bi = _sequential_block(variables, order, b, own_or_above, multilevel, "supporting")
+        blocks.append(blk)
+        info.append(bi)
     return order, blocks, info
 
 
