@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .data import DataTable, from_dataframe, read_table
-from .errors import ScriptError
+from .errors import ModelError, ScriptError
 from .kernels import rhat
 from .progress import Progress
 from .report import GROUP_TITLES, Report, psr_summary, psr_warnings
@@ -181,10 +181,29 @@ def run(script: Script, table: DataTable, *, progress: bool = True, stream=None)
     prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress)
     raw = sample(spec, settings, progress=prog if progress else None)
     labels = parameter_table(spec, raw.structure)
+    _check_finite(spec, raw, labels)
     imputed = imputed_tables(spec, raw, settings.nimps, settings.chains)
     estimates = _estimates(spec, raw, labels) if settings.keep_post else None
     report = _report(spec, settings, raw, labels, estimates, seed_drawn, time.perf_counter() - t0)
     return ImputationResult(spec, settings, raw, imputed, raw.burn_psr[0], labels, estimates, report)
+
+
+def _check_finite(spec: ModelSpec, raw: RawDraws, labels) -> None:
+    """Stop, writing nothing, if the sampler produced NaN or infinite draws (a numerically
+    singular block that the collinearity check could not see, e.g. an imputed predictor that
+    duplicates another); name the first parameter that went wrong."""
+    params = np.concatenate([raw.saved_params.reshape(-1, raw.saved_params.shape[-1]),
+                             raw.post_trace.reshape(-1, raw.post_trace.shape[-1])])
+    bad = ~np.isfinite(params).all(axis=0)
+    if bad.any() or not np.isfinite(raw.imputations).all():
+        where = ""
+        if bad.any():
+            block, group, term = labels[int(np.flatnonzero(bad)[0])]
+            where = f" (first in the model of '{block}': {GROUP_TITLES[group].lower()} '{term}')"
+        raise ModelError(f"{spec.script.path or 'the model'}: the sampler produced non-finite draws"
+                         f"{where}; expected a model whose predictors are not (nearly) collinear "
+                         "and whose variables vary: check the predictors of that block. No file "
+                         "was written")
 
 
 # ------------------------------------------------------------------------- report pieces

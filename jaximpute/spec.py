@@ -194,6 +194,7 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
     multilevel = cluster_col is not None
     build = _focal_blocks if focal else _joint_blocks
     order, blocks, info = build(script, col, variables, listed, fixed_cols, outcome_col, multilevel)
+    _check_collinear(script, table, blocks, info, variables, cl if multilevel else None)
     x_cols = order + [c for c in fixed_cols if c not in order]
     xi = {c: k for k, c in enumerate(x_cols)}
     # blocks were built with table columns; the device sees columns of x (x_cols order)
@@ -337,6 +338,46 @@ def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
         blocks.append(blk)
         info.append(bi)
     return order, blocks, info
+
+
+def _check_collinear(script, table, blocks, info, variables, cluster) -> None:
+    """Refuse a block whose complete predictors are exactly collinear (e.g. months and wave =
+    months + 1): its fixed effects are not identified, and the sampler would only produce NaN.
+    Terms that hold a modelled (possibly imputed) variable or a latent mean are skipped here:
+    they change from sweep to sweep. Blocks and terms hold table columns at this point."""
+    values = table.values
+    for blk, bi in zip(blocks, info):
+        rows = np.ones(len(values), bool)
+        if blk.level == 2 and cluster is not None:
+            _, first = np.unique(cluster, return_index=True)
+            rows = np.zeros(len(values), bool)
+            rows[first] = True
+        cols, labels = [], []
+        for term, label in zip(blk.terms, bi.terms):
+            if any(f.kind != VAR or variables[f.index].role != "fixed" for f in term.factors):
+                continue
+            col = np.ones(int(rows.sum()))
+            for f in term.factors:
+                col = col * values[rows, f.index]
+            cols.append(col)
+            labels.append(label)
+        if len(cols) < 2:
+            continue
+        m = np.column_stack(cols)
+        m = m / np.maximum(np.abs(m).max(axis=0), 1e-300)
+        for k in range(1, m.shape[1]):
+            sub = m[:, :k + 1]
+            sv = np.linalg.svd(sub, compute_uv=False)
+            if sv[-1] <= 1e-9 * sv[0]:
+                coef = np.linalg.lstsq(m[:, :k], m[:, k], rcond=None)[0]
+                used = [l for l, c in zip(labels[:k], coef) if abs(c) > 1e-6 * np.abs(coef).max()]
+                others = " and ".join(f"'{l}'" for l in used)
+                raise ModelError(str(script.error(
+                    script.model_pos or "MODEL",
+                    f"in the model of '{bi.outcome}', '{labels[k]}' is a linear combination of "
+                    f"{others} in the data (exact collinearity), so its coefficient cannot be "
+                    "estimated; expected predictors that are not collinear: drop one of them "
+                    "(from MODEL or FIXED)")))
 
 
 def _text(t) -> str:

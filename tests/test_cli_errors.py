@@ -43,6 +43,10 @@ CASES = [
     case("slope-on-level-2", BASE.replace("~ y x;", "~ y:x;\nOUTCOME: y;"),
          ["script.imp:4", "random slope 'y:x'", "level 2"],
          data="".join(f"{j},{(i * 7 + j) % 5 + 0.5},{j % 3 + 0.25}\n" for j in range(1, 9) for i in range(6))),
+    case("collinear-predictors", BASE.replace("VARIABLES: cluster y x;", "VARIABLES: cluster y x w v;").replace(
+        "~ y x;", "~ y x w v;\nFIXED: w v;"), ["script.imp:4", "'v' is a linear combination of", "'w'", "collinear"],
+         data="".join(f"{j},{(i * 7 + j) % 5 + 0.5},{'-99' if (i + j) % 4 == 0 else (i * 3 + j) % 7 + 0.25},"
+                      f"{i + j % 3},{2 * (i + j % 3) + 1}\n" for j in range(1, 9) for i in range(6))),
     case("product-without-outcome", BASE.replace("~ y x;", "~ y x y*x;"), ["script.imp:4", "product term", "OUTCOME"]),
     case("product-holds-outcome", BASE.replace("~ y x;", "~ y x y*x;") + "OUTCOME: y;\n",
          ["script.imp:4", "product", "OUTCOME"]),

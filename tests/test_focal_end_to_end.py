@@ -83,3 +83,23 @@ def test_seed_analysis_example_imputes_and_pools(tmp_path, monkeypatch, capsys):
                        ("stanmath", 0.05), ("frlunch", -1.5)):
         est, se = tab.loc[term, "estimate"], tab.loc[term, "std_error"]
         assert abs(est - true) < 4 * se, (term, est, se)
+
+
+def test_non_finite_draws_stop_the_run_with_a_clear_error():
+    """A guard behind the collinearity check: NaN draws raise a ModelError naming the first
+    parameter, before any file is written."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from jaximpute.api import _check_finite
+    from jaximpute.errors import ModelError
+
+    labels = [("y", "fixed", "Intercept"), ("y", "fixed", "x"), ("y", "errvar", "residual")]
+    raw = SimpleNamespace(saved_params=np.array([[[[0.1, np.nan, 1.0]]]]),
+                          post_trace=np.zeros((0, 1, 1, 3)), imputations=np.zeros((1, 1, 1, 4)))
+    spec = SimpleNamespace(script=SimpleNamespace(path="s.imp"))
+    with pytest.raises(ModelError, match=r"non-finite draws \(first in the model of 'y': fix eff 'x'\)"):
+        _check_finite(spec, raw, labels)
+    raw.saved_params = np.zeros((1, 1, 1, 3))
+    _check_finite(spec, raw, labels)                  # finite: no error

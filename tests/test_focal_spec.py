@@ -154,6 +154,18 @@ def test_fixed_auxiliary_outside_model_enters_supporting_blocks_only():
     for b in (1, 2, 3):                             # efficacy (level 1), stanmath, frlunch (2)
         assert spec.block_info[b].terms[-2:] == ["female", "abilitygrp"]
     assert spec.var("female").role == "fixed"
-    # a level-1 auxiliary enters only the level-1 supporting block
-    spec = ex8_spec(("OUTCOME: probsolve;", "OUTCOME: probsolve;\nFIXED: wave;"))
-    assert [("wave" in spec.block_info[b].terms) for b in range(4)] == [False, True, False, False]
+    # wave = months + 1: as an auxiliary of efficacy's block it is exactly collinear
+    with pytest.raises(ModelError, match="'wave' is a linear combination of 'Intercept' and 'months'"):
+        ex8_spec(("OUTCOME: probsolve;", "OUTCOME: probsolve;\nFIXED: wave;"))
+    # a level-1 auxiliary enters only the level-1 supporting blocks
+    rng = np.random.default_rng(3)
+    j, n = 20, 5
+    cl = np.repeat(np.arange(j), n)
+    x, a = rng.normal(size=j * n), rng.normal(size=j * n)
+    w = np.repeat(rng.normal(size=j), n)
+    y = x + w + rng.normal(size=j * n)
+    x[::4], w[:n] = np.nan, np.nan
+    table = _table(np.column_stack([cl, y, x, w, a]), ["cluster", "y", "x", "w", "a"])
+    spec = build_spec(parse_script("VARIABLES: cluster y x w a;\nMODEL: cluster ~ y:x w;\n"
+                                   "OUTCOME: y;\nFIXED: a;\nBURN: 10;", None), table)
+    assert [("a" in bi.terms) for bi in spec.block_info] == [False, True, False]
