@@ -138,9 +138,15 @@ def imputed_tables(spec: ModelSpec, raw: RawDraws, nimps: int, chains: int, data
         src = np.concatenate([np.full(np.size(r), i) for i, r in enumerate(rows_per_cell)]) \
             if rows_per_cell else np.zeros(0, int)
         rows = np.concatenate([np.atleast_1d(r) for r in rows_per_cell]) if rows_per_cell else src
+        codes = None
+        if v.kind == "ordinal":
+            col = spec.table.values[:, v.column]
+            codes = np.unique(col[~np.isnan(col)])
         for m in range(nimps):
             chain, save = m % chains, m // chains
             drawn = raw.imputations[save, dataset, chain, lo:hi] * v.sd + v.mean
+            if codes is not None:      # back to the exact original code (float32 round trip)
+                drawn = codes[np.abs(drawn[:, None] - codes[None, :]).argmin(axis=1)]
             out[m, rows, v.column] = drawn[src]
     return out
 
@@ -155,6 +161,8 @@ def parameter_table(spec: ModelSpec, st: Structure):
         elif lab.group == "ranvar":
             i, j = lab.index
             term = f"{bi.random[i]}" if i == j else f"{bi.random[i]}~{bi.random[j]}"
+        elif lab.group == "threshold":
+            term = f"tau{lab.index[0]}"
         else:
             term = "residual"
         rows.append((bi.outcome, lab.group, term))
@@ -198,7 +206,9 @@ def to_original_units(spec: ModelSpec, st: Structure, params: np.ndarray) -> np.
     xv = spec.x_vars
     pos = 0
     for blk in st.blocks:
-        so, mo = xv[blk.outcome].sd, xv[blk.outcome].mean
+        # an ordinal block's coefficients live on its latent probit scale (mean 0, SD 1 given
+        # the predictors), not on the codes' scale
+        so, mo = (1.0, 0.0) if blk.codes else (xv[blk.outcome].sd, xv[blk.outcome].mean)
         p = blk.num_fixed
         m = _units_matrix(blk.terms, xv, st.blocks)
         out[..., pos:pos + p] = so * params[..., pos:pos + p] @ np.linalg.inv(m)
@@ -214,6 +224,9 @@ def to_original_units(spec: ModelSpec, st: Structure, params: np.ndarray) -> np.
             sig = a @ sig @ a.T
             out[..., pos:pos + len(rows)] = sig[..., rows, cols]
             pos += len(rows)
+        if blk.codes:
+            pos += blk.categories - 2          # thresholds: already on the latent scale
+            continue
         out[..., pos] = params[..., pos] * so * so
         pos += 1
     return out

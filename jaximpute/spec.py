@@ -119,11 +119,6 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
                     term.pos, f"the product term '{'*'.join(n.text for n in term.names)}' needs a focal "
                     "model; expected an OUTCOME naming the dependent variable it belongs to")))
     ordinal_cols = {col(n) for n in script.ordinal}
-    for t in script.model:
-        for n in t.names:
-            if col(n) in ordinal_cols:
-                raise _not_yet(script, t.pos, f"the ordinal variable '{n.text}' in MODEL",
-                               "issue 5: ordinal and binary variables")
     # FIXED predictors are conditioned on (no block); they may be listed in MODEL or not
     fixed_cols = [col(n) for n in script.fixed]
     named = []                                          # every variable MODEL names, in order
@@ -200,6 +195,7 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
     # blocks were built with table columns; the device sees columns of x (x_cols order)
     blocks = [_renumber(b, xi) for b in blocks]
     _centre(blocks, [variables[c] for c in x_cols])
+    blocks = _ordinal_blocks(script, col, blocks, [variables[c] for c in x_cols], values)
 
     incomplete = [xi[c] for c in order if variables[c].n_missing > 0]
     notes = []
@@ -338,6 +334,35 @@ def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
         blocks.append(blk)
         info.append(bi)
     return order, blocks, info
+
+
+MAX_CATEGORIES = 20
+
+
+def _ordinal_blocks(script, col, blocks, xvars, values):
+    """Give each block whose outcome is ORDINAL its category values (probit block, MODEL.md).
+
+    Supported so far: an ordinal variable that no other block uses as a predictor (an outcome);
+    an ordinal predictor needs the category enumeration of MODEL.md step 7 (issue 5)."""
+    out = []
+    for blk in blocks:
+        v = xvars[blk.outcome]
+        if v.kind != "ordinal":
+            out.append(blk)
+            continue
+        pos = next(n.pos for n in script.ordinal if n.text.lower() == v.name.lower())
+        if any(other.uses_var(blk.outcome) for other in blocks if other is not blk):
+            raise _not_yet(script, pos, f"the ordinal variable '{v.name}' as a predictor of another "
+                           "variable", "issue 5: ordinal predictors are imputed by enumerating "
+                           "their categories")
+        obs = values[:, v.column]
+        codes = np.unique(obs[~np.isnan(obs)])
+        if not 2 <= len(codes) <= MAX_CATEGORIES:
+            raise ModelError(str(script.error(pos, f"'{v.name}' has {len(codes)} distinct observed "
+                             f"values; expected an ORDINAL variable with 2 to {MAX_CATEGORIES} "
+                             "categories")))
+        out.append(blk._replace(codes=tuple(float((c - v.mean) / v.sd) for c in codes)))
+    return out
 
 
 def _check_collinear(script, table, blocks, info, variables, cluster) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import draws
+from . import draws, ordinal
 from .linalg import spd_inverse
 from .clusters import ClusterArrays, cluster_sum, expand, first
 from .state import BlockState
@@ -204,17 +204,36 @@ def latent_child_terms(st: Structure, b: int, blocks, x, ca):
     return prec, lin
 
 
-def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca, warm=False):
+def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca, warm=False,
+                 burning=False):
     """One Gibbs pass over block b's parameters: (beta, u) jointly, then Sigma, then s2.
 
     `warm` (a traced bool, true in the first burn-in sweeps) replaces a drawn Sigma with
-    q > 1 by diag(Sigma_00, 1e-4, ...), so the next (beta, u) draw keeps the slopes near 0."""
+    q > 1 by diag(Sigma_00, 1e-4, ...), so the next (beta, u) draw keeps the slopes near 0.
+
+    An ordinal block (MODEL.md, ordinal blocks and sweep steps 1 and 6) first updates its
+    thresholds with z integrated out (Cowles 1996), then draws its latent responses z given the
+    categories, then (beta, u) and Sigma given z with the residual variance fixed at 1; the
+    threshold proposal SD is tuned towards acceptance 0.35 while `burning` only."""
     blk = st.blocks[b]
     bs = blocks[b]
     x_rows, w = rows_of(st, blk, x, ca)
     lat = latents_at(st, blk, blocks, ca)
-    y = x_rows[:, blk.outcome]
     t = design(blk.terms, x_rows, lat)
+    latent_state = {}
+    if blk.codes:
+        cat = category_of(x_rows[:, blk.outcome], blk.codes)
+        mu = linear_predictor(st, blk, bs, x_rows, lat, ca)
+        tau, scale = bs.tau, bs.tau_scale
+        k = blk.categories
+        if k > 2:
+            tau, acc = ordinal.threshold_step(rng.uniform((k - 2,)), rng.uniform(), tau, cat, mu, w, scale)
+            scale = jnp.where(burning, scale * jnp.exp(0.1 * (acc.astype(scale.dtype) - 0.35)), scale)
+        y = ordinal.truncated_normal(rng.uniform(mu.shape), mu, tau[cat - 1], tau[cat])
+        bs = bs._replace(s2=jnp.ones_like(bs.s2))
+        latent_state = dict(z=y, tau=tau, tau_scale=scale)
+    else:
+        y = x_rows[:, blk.outcome]
     u, sigma = bs.u, bs.sigma
     if blk.random:
         z = design(blk.random, x_rows, lat)
@@ -241,8 +260,17 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
     else:
         beta = draw_beta(rng, bs, y, t, w)
         resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
+    if blk.codes:
+        return BlockState(beta, u, sigma, bs.s2, **latent_state)
     s2 = draw_s2(rng, st, resid, w)
     return BlockState(beta, u, sigma, s2)
+
+
+def category_of(values, codes):
+    """Category index 1..K of each value, for the K increasing category values `codes` (static):
+    the nearest code, so that standardised float codes map back exactly."""
+    mids = [(a + b) / 2.0 for a, b in zip(codes[:-1], codes[1:])]
+    return 1 + sum((values > m).astype(jnp.int32) for m in mids)
 
 
 def scale_slopes(rng: Stream, st: Structure, b: int, u, sigma, s2, r, parts, w, cw):
@@ -314,4 +342,8 @@ def block_draw_counts(st: Structure, b: int) -> tuple[int, int]:
         if q > 1:
             scaled = q - (1 if st.children_of_latent(b) else 0)
             n, u = n + scaled, u + scaled
+    if blk.codes:
+        rows = st.num_rows if blk.level == 1 else st.num_clusters
+        thresholds = blk.categories - 1 if blk.categories > 2 else 0   # K - 2 proposals + 1
+        return n, u + thresholds + rows                                 # no residual variance
     return n + g_n, u + g_u

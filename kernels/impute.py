@@ -55,15 +55,34 @@ def conditional(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: Cl
 def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterArrays, miss_index):
     """Redraw the missing cells of the k-th incomplete variable."""
     v = st.incomplete[k]
-    mean, prec = conditional(st, v, blocks, x, ca)
+    own = st.blocks[st.block_of(v)]
     z = rng.normal(miss_index.shape)
     idx = miss_index
-    draw = mean.at[idx].get(mode="fill", fill_value=0.0) + z * jax.lax.rsqrt(
-        prec.at[idx].get(mode="fill", fill_value=1.0))
+    if own.codes:
+        draw = _ordinal_outcome_draw(st, v, blocks, x, ca, idx, z)
+    else:
+        mean, prec = conditional(st, v, blocks, x, ca)
+        draw = mean.at[idx].get(mode="fill", fill_value=0.0) + z * jax.lax.rsqrt(
+            prec.at[idx].get(mode="fill", fill_value=1.0))
     if st.var_levels[v] == 1:
         return x.at[idx, v].set(draw, mode="drop")
     col = first(x, ca, st.rows_per_cluster)[:, v].at[idx].set(draw, mode="drop")
     return x.at[:, v].set(expand(col, ca, st.rows_per_cluster))
+
+
+def _ordinal_outcome_draw(st: Structure, v: int, blocks, x, ca, idx, z):
+    """A missing ordinal value that no other block uses: z ~ N(mu, 1) from its own probit block,
+    and the category whose threshold interval holds z (MODEL.md step 7, last case)."""
+    if st.children_of_var(v):
+        raise NotImplementedError("imputing an ordinal predictor by enumerating its categories "
+                                  "is not built yet (issue 5)")
+    b = st.block_of(v)
+    own, ob = st.blocks[b], blocks[b]
+    x_rows, _ = rows_of(st, own, x, ca)
+    mu = linear_predictor(st, own, ob, x_rows, latents_at(st, own, blocks, ca), ca)
+    latent = mu.at[idx].get(mode="fill", fill_value=0.0) + z
+    cat = 1 + sum((latent > ob.tau[j]).astype(jnp.int32) for j in range(1, own.categories))
+    return jnp.asarray(own.codes, x.dtype)[cat - 1]
 
 
 def missing_values(st: Structure, x, ca: ClusterArrays, miss_index):

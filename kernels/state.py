@@ -13,7 +13,10 @@ class BlockState(NamedTuple):
     beta: jax.Array    # (P,) fixed effects
     u: jax.Array       # (J, q) random effects (q = 0 for blocks without them)
     sigma: jax.Array   # (q, q) random-effect covariance
-    s2: jax.Array      # () residual variance
+    s2: jax.Array      # () residual variance (1 for an ordinal block: the probit scale)
+    z: jax.Array | None = None          # ordinal block: latent responses at its rows
+    tau: jax.Array | None = None        # ordinal block: thresholds (K + 1,), -inf, 0, ..., +inf
+    tau_scale: jax.Array | None = None  # ordinal block: threshold proposal SD (tuned in burn-in)
 
 
 class State(NamedTuple):

@@ -41,6 +41,12 @@ class Block(NamedTuple):
     terms: tuple[Term, ...]      # fixed-effect terms, the intercept first
     random: tuple[Term, ...]     # random-effect terms (level-1 blocks; the intercept first), or ()
     name: str = ""
+    codes: tuple[float, ...] = ()  # ordinal outcome: its K category values as stored in x
+                                   # (increasing); () for a continuous outcome
+
+    @property
+    def categories(self) -> int:
+        return len(self.codes)
 
     @property
     def num_fixed(self) -> int:

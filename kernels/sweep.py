@@ -53,6 +53,16 @@ def init_state(key, st: Structure, data: Data) -> State:
         # random effects start as prior draws, not zeros: a child block that uses this block's
         # latent cluster means would otherwise see an all-zero predictor column
         u = jnp.sqrt(scale) * jax.random.normal(k3, (st.num_clusters, q), x.dtype)
+        if blk.codes:
+            # probit scale: unit residual variance; thresholds one latent SD apart to start
+            k = blk.categories
+            inner = jnp.arange(k - 1, dtype=x.dtype)                   # tau_1 = 0, tau_2 = 1, ...
+            tau = jnp.concatenate([jnp.array([-jnp.inf], x.dtype), inner, jnp.array([jnp.inf], x.dtype)])
+            n_rows = st.num_rows if blk.level == 1 else st.num_clusters
+            blocks.append(BlockState(jnp.zeros((blk.num_fixed,), x.dtype), u, sig,
+                                     jnp.ones((), x.dtype), jnp.zeros((n_rows,), x.dtype), tau,
+                                     jnp.asarray(0.2, x.dtype)))
+            continue
         blocks.append(BlockState(
             beta=jnp.zeros((blk.num_fixed,), x.dtype),
             u=u,
@@ -71,7 +81,7 @@ def sweep_draw_counts(st: Structure) -> tuple[int, int]:
     return n + sum(st.num_missing), u
 
 
-def sweep(key, st: Structure, state: State, data: Data, warm=False) -> State:
+def sweep(key, st: Structure, state: State, data: Data, warm=False, burning=False) -> State:
     """One Gibbs sweep: block parameters, parents before children, then each incomplete variable.
 
     Blocks are listed children first (the first block's outcome is regressed on the later ones),
@@ -84,7 +94,7 @@ def sweep(key, st: Structure, state: State, data: Data, warm=False) -> State:
     blocks = list(state.blocks)
     x = state.x
     for b in reversed(range(len(st.blocks))):
-        blocks[b] = update_block(rng, st, b, tuple(blocks), x, data.clusters, warm)
+        blocks[b] = update_block(rng, st, b, tuple(blocks), x, data.clusters, warm, burning)
     blocks = tuple(blocks)
     for k in range(len(st.incomplete)):
         x = impute_variable(rng, st, k, blocks, x, data.clusters, data.miss_index[k])
@@ -101,7 +111,10 @@ def monitored(st: Structure, state: State):
         if q:
             rows, cols = jnp.tril_indices(q)
             parts.append(bs.sigma[rows, cols])
-        parts.append(bs.s2[None])
+        if blk.codes:
+            parts.append(bs.tau[2:blk.categories])        # the free thresholds tau_2..tau_(K-1)
+        else:
+            parts.append(bs.s2[None])
     return jnp.concatenate(parts)
 
 
@@ -117,7 +130,10 @@ def parameter_labels(st: Structure) -> list[ParameterLabel]:
         out += [ParameterLabel(b, "fixed", (p,)) for p in range(blk.num_fixed)]
         q = blk.num_random
         out += [ParameterLabel(b, "ranvar", (i, j)) for i in range(q) for j in range(i + 1)]
-        out.append(ParameterLabel(b, "errvar", ()))
+        if blk.codes:
+            out += [ParameterLabel(b, "threshold", (k,)) for k in range(2, blk.categories)]
+        else:
+            out.append(ParameterLabel(b, "errvar", ()))
     return out
 
 
@@ -164,10 +180,10 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
         states = init(chain_keys, data)
         mon = jax.vmap(jax.vmap(partial(monitored, st))) if batched else jax.vmap(partial(monitored, st))
         collect = over(lambda s, d: missing_values(st, s.x, d.clusters, d.miss_index))
-        step_fn = (jax.vmap(jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup),
+        step_fn = (jax.vmap(jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup, t < burn),
                                      in_axes=(0, 0, None, None)), in_axes=(0, 0, 0, None))
                    if batched else
-                   jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup),
+                   jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup, t < burn),
                             in_axes=(0, 0, None, None)))
         p0 = mon(states)
         m0 = collect(states, data)

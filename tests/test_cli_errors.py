@@ -52,7 +52,7 @@ CASES = [
          ["script.imp:4", "product", "OUTCOME"]),
     case("power-term", BASE.replace("~ y x;", "~ y x x*x;") + "OUTCOME: y;\n",
          ["script.imp:4", "x*x", "twice"]),
-    case("ordinal-not-yet", BASE + "ORDINAL: x;\n", ["script.imp:4", "ordinal", "not supported yet"]),
+    case("ordinal-predictor-not-yet", BASE + "ORDINAL: x;\n", ["script.imp:10", "ordinal variable 'x' as a predictor", "not supported yet"]),
     case("nominal-not-yet", BASE + "NOMINAL: x;\n", ["script.imp:10", "NOMINAL", "not supported yet"]),
     case("three-level-not-yet", BASE.replace("VARIABLES: cluster y x;", "VARIABLES: cluster y x;").replace(
         "cluster ~ y x;", "cluster y ~ x;"), ["script.imp:4", "three-level", "not supported yet"]),
