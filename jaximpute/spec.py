@@ -342,8 +342,8 @@ MAX_CATEGORIES = 20
 def _ordinal_blocks(script, col, blocks, xvars, values):
     """Give each block whose outcome is ORDINAL its category values (probit block, MODEL.md).
 
-    Supported so far: an ordinal variable that no other block uses as a predictor (an outcome);
-    an ordinal predictor needs the category enumeration of MODEL.md step 7 (issue 5)."""
+    In the blocks that use it as a predictor it enters by its code (MODEL.md); a missing value
+    is drawn by enumerating its categories (kernels.impute.category_log_weights)."""
     out = []
     for blk in blocks:
         v = xvars[blk.outcome]
@@ -351,10 +351,6 @@ def _ordinal_blocks(script, col, blocks, xvars, values):
             out.append(blk)
             continue
         pos = next(n.pos for n in script.ordinal if n.text.lower() == v.name.lower())
-        if any(other.uses_var(blk.outcome) for other in blocks if other is not blk):
-            raise _not_yet(script, pos, f"the ordinal variable '{v.name}' as a predictor of another "
-                           "variable", "issue 5: ordinal predictors are imputed by enumerating "
-                           "their categories")
         obs = values[:, v.column]
         codes = np.unique(obs[~np.isnan(obs)])
         if not 2 <= len(codes) <= MAX_CATEGORIES:

@@ -22,21 +22,20 @@ import jax
 import jax.numpy as jnp
 
 from .blocks import affine_in, latents_at, linear_predictor, rows_of
+from . import ordinal
 from .clusters import ClusterArrays, cluster_sum, expand, first
 from .state import BlockState
 from .stream import Stream
 from .structure import VAR, Factor, Structure
 
 
-def conditional(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: ClusterArrays):
-    """Mean and precision of v's full conditional, at rows (level 1) or clusters (level 2)."""
+def child_terms(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: ClusterArrays):
+    """(precision, linear) terms that v's child blocks add to its conditional, at rows (level 1)
+    or clusters (level 2): sum_c b_c^2 / s2_c and sum_c b_c (v_c - a_c) / s2_c."""
     level = st.var_levels[v]
-    own = st.blocks[st.block_of(v)]
-    ob = blocks[st.block_of(v)]
-    x_rows, _ = rows_of(st, own, x, ca)
-    mu = linear_predictor(st, own, ob, x_rows, latents_at(st, own, blocks, ca), ca)
-    prec = jnp.full(mu.shape, 1.0, mu.dtype) / ob.s2
-    lin = mu / ob.s2
+    n = st.num_rows if level == 1 else st.num_clusters
+    prec = jnp.zeros((n,), x.dtype)
+    lin = jnp.zeros((n,), x.dtype)
     for c in st.children_of_var(v):
         child = st.blocks[c]
         cs = blocks[c]
@@ -49,7 +48,36 @@ def conditional(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: Cl
             p_rows = cluster_sum(p_rows, ca, st.num_clusters, st.rows_per_cluster)
             l_rows = cluster_sum(l_rows, ca, st.num_clusters, st.rows_per_cluster)
         prec, lin = prec + p_rows, lin + l_rows
+    return prec, lin
+
+
+def conditional(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: ClusterArrays):
+    """Mean and precision of v's full conditional, at rows (level 1) or clusters (level 2)."""
+    own = st.blocks[st.block_of(v)]
+    ob = blocks[st.block_of(v)]
+    x_rows, _ = rows_of(st, own, x, ca)
+    mu = linear_predictor(st, own, ob, x_rows, latents_at(st, own, blocks, ca), ca)
+    c_prec, c_lin = child_terms(st, v, blocks, x, ca)
+    prec = 1.0 / ob.s2 + c_prec
+    lin = mu / ob.s2 + c_lin
     return lin / prec, prec
+
+
+def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays):
+    """(n, K) log P(v = code_k | everything else) up to a constant per row (or cluster), for an
+    ordinal v: its own probit probability Phi(tau_k - mu) - Phi(tau_(k-1) - mu) times every
+    child's likelihood at v = code_k, which (each child being affine in v) is
+    exp(B code_k - A code_k^2 / 2) with A, B the child terms of `child_terms` (MODEL.md step 7)."""
+    b = st.block_of(v)
+    own, ob = st.blocks[b], blocks[b]
+    x_rows, _ = rows_of(st, own, x, ca)
+    mu = linear_predictor(st, own, ob, x_rows, latents_at(st, own, blocks, ca), ca)
+    c_prec, c_lin = child_terms(st, v, blocks, x, ca)
+    cols = []
+    for k, code in enumerate(own.codes, start=1):
+        cat = jnp.full(mu.shape, k, jnp.int32)
+        cols.append(ordinal.category_log_prob(ob.tau, cat, mu) + c_lin * code - 0.5 * c_prec * code * code)
+    return jnp.stack(cols, -1)
 
 
 def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterArrays, miss_index):
@@ -58,7 +86,13 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
     own = st.blocks[st.block_of(v)]
     z = rng.normal(miss_index.shape)
     idx = miss_index
-    if own.codes:
+    if own.codes and st.children_of_var(v):
+        logw = category_log_weights(st, v, blocks, x, ca).at[idx].get(mode="fill", fill_value=0.0)
+        p = jax.nn.softmax(logw, axis=-1)
+        u = rng.uniform(miss_index.shape)
+        cat = jnp.sum((jnp.cumsum(p, axis=-1)[:, :-1] < u[:, None]).astype(jnp.int32), axis=-1)
+        draw = jnp.asarray(own.codes, x.dtype)[cat]
+    elif own.codes:
         draw = _ordinal_outcome_draw(st, v, blocks, x, ca, idx, z)
     else:
         mean, prec = conditional(st, v, blocks, x, ca)
@@ -73,9 +107,6 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
 def _ordinal_outcome_draw(st: Structure, v: int, blocks, x, ca, idx, z):
     """A missing ordinal value that no other block uses: z ~ N(mu, 1) from its own probit block,
     and the category whose threshold interval holds z (MODEL.md step 7, last case)."""
-    if st.children_of_var(v):
-        raise NotImplementedError("imputing an ordinal predictor by enumerating its categories "
-                                  "is not built yet (issue 5)")
     b = st.block_of(v)
     own, ob = st.blocks[b], blocks[b]
     x_rows, _ = rows_of(st, own, x, ca)
@@ -83,6 +114,15 @@ def _ordinal_outcome_draw(st: Structure, v: int, blocks, x, ca, idx, z):
     latent = mu.at[idx].get(mode="fill", fill_value=0.0) + z
     cat = 1 + sum((latent > ob.tau[j]).astype(jnp.int32) for j in range(1, own.categories))
     return jnp.asarray(own.codes, x.dtype)[cat - 1]
+
+
+def impute_draw_counts(st: Structure) -> tuple[int, int]:
+    """(normals, uniforms) that the missing-value draws of one sweep take from the stream: a
+    normal per missing cell, and a uniform per cell of an ordinal predictor (its category)."""
+    n = sum(st.num_missing)
+    u = sum(m for v, m in zip(st.incomplete, st.num_missing)
+            if st.blocks[st.block_of(v)].codes and st.children_of_var(v))
+    return n, u
 
 
 def missing_values(st: Structure, x, ca: ClusterArrays, miss_index):

@@ -19,7 +19,7 @@ from . import rhat
 from .blocks import block_draw_counts, update_block
 from .stream import Stream
 from .clusters import expand, first
-from .impute import impute_variable, missing_values
+from .impute import impute_draw_counts, impute_variable, missing_values
 from .state import BlockState, Data, State
 from .structure import Structure
 
@@ -78,7 +78,8 @@ def sweep_draw_counts(st: Structure) -> tuple[int, int]:
     for b in range(len(st.blocks)):
         bn, bu = block_draw_counts(st, b)
         n, u = n + bn, u + bu
-    return n + sum(st.num_missing), u
+    im_n, im_u = impute_draw_counts(st)
+    return n + im_n, u + im_u
 
 
 def sweep(key, st: Structure, state: State, data: Data, warm=False, burning=False) -> State:

@@ -52,7 +52,9 @@ CASES = [
          ["script.imp:4", "product", "OUTCOME"]),
     case("power-term", BASE.replace("~ y x;", "~ y x x*x;") + "OUTCOME: y;\n",
          ["script.imp:4", "x*x", "twice"]),
-    case("ordinal-predictor-not-yet", BASE + "ORDINAL: x;\n", ["script.imp:10", "ordinal variable 'x' as a predictor", "not supported yet"]),
+    case("ordinal-too-many-categories", BASE + "ORDINAL: y;\n", ["script.imp:10", "'y' has 48 distinct", "2 to 20 categories"],
+         data="".join(f"{j},{i * 8 + j},{'-99' if (i + j) % 4 == 0 else (i * 3 + j) % 7 + 0.25}\n"
+                      for j in range(1, 9) for i in range(6))),
     case("nominal-not-yet", BASE + "NOMINAL: x;\n", ["script.imp:10", "NOMINAL", "not supported yet"]),
     case("three-level-not-yet", BASE.replace("VARIABLES: cluster y x;", "VARIABLES: cluster y x;").replace(
         "cluster ~ y x;", "cluster y ~ x;"), ["script.imp:4", "three-level", "not supported yet"]),

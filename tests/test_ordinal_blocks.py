@@ -61,11 +61,100 @@ def test_incomplete_ordinal_outcome_keeps_its_codes():
     assert imputed[xs > np.median(xs)].mean() > imputed[xs <= np.median(xs)].mean() + 0.3
 
 
-def test_ordinal_predictor_is_refused_until_enumeration_lands():
-    from jaximpute.errors import ModelError
+def _enumeration_case(level2: bool, seed: int):
+    """y ~ 1 + x + w + x*w + random (1, x); x ~ 1 + w + random 1; w ~ 1 (level 2), with x (or,
+    for level2, w) ordinal: codes (-1.0, 0.2, 1.5) and thresholds (0, 0.9)."""
+    import jax.numpy as jnp
 
-    df = probit_data(5, j=30)
-    df.loc[::7, "v"] = np.nan
-    df["y"] = df.x + np.random.default_rng(0).normal(size=len(df))
-    with pytest.raises(ModelError, match="ordinal variable 'v' as a predictor"):
-        impute(df, "cluster ~ y v", ordinal=["v"], nimps=2, burn=10, thin=2)
+    from jaximpute.kernels.state import BlockState
+    from test_conditionals_slopes import J, N_PER, data, model, random_state
+
+    st, ca = model(slope=True, product=True)
+    codes = (-1.0, 0.2, 1.5)
+    v = 2 if level2 else 1
+    b = st.block_of(v)
+    blocks = list(st.blocks)
+    blocks[b] = blocks[b]._replace(codes=codes)
+    st = st._replace(blocks=tuple(blocks), incomplete=(v,))
+    rng = np.random.default_rng(seed)
+    bs = list(random_state(st, rng))
+    n = J * N_PER if not level2 else J
+    tau = jnp.asarray([-np.inf, 0.0, 0.9, np.inf], jnp.float32)
+    bs[b] = BlockState(bs[b].beta, bs[b].u, bs[b].sigma, jnp.float32(1.0), jnp.zeros(n), tau,
+                       jnp.float32(0.2))
+    vals = data(rng)
+    pick = rng.integers(0, 3, J if level2 else J * N_PER)
+    if level2:
+        vals[:, 2] = np.repeat(np.asarray(codes)[pick], N_PER)
+    else:
+        vals[:, 1] = np.asarray(codes)[pick]
+    return st, ca, tuple(bs), vals, codes, v
+
+
+def _brute_force_probs(st, bs, vals, codes, v, level2):
+    """P(v = code_k | rest) for every row (cluster) by writing the log joint density out."""
+    from scipy import stats as st_
+
+    from test_conditionals_slopes import J, N_PER
+
+    y, x, w = vals[:, 0], vals[:, 1], vals[:, 2]
+    cl = np.repeat(np.arange(J), N_PER)
+    yb, xb, wb = (np.asarray(b.beta, np.float64) for b in bs)
+    uy, ux = np.asarray(bs[0].u, np.float64), np.asarray(bs[1].u, np.float64)
+    tau = np.asarray(bs[st.block_of(v)].tau, np.float64)
+
+    def loglik_rows(x, w):
+        mu_y = yb[0] + yb[1] * x + yb[2] * w + yb[3] * x * w + uy[cl, 0] + uy[cl, 1] * x
+        mu_x = xb[0] + xb[1] * w + ux[cl, 0]
+        ly = -0.5 * (y - mu_y) ** 2 / float(bs[0].s2)
+        if level2:       # w ordinal (level 2), x continuous
+            return ly + -0.5 * (x - mu_x) ** 2 / float(bs[1].s2)
+        cat = np.searchsorted(np.asarray(codes), x) + 1     # x ordinal: its probit probability
+        return ly + np.log(st_.norm.cdf(tau[cat] - mu_x) - st_.norm.cdf(tau[cat - 1] - mu_x))
+
+    def own_w(wj):
+        if not level2:
+            return -0.5 * (wj - wb[0]) ** 2 / float(bs[2].s2)
+        cat = np.searchsorted(np.asarray(codes), wj) + 1
+        return np.log(st_.norm.cdf(tau[cat] - wb[0]) - st_.norm.cdf(tau[cat - 1] - wb[0]))
+
+    cols = []
+    for c in codes:
+        if level2:
+            ww = np.full(J * N_PER, c)
+            lr = loglik_rows(x, ww).reshape(J, N_PER).sum(1) + own_w(c)
+        else:
+            lr = loglik_rows(np.full(J * N_PER, c), w)
+        cols.append(lr)
+    lw = np.stack(cols, -1)
+    p = np.exp(lw - lw.max(-1, keepdims=True))
+    return p / p.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("level2", [False, True])
+def test_ordinal_predictor_categories_match_brute_force(level2):
+    """An incomplete ordinal predictor (level 1 with a random slope and in a product, or level 2
+    in a cross-level product): the category probabilities the sampler uses equal those of the
+    model's joint density written out in numpy, and the drawn categories follow them."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaximpute.kernels.impute import category_log_weights, impute_variable
+    from test_conditionals import check_mean, keys, rs
+
+    st, ca, bs, vals, codes, v = _enumeration_case(level2, seed=21 + level2)
+    x = jnp.asarray(vals, jnp.float32)
+    lw = np.asarray(category_log_weights(st, v, bs, x, ca), np.float64)
+    got = np.exp(lw - lw.max(-1, keepdims=True))
+    got /= got.sum(-1, keepdims=True)
+    want = _brute_force_probs(st, bs, vals, codes, v, level2)
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    assert ((want > 0.05) & (want < 0.95)).any()        # some cells are genuinely uncertain
+    n = want.shape[0]
+    idx = jnp.arange(n)
+    from test_conditionals_slopes import N_PER
+    rows = slice(None) if not level2 else slice(None, None, N_PER)
+    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bs, x, ca, idx)[rows, v])(keys()))
+    for k, c in enumerate(codes):          # frequency of each category against its probability
+        p = want[:, k]
+        check_mean((np.abs(s - c) < 1e-4).astype(float), p, np.sqrt(np.maximum(p * (1 - p), 1e-12)))
