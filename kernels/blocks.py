@@ -229,6 +229,8 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
         if k > 2:
             tau, acc = ordinal.threshold_step(rng.uniform((k - 2,)), rng.uniform(), tau, cat, mu, w, scale)
             scale = jnp.where(burning, scale * jnp.exp(0.1 * (acc.astype(scale.dtype) - 0.35)), scale)
+            tau, mu, shift = ordinal.ridge_step(rng.normal(), rng.uniform(), tau, cat, mu, w, scale)
+            bs = bs._replace(beta=bs.beta.at[0].add(shift))
         y = ordinal.truncated_normal(rng.uniform(mu.shape), mu, tau[cat - 1], tau[cat])
         bs = bs._replace(s2=jnp.ones_like(bs.s2))
         latent_state = dict(z=y, tau=tau, tau_scale=scale)
@@ -345,5 +347,6 @@ def block_draw_counts(st: Structure, b: int) -> tuple[int, int]:
     if blk.codes:
         rows = st.num_rows if blk.level == 1 else st.num_clusters
         thresholds = blk.categories - 1 if blk.categories > 2 else 0   # K - 2 proposals + 1
-        return n, u + thresholds + rows                                 # no residual variance
+        ridge = 1 if blk.categories > 2 else 0                          # the ridge move
+        return n + ridge, u + thresholds + ridge + rows                 # no residual variance
     return n + g_n, u + g_u
