@@ -63,8 +63,9 @@ def conditional(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: Cl
     return lin / prec, prec
 
 
-def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays):
-    """(n, K) log P(v = code_k | everything else) up to a constant per row (or cluster), for an
+def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays, idx=None):
+    """(n, K) log P(v = code_k | everything else) up to a constant per row (or cluster; only the
+    cells `idx` when given), for an
     ordinal v: its own probit probability Phi(tau_k - mu) - Phi(tau_(k-1) - mu) times every
     child's likelihood at v = code_k, which (each child being affine in v) is
     exp(B code_k - A code_k^2 / 2) with A, B the child terms of `child_terms` (MODEL.md step 7)."""
@@ -73,6 +74,8 @@ def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays):
     x_rows, _ = rows_of(st, own, x, ca)
     mu = linear_predictor(st, own, ob, x_rows, latents_at(st, own, blocks, ca), ca)
     c_prec, c_lin = child_terms(st, v, blocks, x, ca)
+    if idx is not None:        # only the missing cells: the K probit terms are the costly part
+        mu, c_prec, c_lin = (a.at[idx].get(mode="fill", fill_value=0.0) for a in (mu, c_prec, c_lin))
     cols = []
     for k, code in enumerate(own.codes, start=1):
         cat = jnp.full(mu.shape, k, jnp.int32)
@@ -87,7 +90,7 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
     z = rng.normal(miss_index.shape)
     idx = miss_index
     if own.codes and st.children_of_var(v):
-        logw = category_log_weights(st, v, blocks, x, ca).at[idx].get(mode="fill", fill_value=0.0)
+        logw = category_log_weights(st, v, blocks, x, ca, idx)
         p = jax.nn.softmax(logw, axis=-1)
         u = rng.uniform(miss_index.shape)
         cat = jnp.sum((jnp.cumsum(p, axis=-1)[:, :-1] < u[:, None]).astype(jnp.int32), axis=-1)
