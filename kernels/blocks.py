@@ -185,6 +185,13 @@ def draw_s2(rng: Stream, st: Structure, resid, w):
     return draws.scaled_inv_chi2(rng, sse, st.prior.df(1) + jnp.sum(w))
 
 
+def child_response(child: Block, cs: BlockState, x_rows):
+    """What a child block regresses, at its rows: its outcome's values, or for an ordinal child
+    its latent responses z (given z, the probit child is a normal regression with unit variance,
+    and the category constraint does not involve the parent: the augmented Gibbs step is exact)."""
+    return cs.z if child.codes else x_rows[:, child.outcome]
+
+
 def latent_child_terms(st: Structure, b: int, blocks, x, ca):
     """Precision and linear terms (J,) that the child blocks add to block b's random intercept."""
     prec = jnp.zeros((st.num_clusters,), x.dtype)
@@ -195,7 +202,7 @@ def latent_child_terms(st: Structure, b: int, blocks, x, ca):
         x_rows, w = rows_of(st, child, x, ca)
         lat = latents_at(st, child, blocks, ca)
         a, slope = affine_in(st, child, cs, x_rows, lat, ca, Factor(LATENT, b), lat[b])
-        resid = x_rows[:, child.outcome] - a
+        resid = child_response(child, cs, x_rows) - a
         p_rows, l_rows = w * slope * slope / cs.s2, w * slope * resid / cs.s2
         if child.level == 1:
             p_rows = cluster_sum(p_rows, ca, st.num_clusters, st.rows_per_cluster)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .blocks import affine_in, latents_at, linear_predictor, rows_of
+from .blocks import affine_in, child_response, latents_at, linear_predictor, rows_of
 from . import ordinal
 from .clusters import ClusterArrays, cluster_sum, expand, first
 from .state import BlockState
@@ -42,7 +42,7 @@ def child_terms(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: Cl
         lat = latents_at(st, child, blocks, ca)
         rows, w = rows_of(st, child, x, ca)
         a, slope = affine_in(st, child, cs, rows, lat, ca, Factor(VAR, v), rows[:, v])
-        resid = rows[:, child.outcome] - a
+        resid = child_response(child, cs, rows) - a
         p_rows, l_rows = w * slope * slope / cs.s2, w * slope * resid / cs.s2
         if level == 2 and child.level == 1:
             p_rows = cluster_sum(p_rows, ca, st.num_clusters, st.rows_per_cluster)

@@ -188,3 +188,34 @@ def test_ridge_move_keeps_the_posterior(monkeypatch):
     z = (with_move[0] - without[0]) / np.hypot(with_move[1], without[1])
     assert np.all(np.abs(z) < 4.5), (with_move, without, z)
     monkeypatch.setattr(ko, "ridge_step", real)
+
+
+def test_a_parent_of_an_ordinal_block_conditions_on_its_latent_responses():
+    """x (continuous, missing) predicts an ordinal y: x's conditional uses y's probit block
+    through its latent responses z_y ~ N(eta_y(x), 1), not through y's codes (MODEL.md: the
+    augmented model). Checked against the log density with y's term written as N(z_y; ., 1)."""
+    import jax.numpy as jnp
+
+    from jaximpute.kernels.impute import conditional
+    from jaximpute.kernels.state import BlockState
+    from test_conditionals_slopes import J, N_PER, brute_force_level1, data, model, random_state
+
+    st, ca = model(slope=True, product=True)
+    codes = (-0.8, 0.4, 1.3)
+    blocks = list(st.blocks)
+    blocks[0] = blocks[0]._replace(codes=codes)
+    st = st._replace(blocks=tuple(blocks), incomplete=(1,))
+    rng = np.random.default_rng(31)
+    bs = list(random_state(st, rng))
+    z = rng.normal(size=J * N_PER)
+    tau = jnp.asarray([-np.inf, 0.0, 0.9, np.inf], jnp.float32)
+    bs[0] = BlockState(bs[0].beta, bs[0].u, bs[0].sigma, jnp.float32(1.0),
+                       jnp.asarray(z, jnp.float32), tau, jnp.float32(0.2))
+    vals = data(rng)
+    vals[:, 0] = np.asarray(codes)[rng.integers(0, 3, J * N_PER)]      # y's codes: unused here
+    mean, prec = conditional(st, 1, tuple(bs), jnp.asarray(vals, jnp.float32), ca)
+    with_z = vals.copy()
+    with_z[:, 0] = z                          # brute force: y's density is that of z, variance 1
+    exp_mean, exp_prec = brute_force_level1(with_z, st, tuple(bs), 1)
+    np.testing.assert_allclose(np.asarray(mean), exp_mean, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(prec), exp_prec, rtol=2e-4)
