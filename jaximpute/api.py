@@ -185,7 +185,26 @@ def run(script: Script, table: DataTable, *, progress: bool = True, stream=None)
     imputed = imputed_tables(spec, raw, settings.nimps, settings.chains)
     estimates = _estimates(spec, raw, labels) if settings.keep_post else None
     report = _report(spec, settings, raw, labels, estimates, seed_drawn, time.perf_counter() - t0)
+    report.categories = _category_counts(spec, imputed)
     return ImputationResult(spec, settings, raw, imputed, raw.burn_psr[0], labels, estimates, report)
+
+
+def _category_counts(spec: ModelSpec, imputed: np.ndarray) -> pd.DataFrame:
+    """Per modelled ordinal variable and code: the observed count and the mean count among the
+    imputed cells of an imputed data set (rows for level 1, rows of the cluster for level 2)."""
+    rows = []
+    for v in spec.variables:
+        if v.kind != "ordinal" or v.role != "modelled":
+            continue
+        col = spec.table.values[:, v.column]
+        miss = np.isnan(col)
+        codes = np.unique(col[~miss])
+        for c in codes:
+            obs = int(np.sum(col[~miss] == c))
+            imp = float(np.mean(np.sum(imputed[:, miss, v.column] == c, axis=1))) if len(imputed) else 0.0
+            rows.append({"variable": v.name, "code": f"{c:g}", "observed": obs,
+                         "imputed": f"{imp:.1f}"})
+    return pd.DataFrame(rows)
 
 
 def _check_finite(spec: ModelSpec, raw: RawDraws, labels) -> None:

@@ -32,6 +32,7 @@ class Report:
     timing: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     psr_all: pd.DataFrame | None = None   # the burn-in table even when OPTIONS: psr is off
+    categories: pd.DataFrame | None = None  # ordinal variables: observed and imputed counts per code
 
     @property
     def text(self) -> str:
@@ -57,6 +58,9 @@ def render(r: Report) -> str:
         out.append(f"  note: {n}")
     if r.notes:
         out.append("")
+    if r.categories is not None and len(r.categories):
+        out += ["ORDINAL VARIABLES (observed count per code; imputed: mean count per imputed data set):"]
+        out += ["  " + line for line in r.categories.to_string(index=False).splitlines()] + [""]
     if r.psr is not None:
         out += ["POTENTIAL SCALE REDUCTION (PSR) OUTPUT:",
                 f"  ({r.psr_statistic}; largest value in each parameter group, with the block's "

@@ -56,6 +56,11 @@ def test_incomplete_ordinal_outcome_keeps_its_codes():
     for d in res.imputations:
         assert set(np.unique(d.v)) <= {1.0, 2.0, 4.0}
         assert np.array_equal(d.v[~miss], df.v[~miss])
+    cats = res.report.categories
+    assert cats["code"].tolist() == ["1", "2", "4"]
+    assert cats["observed"].sum() == (~miss).sum()
+    assert abs(cats["imputed"].astype(float).sum() - miss.sum()) < 1e-6
+    assert "ORDINAL VARIABLES" in res.report.text
     imputed = np.concatenate([d.v[miss] for d in res.imputations])
     xs = np.concatenate([df.x[miss] for _ in res.imputations])
     assert imputed[xs > np.median(xs)].mean() > imputed[xs <= np.median(xs)].mean() + 0.3
