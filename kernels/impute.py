@@ -76,11 +76,9 @@ def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays, id
     c_prec, c_lin = child_terms(st, v, blocks, x, ca)
     if idx is not None:        # only the missing cells: the K probit terms are the costly part
         mu, c_prec, c_lin = (a.at[idx].get(mode="fill", fill_value=0.0) for a in (mu, c_prec, c_lin))
-    cols = []
-    for k, code in enumerate(own.codes, start=1):
-        cat = jnp.full(mu.shape, k, jnp.int32)
-        cols.append(ordinal.category_log_prob(ob.tau, cat, mu) + c_lin * code - 0.5 * c_prec * code * code)
-    return jnp.stack(cols, -1)
+    own_part = ordinal.all_category_log_probs(ob.tau, mu, own.categories)     # (n, K)
+    codes = jnp.asarray(own.codes, mu.dtype)
+    return own_part + c_lin[:, None] * codes - 0.5 * c_prec[:, None] * codes * codes
 
 
 def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterArrays, miss_index):

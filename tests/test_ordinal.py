@@ -86,3 +86,17 @@ def test_threshold_step_samples_the_threshold_posterior(scale):
     se = bm.std(ddof=1) / np.sqrt(bm.size)
     assert abs(draws.mean() - mean) < 4.5 * se, (draws.mean(), mean, se)
     assert abs(draws.var() / var - 1) < 0.15
+
+
+def test_all_category_log_probs_match_one_at_a_time():
+    from jaximpute.kernels.ordinal import all_category_log_probs
+
+    tau = jnp.array([-jnp.inf, 0.0, 0.8, 1.9, jnp.inf])
+    mu = jnp.array([-3.0, -0.5, 0.4, 1.2, 2.5, 6.0, -6.0])
+    got = np.asarray(all_category_log_probs(tau, mu, 4), np.float64)
+    for c in range(1, 5):
+        want = np.asarray(category_log_prob(tau, jnp.full(mu.shape, c), mu), np.float64)
+        # relative precision where the probability is not tiny; tiny ones only need to stay tiny
+        big = want > np.log(1e-6)
+        np.testing.assert_allclose(got[big, c - 1], want[big], rtol=2e-3, atol=2e-5)
+        assert np.all(got[~big, c - 1] < np.log(1e-5))
