@@ -234,9 +234,11 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
         tau, scale = bs.tau, bs.tau_scale
         k = blk.categories
         if k > 2:
-            tau, acc = ordinal.threshold_step(rng.uniform((k - 2,)), rng.uniform(), tau, cat, mu, w, scale)
+            tau, acc, loglik = ordinal.threshold_step(rng.uniform((k - 2,)), rng.uniform(), tau, cat,
+                                                      mu, w, scale)
             scale = jnp.where(burning, scale * jnp.exp(0.1 * (acc.astype(scale.dtype) - 0.35)), scale)
-            tau, mu, shift = ordinal.ridge_step(rng.normal(), rng.uniform(), tau, cat, mu, w, scale)
+            tau, mu, shift = ordinal.ridge_step(rng.normal(), rng.uniform(), tau, cat, mu, w, scale,
+                                                loglik)
             bs = bs._replace(beta=bs.beta.at[0].add(shift))
         y = ordinal.truncated_normal(rng.uniform(mu.shape), mu, tau[cat - 1], tau[cat])
         bs = bs._replace(s2=jnp.ones_like(bs.s2))

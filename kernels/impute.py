@@ -85,7 +85,6 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
     """Redraw the missing cells of the k-th incomplete variable."""
     v = st.incomplete[k]
     own = st.blocks[st.block_of(v)]
-    z = rng.normal(miss_index.shape)
     idx = miss_index
     if own.codes and st.children_of_var(v):
         logw = category_log_weights(st, v, blocks, x, ca, idx)
@@ -94,8 +93,9 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
         cat = jnp.sum((jnp.cumsum(p, axis=-1)[:, :-1] < u[:, None]).astype(jnp.int32), axis=-1)
         draw = jnp.asarray(own.codes, x.dtype)[cat]
     elif own.codes:
-        draw = _ordinal_outcome_draw(st, v, blocks, x, ca, idx, z)
+        draw = _ordinal_outcome_draw(st, v, blocks, x, ca, idx, rng.normal(miss_index.shape))
     else:
+        z = rng.normal(miss_index.shape)
         mean, prec = conditional(st, v, blocks, x, ca)
         draw = mean.at[idx].get(mode="fill", fill_value=0.0) + z * jax.lax.rsqrt(
             prec.at[idx].get(mode="fill", fill_value=1.0))
@@ -119,11 +119,11 @@ def _ordinal_outcome_draw(st: Structure, v: int, blocks, x, ca, idx, z):
 
 def impute_draw_counts(st: Structure) -> tuple[int, int]:
     """(normals, uniforms) that the missing-value draws of one sweep take from the stream: a
-    normal per missing cell, and a uniform per cell of an ordinal predictor (its category)."""
-    n = sum(st.num_missing)
-    u = sum(m for v, m in zip(st.incomplete, st.num_missing)
-            if st.blocks[st.block_of(v)].codes and st.children_of_var(v))
-    return n, u
+    uniform per cell of an ordinal predictor (its category), a normal per other cell."""
+    enumerated = [st.blocks[st.block_of(v)].codes != () and bool(st.children_of_var(v))
+                  for v in st.incomplete]
+    u = sum(m for e, m in zip(enumerated, st.num_missing) if e)
+    return sum(st.num_missing) - u, u
 
 
 def missing_values(st: Structure, x, ca: ClusterArrays, miss_index):

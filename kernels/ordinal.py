@@ -118,7 +118,7 @@ def threshold_step(u_prop, u_acc, tau, cat, mu, w, scale):
     `u_prop` (K - 2,) and `u_acc` () are uniforms; `tau` (K + 1,) current thresholds
     (tau[0] = -inf, tau[1] = 0, tau[K] = +inf); `cat` (N,) categories 1..K; `mu` (N,) linear
     predictors; `w` (N,) row weights (0 for padding); `scale` the proposal SD.
-    Returns (tau, accepted).
+    Returns (tau, accepted, log-likelihood at the returned tau).
     """
     k = tau.shape[0] - 1
     new = tau
@@ -139,10 +139,10 @@ def threshold_step(u_prop, u_acc, tau, cat, mu, w, scale):
     log_r = ll_new - ll_old + log_q
     accept = jnp.log(jnp.maximum(u_acc, jnp.finfo(mu.dtype).tiny)) < log_r
     accept = accept & jnp.isfinite(log_r)
-    return jnp.where(accept, new, tau), accept
+    return jnp.where(accept, new, tau), accept, jnp.where(accept, ll_new, ll_old)
 
 
-def ridge_step(z_prop, u_acc, tau, cat, mu, w, scale):
+def ridge_step(z_prop, u_acc, tau, cat, mu, w, scale, loglik):
     """A Metropolis move along the intercept-threshold ridge: shift the intercept (so every
     linear predictor) and the free thresholds tau_2..tau_(K-1) by the same d ~ N(0, scale^2).
 
@@ -152,14 +152,14 @@ def ridge_step(z_prop, u_acc, tau, cat, mu, w, scale):
     The shift keeps every tau_k - mu for k >= 2 and changes only the category 1/2 boundary; the
     proposal is symmetric and the map a translation (Jacobian 1), so the acceptance ratio is the
     probit likelihood ratio, z integrated out (a generalised Gibbs move along a translation
-    group; Liu & Sabatti 2000). Returns (tau, mu, applied shift).
+    group; Liu & Sabatti 2000). `loglik` is the probit log-likelihood at (tau, mu), as
+    `threshold_step` returns it. Returns (tau, mu, applied shift).
     """
     k = tau.shape[0] - 1
     d = scale * z_prop
     new_tau = tau.at[2:k].add(d)
     new_mu = mu + d
-    log_r = (jnp.sum(w * category_log_prob(new_tau, cat, new_mu))
-             - jnp.sum(w * category_log_prob(tau, cat, mu)))
+    log_r = jnp.sum(w * category_log_prob(new_tau, cat, new_mu)) - loglik
     accept = (jnp.log(jnp.maximum(u_acc, jnp.finfo(mu.dtype).tiny)) < log_r) & jnp.isfinite(log_r)
     d = jnp.where(accept, d, 0.0)
     return jnp.where(accept, new_tau, tau), mu + d, d

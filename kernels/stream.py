@@ -41,20 +41,20 @@ class Stream:
                    jax.random.uniform(k_u, (max(num_uniform, 1),), dtype), k_rest)
 
     def normal(self, shape=()):
-        n = prod(shape)
-        out = self._normals[self.used_normal:self.used_normal + n]
-        if out.shape[0] != n:
-            raise ValueError(f"random stream too short: {n} normals asked for at {self.used_normal}")
-        self.used_normal += n
-        return out.reshape(shape)
+        out, self.used_normal = self._take(self._normals, self.used_normal, shape, "normals")
+        return out
 
     def uniform(self, shape=()):
+        out, self.used_uniform = self._take(self._uniforms, self.used_uniform, shape, "uniforms")
+        return out
+
+    @staticmethod
+    def _take(pool, used: int, shape, what: str):
         n = prod(shape)
-        out = self._uniforms[self.used_uniform:self.used_uniform + n]
+        out = pool[used:used + n]
         if out.shape[0] != n:
-            raise ValueError(f"random stream too short: {n} uniforms asked for at {self.used_uniform}")
-        self.used_uniform += n
-        return out.reshape(shape)
+            raise ValueError(f"random stream too short: {n} {what} asked for at {used}")
+        return out.reshape(shape), used + n
 
     def check_used_up(self, num_normal: int, num_uniform: int) -> None:
         if (self.used_normal, self.used_uniform) != (num_normal, num_uniform):

@@ -85,30 +85,27 @@ def gaussian_from_quadratic(f):
     return slope / prec, prec
 
 
-def brute_force_level1(v, st, bs, col):
+def _brute_force(v, st, bs, col, cells):
+    """Mean and precision of the missing value at each cell (a list of row index sets that
+    share one value), read off the log joint density as a function of that value."""
     means, precs = [], []
-    for i in range(v.shape[0]):
-        def f(t, i=i):
+    for rows in cells:
+        def f(t, rows=rows):
             vv = v.copy()
-            vv[i, col] = t
+            vv[rows, col] = t
             return log_joint(vv, st, bs)
         m, p = gaussian_from_quadratic(f)
         means.append(m)
         precs.append(p)
     return np.array(means), np.array(precs)
+
+
+def brute_force_level1(v, st, bs, col):
+    return _brute_force(v, st, bs, col, [[i] for i in range(v.shape[0])])
 
 
 def brute_force_level2(v, st, bs, col):
-    means, precs = [], []
-    for j in range(J):
-        def f(t, j=j):
-            vv = v.copy()
-            vv[j * N_PER:(j + 1) * N_PER, col] = t
-            return log_joint(vv, st, bs)
-        m, p = gaussian_from_quadratic(f)
-        means.append(m)
-        precs.append(p)
-    return np.array(means), np.array(precs)
+    return _brute_force(v, st, bs, col, [list(range(j * N_PER, (j + 1) * N_PER)) for j in range(J)])
 
 
 def _check(st, ca, bs, v, col, level):

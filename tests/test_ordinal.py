@@ -73,7 +73,7 @@ def test_threshold_step_samples_the_threshold_posterior(scale):
     def chain(key):
         def step(tau, k):
             u = jax.random.uniform(k, (2,))
-            tau, acc = threshold_step(u[:1], u[1], tau, t_cat, t_mu, w, scale)
+            tau, acc, _ = threshold_step(u[:1], u[1], tau, t_cat, t_mu, w, scale)
             return tau, (tau[2], acc)
         tau0 = jnp.array([-jnp.inf, 0.0, 1.0, jnp.inf])
         _, (draws, acc) = jax.lax.scan(step, tau0, jax.random.split(key, 4000))

@@ -187,7 +187,7 @@ def test_ridge_move_keeps_the_posterior(monkeypatch):
 
     with_move = posterior()
     real = ko.ridge_step
-    monkeypatch.setattr(ko, "ridge_step", lambda zp, ua, tau, cat, mu, w, scale:
+    monkeypatch.setattr(ko, "ridge_step", lambda zp, ua, tau, cat, mu, w, scale, loglik:
                         (tau, mu, 0.0 * zp))
     without = posterior()
     z = (with_move[0] - without[0]) / np.hypot(with_move[1], without[1])
