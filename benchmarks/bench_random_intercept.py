@@ -132,8 +132,7 @@ def component_steps(spec, st):
 
         def step(key, s, d, k=k):
             rng = Stream.from_key(key, int(d.miss_index[k].shape[-1]), 0, s.x.dtype)
-            return State(impute_variable(rng, st, k, s.blocks, s.x, d.clusters, d.miss_index[k]),
-                         s.blocks)
+            return State(*impute_variable(rng, st, k, s.blocks, s.x, d.clusters, d.miss_index[k]))
         steps.append((f"impute_variable: {name}{extra}", step))
     return steps
 

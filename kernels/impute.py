@@ -68,7 +68,8 @@ def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays, id
     cells `idx` when given), for an
     ordinal v: its own probit probability Phi(tau_k - mu) - Phi(tau_(k-1) - mu) times every
     child's likelihood at v = code_k, which (each child being affine in v) is
-    exp(B code_k - A code_k^2 / 2) with A, B the child terms of `child_terms` (MODEL.md step 7)."""
+    exp(B code_k - A code_k^2 / 2) with A, B the child terms of `child_terms` (MODEL.md step 7).
+    Also returns mu, v's own linear predictor at the same rows."""
     b = st.block_of(v)
     own, ob = st.blocks[b], blocks[b]
     x_rows, _ = rows_of(st, own, x, ca)
@@ -78,52 +79,67 @@ def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays, id
         mu, c_prec, c_lin = (a.at[idx].get(mode="fill", fill_value=0.0) for a in (mu, c_prec, c_lin))
     own_part = ordinal.all_category_log_probs(ob.tau, mu, own.categories)     # (n, K)
     codes = jnp.asarray(own.codes, mu.dtype)
-    return own_part + c_lin[:, None] * codes - 0.5 * c_prec[:, None] * codes * codes
+    return own_part + c_lin[:, None] * codes - 0.5 * c_prec[:, None] * codes * codes, mu
 
 
 def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterArrays, miss_index):
-    """Redraw the missing cells of the k-th incomplete variable."""
+    """Redraw the missing cells of the k-th incomplete variable; returns (x, blocks).
+
+    For an ordinal variable the category and its latent response are drawn together: the
+    category from its conditional with z integrated out, then z given the category (a truncated
+    normal under v's own block, the only block z enters), stored in the block's state. Without
+    the second part the block's z at those cells would still lie in the old category's interval
+    until the next sweep, and every parent whose conditional uses z (`child_response`) would
+    condition on a state that the model cannot produce (MODEL.md step 7)."""
     v = st.incomplete[k]
-    own = st.blocks[st.block_of(v)]
+    b = st.block_of(v)
+    own = st.blocks[b]
     idx = miss_index
     if own.codes and st.children_of_var(v):
-        logw = category_log_weights(st, v, blocks, x, ca, idx)
+        logw, mu = category_log_weights(st, v, blocks, x, ca, idx)
         p = jax.nn.softmax(logw, axis=-1)
         u = rng.uniform(miss_index.shape)
         cat = jnp.sum((jnp.cumsum(p, axis=-1)[:, :-1] < u[:, None]).astype(jnp.int32), axis=-1)
         draw = jnp.asarray(own.codes, x.dtype)[cat]
+        tau = blocks[b].tau
+        latent = ordinal.truncated_normal(rng.uniform(miss_index.shape), mu, tau[cat], tau[cat + 1])
     elif own.codes:
-        draw = _ordinal_outcome_draw(st, v, blocks, x, ca, idx, rng.normal(miss_index.shape))
+        draw, latent = _ordinal_outcome_draw(st, v, blocks, x, ca, idx, rng.normal(miss_index.shape))
     else:
         z = rng.normal(miss_index.shape)
         mean, prec = conditional(st, v, blocks, x, ca)
         draw = mean.at[idx].get(mode="fill", fill_value=0.0) + z * jax.lax.rsqrt(
             prec.at[idx].get(mode="fill", fill_value=1.0))
+    if own.codes:
+        blocks = blocks[:b] + (blocks[b]._replace(z=blocks[b].z.at[idx].set(latent, mode="drop")),) \
+            + blocks[b + 1:]
     if st.var_levels[v] == 1:
-        return x.at[idx, v].set(draw, mode="drop")
+        return x.at[idx, v].set(draw, mode="drop"), blocks
     col = first(x, ca, st.rows_per_cluster)[:, v].at[idx].set(draw, mode="drop")
-    return x.at[:, v].set(expand(col, ca, st.rows_per_cluster))
+    return x.at[:, v].set(expand(col, ca, st.rows_per_cluster)), blocks
 
 
 def _ordinal_outcome_draw(st: Structure, v: int, blocks, x, ca, idx, z):
     """A missing ordinal value that no other block uses: z ~ N(mu, 1) from its own probit block,
-    and the category whose threshold interval holds z (MODEL.md step 7, last case)."""
+    and the category whose threshold interval holds z (MODEL.md step 7, last case); returns
+    (code, z)."""
     b = st.block_of(v)
     own, ob = st.blocks[b], blocks[b]
     x_rows, _ = rows_of(st, own, x, ca)
     mu = linear_predictor(st, own, ob, x_rows, latents_at(st, own, blocks, ca), ca)
     latent = mu.at[idx].get(mode="fill", fill_value=0.0) + z
     cat = 1 + sum((latent > ob.tau[j]).astype(jnp.int32) for j in range(1, own.categories))
-    return jnp.asarray(own.codes, x.dtype)[cat - 1]
+    return jnp.asarray(own.codes, x.dtype)[cat - 1], latent
 
 
 def impute_draw_counts(st: Structure) -> tuple[int, int]:
-    """(normals, uniforms) that the missing-value draws of one sweep take from the stream: a
-    uniform per cell of an ordinal predictor (its category), a normal per other cell."""
+    """(normals, uniforms) that the missing-value draws of one sweep take from the stream: two
+    uniforms per cell of an ordinal predictor (its category, then its latent response), a
+    normal per other cell."""
     enumerated = [st.blocks[st.block_of(v)].codes != () and bool(st.children_of_var(v))
                   for v in st.incomplete]
-    u = sum(m for e, m in zip(enumerated, st.num_missing) if e)
-    return sum(st.num_missing) - u, u
+    m = sum(m for e, m in zip(enumerated, st.num_missing) if e)
+    return sum(st.num_missing) - m, 2 * m
 
 
 def missing_values(st: Structure, x, ca: ClusterArrays, miss_index):

@@ -61,7 +61,7 @@ def init_state(key, st: Structure, data: Data) -> State:
             n_rows = st.num_rows if blk.level == 1 else st.num_clusters
             blocks.append(BlockState(jnp.zeros((blk.num_fixed,), x.dtype), u, sig,
                                      jnp.ones((), x.dtype), jnp.zeros((n_rows,), x.dtype), tau,
-                                     jnp.asarray(0.2, x.dtype)))
+                                     jnp.asarray(0.2, x.dtype), jnp.zeros((2, 2), jnp.int32)))
             continue
         blocks.append(BlockState(
             beta=jnp.zeros((blk.num_fixed,), x.dtype),
@@ -98,7 +98,7 @@ def sweep(key, st: Structure, state: State, data: Data, warm=False, burning=Fals
         blocks[b] = update_block(rng, st, b, tuple(blocks), x, data.clusters, warm, burning)
     blocks = tuple(blocks)
     for k in range(len(st.incomplete)):
-        x = impute_variable(rng, st, k, blocks, x, data.clusters, data.miss_index[k])
+        x, blocks = impute_variable(rng, st, k, blocks, x, data.clusters, data.miss_index[k])
     rng.check_used_up(num_normal, num_uniform)
     return State(x, blocks)
 

@@ -241,7 +241,7 @@ def test_level1_missing_value_conditional_matches_bivariate_normal():
     np.testing.assert_allclose(1 / np.asarray(prec), cond_var, rtol=1e-4)
     # and the sampler draws from it (all rows missing)
     idx = jnp.arange(J * N_PER)
-    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bstate, x, ca, idx)[:, 1])(keys()))
+    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bstate, x, ca, idx)[0][:, 1])(keys()))
     check_mean(s, cond_mean, np.sqrt(cond_var))
     check_var(s, cond_var)
 
@@ -273,11 +273,11 @@ def test_level2_missing_value_conditional_sums_cluster_rows():
     np.testing.assert_allclose(np.asarray(mean), exp_mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(1 / np.asarray(prec), exp_var, rtol=1e-4)
     idx = jnp.arange(J)
-    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bstate, x, ca, idx)[::N_PER, 2])(keys()))
+    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bstate, x, ca, idx)[0][::N_PER, 2])(keys()))
     check_mean(s, np.array(exp_mean), np.sqrt(exp_var))
     check_var(s, np.array(exp_var))
     # every row of a cluster holds the cluster's one value
-    one = np.asarray(impute_variable(rs(jax.random.key(9)), st, 0, bstate, x, ca, idx)[:, 2])
+    one = np.asarray(impute_variable(rs(jax.random.key(9)), st, 0, bstate, x, ca, idx)[0][:, 2])
     assert np.all(one.reshape(J, N_PER) == one.reshape(J, N_PER)[:, :1])
 
 

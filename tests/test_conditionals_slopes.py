@@ -117,7 +117,7 @@ def _check(st, ca, bs, v, col, level):
     np.testing.assert_allclose(np.asarray(prec), exp_prec, rtol=2e-4)
     idx = jnp.arange(J * N_PER if level == 1 else J)
     rows = slice(None) if level == 1 else slice(None, None, N_PER)
-    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bs, x, ca, idx)[rows, col])(keys()))
+    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bs, x, ca, idx)[0][rows, col])(keys()))
     check_mean(s, exp_mean, 1 / np.sqrt(exp_prec))
     check_var(s, 1 / exp_prec)
     return exp_prec

@@ -149,7 +149,7 @@ def test_ordinal_predictor_categories_match_brute_force(level2):
 
     st, ca, bs, vals, codes, v = _enumeration_case(level2, seed=21 + level2)
     x = jnp.asarray(vals, jnp.float32)
-    lw = np.asarray(category_log_weights(st, v, bs, x, ca), np.float64)
+    lw = np.asarray(category_log_weights(st, v, bs, x, ca)[0], np.float64)
     got = np.exp(lw - lw.max(-1, keepdims=True))
     got /= got.sum(-1, keepdims=True)
     want = _brute_force_probs(st, bs, vals, codes, v, level2)
@@ -159,7 +159,7 @@ def test_ordinal_predictor_categories_match_brute_force(level2):
     idx = jnp.arange(n)
     from test_conditionals_slopes import N_PER
     rows = slice(None) if not level2 else slice(None, None, N_PER)
-    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bs, x, ca, idx)[rows, v])(keys()))
+    s = np.asarray(jax.vmap(lambda k: impute_variable(rs(k), st, 0, bs, x, ca, idx)[0][rows, v])(keys()))
     for k, c in enumerate(codes):          # frequency of each category against its probability
         p = want[:, k]
         check_mean((np.abs(s - c) < 1e-4).astype(float), p, np.sqrt(np.maximum(p * (1 - p), 1e-12)))
@@ -224,3 +224,81 @@ def test_a_parent_of_an_ordinal_block_conditions_on_its_latent_responses():
     exp_mean, exp_prec = brute_force_level1(with_z, st, tuple(bs), 1)
     np.testing.assert_allclose(np.asarray(mean), exp_mean, rtol=2e-4, atol=2e-4)
     np.testing.assert_allclose(np.asarray(prec), exp_prec, rtol=2e-4)
+
+
+@pytest.mark.parametrize("level2", [False, True])
+def test_imputed_category_and_latent_response_are_drawn_together(level2):
+    """After an incomplete ordinal predictor is imputed, the block's latent z at each imputed cell
+    lies inside the threshold interval of the category just drawn, and given the category it is
+    N(mu, 1) truncated to that interval (its mean checked against the closed form), so parents
+    that condition on z (MODEL.md step 7) see a state the model can produce."""
+    import jax
+    import jax.numpy as jnp
+    from scipy import stats as st_
+
+    from jaximpute.kernels.impute import category_log_weights, impute_variable
+    from test_conditionals import keys, rs
+
+    st, ca, bs, vals, codes, v = _enumeration_case(level2, seed=41 + level2)
+    x = jnp.asarray(vals, jnp.float32)
+    b = st.block_of(v)
+    n = bs[b].z.shape[0]
+    idx = jnp.arange(n)
+    _, mu = category_log_weights(st, v, bs, x, ca, idx)
+    from test_conditionals_slopes import N_PER
+    rows = slice(None) if not level2 else slice(None, None, N_PER)
+
+    def one(k):
+        xs, blocks = impute_variable(rs(k), st, 0, bs, x, ca, idx)
+        return xs[rows, v], blocks[b].z
+    codes_drawn, z = (np.asarray(a, np.float64) for a in jax.vmap(one)(keys()))
+    tau = np.asarray(bs[b].tau, np.float64)
+    cat = np.searchsorted(np.asarray(codes), codes_drawn - 1e-4)       # 0-based category
+    assert np.all((z > tau[cat] - 1e-5) & (z <= tau[cat + 1] + 1e-5))
+    # E[z | category] = mu + (phi(a) - phi(b)) / (Phi(b) - Phi(a)), a, b the interval minus mu
+    m = np.broadcast_to(np.asarray(mu, np.float64), z.shape)
+    a, bb = tau[cat] - m, tau[cat + 1] - m
+    expect = m + (st_.norm.pdf(a) - st_.norm.pdf(bb)) / (st_.norm.cdf(bb) - st_.norm.cdf(a))
+    with np.errstate(invalid="ignore"):          # inf * 0 at the open ends: 0
+        ta, tb = np.nan_to_num(a * st_.norm.pdf(a)), np.nan_to_num(bb * st_.norm.pdf(bb))
+    var = 1 + (ta - tb) / (
+        st_.norm.cdf(bb) - st_.norm.cdf(a)) - ((st_.norm.pdf(a) - st_.norm.pdf(bb)) / (
+            st_.norm.cdf(bb) - st_.norm.cdf(a))) ** 2
+    resid = (z - expect).ravel()
+    zscore = resid.sum() / np.sqrt(var.sum())
+    assert abs(zscore) < 4.0, zscore
+
+
+def test_an_imputed_ordinal_outcome_keeps_its_latent_response():
+    """A missing ordinal outcome with no child block: the category comes from z ~ N(mu, 1), and
+    that z is what the block's state holds afterwards (inside the category's interval)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaximpute.kernels.impute import impute_variable
+    from jaximpute.kernels.state import BlockState
+    from test_conditionals import keys, rs
+    from test_conditionals_slopes import J, N_PER, data, model, random_state
+
+    st, ca = model(slope=True, product=True)
+    codes = (0.0, 1.0)                                  # binary outcome y
+    blocks = list(st.blocks)
+    blocks[0] = blocks[0]._replace(codes=codes)
+    st = st._replace(blocks=tuple(blocks), incomplete=(0,))
+    rng = np.random.default_rng(51)
+    bs = list(random_state(st, rng))
+    tau = jnp.asarray([-np.inf, 0.0, np.inf], jnp.float32)
+    bs[0] = BlockState(bs[0].beta, bs[0].u, bs[0].sigma, jnp.float32(1.0),
+                       jnp.zeros(J * N_PER, jnp.float32), tau, jnp.float32(0.2))
+    vals = data(rng)
+    vals[:, 0] = np.asarray(codes)[rng.integers(0, 2, J * N_PER)]
+    x = jnp.asarray(vals, jnp.float32)
+    idx = jnp.arange(J * N_PER)
+
+    def one(k):
+        xs, b = impute_variable(rs(k), st, 0, tuple(bs), x, ca, idx)
+        return xs[:, 0], b[0].z
+    y, z = (np.asarray(a) for a in jax.vmap(one)(keys()))
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    assert np.array_equal(y == 1.0, z > 0.0)
+    assert 0.1 < (y == 1.0).mean() < 0.9
