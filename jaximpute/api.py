@@ -132,7 +132,7 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
 
 
 def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
-                chains: int = 2, seed: int = 0, fixed=(), outcome: str | None = None,
+                chains: int = 2, seed: int = 0, fixed=(), ordinal=(), outcome: str | None = None,
                 progress: bool = False, stream=None):
     """Impute a batch of same-shaped data sets in one compiled program (simulation studies).
 
@@ -146,8 +146,9 @@ def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 100
                       np.zeros(len(names), bool), None, False)
     lines = [f"VARIABLES: {' '.join(names)};", f"MODEL: {model};", f"BURN: {burn};",
              f"THIN: {thin};", f"NIMPS: {nimps};", f"CHAINS: {chains};", f"SEED: {seed};"]
-    if fixed:
-        lines.append(f"FIXED: {' '.join(fixed)};")
+    for cmd, names in (("FIXED", fixed), ("ORDINAL", ordinal)):
+        if names:
+            lines.append(f"{cmd}: {' '.join(names)};")
     if outcome:
         lines.append(f"OUTCOME: {outcome};")
     spec = build_spec(parse_script("\n".join(lines), None), table)
@@ -186,6 +187,7 @@ def run(script: Script, table: DataTable, *, progress: bool = True, stream=None)
     estimates = _estimates(spec, raw, labels) if settings.keep_post else None
     report = _report(spec, settings, raw, labels, estimates, seed_drawn, time.perf_counter() - t0)
     report.categories = _category_counts(spec, imputed)
+    report.acceptance = _acceptance_rates(spec, settings, raw)
     return ImputationResult(spec, settings, raw, imputed, raw.burn_psr[0], labels, estimates, report)
 
 
@@ -204,6 +206,21 @@ def _category_counts(spec: ModelSpec, imputed: np.ndarray) -> pd.DataFrame:
             imp = float(np.mean(np.sum(imputed[:, miss, v.column] == c, axis=1))) if len(imputed) else 0.0
             rows.append({"variable": v.name, "code": f"{c:g}", "observed": obs,
                          "imputed": f"{imp:.1f}"})
+    return pd.DataFrame(rows)
+
+
+def _acceptance_rates(spec: ModelSpec, settings: Settings, raw: RawDraws) -> pd.DataFrame:
+    """Per ordinal block with free thresholds: the acceptance rates of the threshold step and of
+    the intercept-threshold ridge move, in burn-in and after it (MODEL.md step 6)."""
+    rows = []
+    after = settings.sweeps_per_chain - settings.burn
+    for b, moves in raw.moves.items():
+        m = moves[0].mean(axis=0)            # data set 0, mean over chains: (2 phases, 2 moves)
+        rate = lambda phase, move, n: f"{m[phase, move] / n:.3f}" if n else "-"
+        rows.append({"variable": spec.block_info[b].outcome,
+                     "thresholds": raw.structure.blocks[b].categories - 2,
+                     "burn-in": rate(0, 0, settings.burn), "after burn-in": rate(1, 0, after),
+                     "ridge move (after)": rate(1, 1, after)})
     return pd.DataFrame(rows)
 
 

@@ -33,6 +33,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     psr_all: pd.DataFrame | None = None   # the burn-in table even when OPTIONS: psr is off
     categories: pd.DataFrame | None = None  # ordinal variables: observed and imputed counts per code
+    acceptance: pd.DataFrame | None = None  # ordinal blocks with K > 2: Metropolis acceptance rates
 
     @property
     def text(self) -> str:
@@ -61,6 +62,10 @@ def render(r: Report) -> str:
     if r.categories is not None and len(r.categories):
         out += ["ORDINAL VARIABLES (observed count per code; imputed: mean count per imputed data set):"]
         out += ["  " + line for line in r.categories.to_string(index=False).splitlines()] + [""]
+    if r.acceptance is not None and len(r.acceptance):
+        out += ["THRESHOLD UPDATES (Metropolis-Hastings acceptance rates, mean over chains):",
+                "  (the threshold proposal SD is tuned toward 0.35 during burn-in only, then fixed)"]
+        out += ["  " + line for line in r.acceptance.to_string(index=False).splitlines()] + [""]
     if r.psr is not None:
         out += ["POTENTIAL SCALE REDUCTION (PSR) OUTPUT:",
                 f"  ({r.psr_statistic}; largest value in each parameter group, with the block's "

@@ -68,6 +68,8 @@ class RawDraws:
     post_trace: np.ndarray        # (T, D, C, P) or empty
     final_psr: np.ndarray         # (D, P) split R-hat over the post-burn-in draws (NaN if none)
     timing: dict = field(default_factory=dict)
+    moves: dict = field(default_factory=dict)   # ordinal block b with K > 2 -> (D, C, 2, 2) accepted
+                                                # threshold / ridge moves, burn-in and after
 
 
 def chain_keys(seed: int, num_datasets: int, num_chains: int):
@@ -111,13 +113,16 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
     t2 = time.perf_counter()
     out = compiled(keys, data)
     # the one crossing back to the host: summaries, saved draws and imputed cells only
-    host = jax.device_get((out.burn_psr, out.saved_params, out.imputations, out.post_trace,
-                           out.post_psr))
+    moves = {b: bs.moves for b, (blk, bs) in enumerate(zip(st.blocks, out.final.blocks))
+             if blk.categories > 2}
+    host, moves = jax.device_get(((out.burn_psr, out.saved_params, out.imputations, out.post_trace,
+                                   out.post_psr), moves))
     t3 = time.perf_counter()
     if progress:
         progress.close()
     return RawDraws(st, layout, cells, *[np.asarray(h) for h in host],
-                    timing={"prepare": t1 - t0, "compile": t2 - t1, "sampling": t3 - t2})
+                    timing={"prepare": t1 - t0, "compile": t2 - t1, "sampling": t3 - t2},
+                    moves={b: np.asarray(m) for b, m in moves.items()})
 
 
 # ------------------------------------------------------------------ back to the user's units

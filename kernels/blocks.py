@@ -231,7 +231,7 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
     if blk.codes:
         cat = category_of(x_rows[:, blk.outcome], blk.codes)
         mu = linear_predictor(st, blk, bs, x_rows, lat, ca)
-        tau, scale = bs.tau, bs.tau_scale
+        tau, scale, moves = bs.tau, bs.tau_scale, bs.moves
         k = blk.categories
         if k > 2:
             tau, acc, loglik = ordinal.threshold_step(rng.uniform((k - 2,)), rng.uniform(), tau, cat,
@@ -240,9 +240,12 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
             tau, mu, shift = ordinal.ridge_step(rng.normal(), rng.uniform(), tau, cat, mu, w, scale,
                                                 loglik)
             bs = bs._replace(beta=bs.beta.at[0].add(shift))
+            # acceptance counts for the report, burn-in (tuning) and after apart
+            phase = jnp.where(burning, 0, 1)
+            moves = moves.at[phase].add(jnp.stack([acc, shift != 0]).astype(moves.dtype))
         y = ordinal.truncated_normal(rng.uniform(mu.shape), mu, tau[cat - 1], tau[cat])
         bs = bs._replace(s2=jnp.ones_like(bs.s2))
-        latent_state = dict(z=y, tau=tau, tau_scale=scale)
+        latent_state = dict(z=y, tau=tau, tau_scale=scale, moves=moves)
     else:
         y = x_rows[:, blk.outcome]
     u, sigma = bs.u, bs.sigma

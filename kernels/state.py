@@ -17,6 +17,8 @@ class BlockState(NamedTuple):
     z: jax.Array | None = None          # ordinal block: latent responses at its rows
     tau: jax.Array | None = None        # ordinal block: thresholds (K + 1,), -inf, 0, ..., +inf
     tau_scale: jax.Array | None = None  # ordinal block: threshold proposal SD (tuned in burn-in)
+    moves: jax.Array | None = None      # ordinal block, K > 2: (2, 2) accepted Metropolis moves,
+                                        # rows burn-in / after, columns thresholds / ridge
 
 
 class State(NamedTuple):

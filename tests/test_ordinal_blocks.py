@@ -40,6 +40,12 @@ def test_probit_random_intercept_model_recovers_known_parameters():
     assert res.estimates["psr"].max() < 1.1
     from jaximpute.report import render
     assert "Threshold" in render(res.report)         # the PSR table's Threshold column
+    # acceptance rates of the threshold step: tuned toward 0.35 in burn-in, then reported
+    acc = res.report.acceptance
+    assert acc["variable"].tolist() == ["v"] and acc["thresholds"].tolist() == [2]
+    assert 0.2 < float(acc["after burn-in"].iloc[0]) < 0.5
+    assert 0.0 < float(acc["ridge move (after)"].iloc[0]) < 1.0
+    assert "THRESHOLD UPDATES" in render(res.report)
 
 
 def test_incomplete_ordinal_outcome_keeps_its_codes():
