@@ -131,7 +131,8 @@ def component_steps(spec, st):
         extra = f" (own block + child {', '.join(kids)})" if kids else " (own block)"
 
         def step(key, s, d, k=k):
-            rng = Stream.from_key(key, int(d.miss_index[k].shape[-1]), 0, s.x.dtype)
+            m = int(d.miss_index[k].shape[-1])     # a normal per cell, or 2 uniforms (ordinal)
+            rng = Stream.from_key(key, m, 2 * m, s.x.dtype)
             return State(*impute_variable(rng, st, k, s.blocks, s.x, d.clusters, d.miss_index[k]))
         steps.append((f"impute_variable: {name}{extra}", step))
     return steps
