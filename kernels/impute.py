@@ -64,8 +64,8 @@ def conditional(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: Cl
 
 
 def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays, idx=None):
-    """(n, K) log P(v = code_k | everything else) up to a constant per row (or cluster; only the
-    cells `idx` when given), for an
+    """[log P(v = code_k | everything else)], K arrays (n,), up to a constant per row (or
+    cluster; only the cells `idx` when given), for an
     ordinal v: its own probit probability Phi(tau_k - mu) - Phi(tau_(k-1) - mu) times every
     child's likelihood at v = code_k, which (each child being affine in v) is
     exp(B code_k - A code_k^2 / 2) with A, B the child terms of `child_terms` (MODEL.md step 7).
@@ -77,9 +77,9 @@ def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays, id
     c_prec, c_lin = child_terms(st, v, blocks, x, ca)
     if idx is not None:        # only the missing cells: the K probit terms are the costly part
         mu, c_prec, c_lin = (a.at[idx].get(mode="fill", fill_value=0.0) for a in (mu, c_prec, c_lin))
-    own_part = ordinal.all_category_log_probs(ob.tau, mu, own.categories)     # (n, K)
-    codes = jnp.asarray(own.codes, mu.dtype)
-    return own_part + c_lin[:, None] * codes - 0.5 * c_prec[:, None] * codes * codes, mu
+    own_part = ordinal.all_category_log_probs(ob.tau, mu, own.categories)     # K x (n,)
+    return [lp + c_lin * code - 0.5 * c_prec * code * code
+            for lp, code in zip(own_part, own.codes)], mu
 
 
 def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterArrays, miss_index):
@@ -97,12 +97,11 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
     idx = miss_index
     if own.codes and st.children_of_var(v):
         logw, mu = category_log_weights(st, v, blocks, x, ca, idx)
-        p = jax.nn.softmax(logw, axis=-1)
-        u = rng.uniform(miss_index.shape)
-        cat = jnp.sum((jnp.cumsum(p, axis=-1)[:, :-1] < u[:, None]).astype(jnp.int32), axis=-1)
-        draw = jnp.asarray(own.codes, x.dtype)[cat]
-        tau = blocks[b].tau
-        latent = ordinal.truncated_normal(rng.uniform(miss_index.shape), mu, tau[cat], tau[cat + 1])
+        cat = ordinal.draw_category(rng.uniform(miss_index.shape), logw)
+        draw = sum(jnp.where(cat == c, jnp.asarray(code, x.dtype), 0.0) for c, code in enumerate(own.codes))
+        lo, hi = ordinal.interval_of(blocks[b].tau, cat, own.categories)
+        latent = ordinal.truncated_normal(rng.uniform(miss_index.shape), mu, lo, hi)
+
     elif own.codes:
         draw, latent = _ordinal_outcome_draw(st, v, blocks, x, ca, idx, rng.normal(miss_index.shape))
     else:
@@ -111,12 +110,23 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
         draw = mean.at[idx].get(mode="fill", fill_value=0.0) + z * jax.lax.rsqrt(
             prec.at[idx].get(mode="fill", fill_value=1.0))
     if own.codes:
-        blocks = blocks[:b] + (blocks[b]._replace(z=blocks[b].z.at[idx].set(latent, mode="drop")),) \
+        z_new = blocks[b].z.at[per_chain(idx, latent)].set(latent, mode="drop")
+        blocks = blocks[:b] + (blocks[b]._replace(z=z_new),) \
             + blocks[b + 1:]
     if st.var_levels[v] == 1:
-        return x.at[idx, v].set(draw, mode="drop"), blocks
-    col = first(x, ca, st.rows_per_cluster)[:, v].at[idx].set(draw, mode="drop")
+        return x.at[per_chain(idx, draw), v].set(draw, mode="drop"), blocks
+    col = first(x, ca, st.rows_per_cluster)[:, v].at[per_chain(idx, draw)].set(draw, mode="drop")
     return x.at[:, v].set(expand(col, ca, st.rows_per_cluster)), blocks
+
+
+def per_chain(idx, values):
+    """`idx` made to depend on `values`, so that under the runner's vmap over chains it carries
+    the chain axis too. A scatter of per-chain values at shared indices is batched cell-major
+    ((cells, chains)), and XLA:CPU then fused the code that computes the values into a
+    transposing, unvectorised loop (the truncated-normal draws of Ex8.2's imputed efficacy
+    cells: 4x slower per cell); with per-chain indices the scatter keeps the chains' own layout.
+    The added term is always 0 (nan_to_num guards it)."""
+    return idx + jnp.nan_to_num(0.0 * values[:1]).astype(idx.dtype)
 
 
 def _ordinal_outcome_draw(st: Structure, v: int, blocks, x, ca, idx, z):

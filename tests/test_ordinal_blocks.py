@@ -203,7 +203,7 @@ def test_ordinal_predictor_categories_match_brute_force(level2, codes):
 
     st, ca, bs, vals, codes, v = _enumeration_case(level2, seed=21 + level2 + 2 * len(codes), codes=codes)
     x = jnp.asarray(vals, jnp.float32)
-    lw = np.asarray(category_log_weights(st, v, bs, x, ca)[0], np.float64)
+    lw = np.stack(category_log_weights(st, v, bs, x, ca)[0], -1).astype(np.float64)
     got = np.exp(lw - lw.max(-1, keepdims=True))
     got /= got.sum(-1, keepdims=True)
     want = _brute_force_probs(st, bs, vals, codes, v, level2)
