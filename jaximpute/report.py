@@ -64,7 +64,8 @@ def render(r: Report) -> str:
         out += ["  " + line for line in r.categories.to_string(index=False).splitlines()] + [""]
     if r.acceptance is not None and len(r.acceptance):
         out += ["THRESHOLD UPDATES (Metropolis-Hastings acceptance rates, mean over chains):",
-                "  (the threshold proposal SD is tuned toward 0.35 during burn-in only, then fixed)"]
+                "  (proposal SDs tuned during burn-in only, then fixed: the thresholds' toward 0.35,",
+                "  the ridge move's toward 0.44)"]
         out += ["  " + line for line in r.acceptance.to_string(index=False).splitlines()] + [""]
     if r.psr is not None:
         out += ["POTENTIAL SCALE REDUCTION (PSR) OUTPUT:",

@@ -16,7 +16,8 @@ class BlockState(NamedTuple):
     s2: jax.Array      # () residual variance (1 for an ordinal block: the probit scale)
     z: jax.Array | None = None          # ordinal block: latent responses at its rows
     tau: jax.Array | None = None        # ordinal block: thresholds (K + 1,), -inf, 0, ..., +inf
-    tau_scale: jax.Array | None = None  # ordinal block: threshold proposal SD (tuned in burn-in)
+    tau_scale: jax.Array | None = None  # ordinal block: (2,) proposal SDs of the threshold step and
+                                        # the ridge move (tuned in burn-in)
     moves: jax.Array | None = None      # ordinal block, K > 2: (2, 2) accepted Metropolis moves,
                                         # rows burn-in / after, columns thresholds / ridge
 

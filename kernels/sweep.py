@@ -61,7 +61,7 @@ def init_state(key, st: Structure, data: Data) -> State:
             n_rows = st.num_rows if blk.level == 1 else st.num_clusters
             blocks.append(BlockState(jnp.zeros((blk.num_fixed,), x.dtype), u, sig,
                                      jnp.ones((), x.dtype), jnp.zeros((n_rows,), x.dtype), tau,
-                                     jnp.asarray(0.2, x.dtype), jnp.zeros((2, 2), jnp.int32)))
+                                     jnp.full((2,), 0.2, x.dtype), jnp.zeros((2, 2), jnp.int32)))
             continue
         blocks.append(BlockState(
             beta=jnp.zeros((blk.num_fixed,), x.dtype),
