@@ -220,7 +220,7 @@ def _acceptance_rates(spec: ModelSpec, settings: Settings, raw: RawDraws) -> pd.
         rows.append({"variable": spec.block_info[b].outcome,
                      "thresholds": raw.structure.blocks[b].categories - 2,
                      "burn-in": rate(0, 0, settings.burn), "after burn-in": rate(1, 0, after),
-                     "ridge move (after)": rate(1, 1, after)})
+                     "ridge move (after)": rate(1, 1, after), "sweeps after": after})
     return pd.DataFrame(rows)
 
 
