@@ -76,6 +76,18 @@ def truncated_normal(u, mu, lo, hi):
     return mu + jnp.where(flip, -x, x)
 
 
+def _standard_normal_within(u, a, b):
+    """N(0, 1) truncated to (a, b) with a < 0 < b, by the plain inverse CDF: an interval that
+    holds the mean has Phi(a) <= 1/2 <= Phi(b), so the tail-stable machinery of
+    `truncated_normal` (and its compile time, for each threshold) is not needed. This is the
+    case of every Cowles threshold proposal: its centre, the current threshold, lies between the
+    proposed threshold below and the current one above."""
+    pa, pb = ndtr(a), ndtr(b)
+    eps = jnp.finfo(pa.dtype).eps
+    q = jnp.clip(pa + u * (pb - pa), eps, 1.0 - eps)      # an open end (b = +inf) stays finite
+    return jnp.clip(ndtri(q), a, b)
+
+
 def category_log_prob(tau, cat, mu):
     """log P(v = cat | mu) = log(Phi(tau_cat - mu) - Phi(tau_(cat-1) - mu)); `tau` (K + 1,) with
     tau[0] = -inf, tau[K] = +inf, `cat` in 1..K (int). The difference is taken on the side of 0
@@ -150,7 +162,8 @@ def threshold_step(u_prop, u_acc, tau, cat, mu, w, scale):
     for j in range(2, k):
         # propose tau'_j ~ N(tau_j, scale^2) truncated to (tau'_(j-1), tau_(j+1))
         lo, hi = new[j - 1], tau[j + 1]
-        prop = truncated_normal(u_prop[j - 2], tau[j] / scale, lo / scale, hi / scale) * scale
+        prop = tau[j] + scale * _standard_normal_within(u_prop[j - 2], (lo - tau[j]) / scale,
+                                                        (hi - tau[j]) / scale)
         new = new.at[j].set(prop)
         # Hastings ratio of the truncation normalisers (Cowles 1996, eq. 4)
         log_q = (log_q
