@@ -23,12 +23,9 @@ with issue 4's thresholds: |relative bias| <= 5% for the fixed effects (the inte
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shlex
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -36,10 +33,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from jaximpute.simulate_slope import FIXED, Design, run_study, summarise, to_markdown  # noqa: E402
+from jaximpute.simulate_slope import FIXED, Design, page_tail, run_or_render, to_markdown  # noqa: E402
 
 DOC = ROOT / "docs" / "simulation_ordinal_predictor.md"
 CUTS = (-1.3, -0.45, 0.45, 1.3)          # latent x (SD about 1.04) -> codes 0..4
@@ -103,11 +99,8 @@ def verdict(summary: pd.DataFrame) -> tuple[bool, str]:
 
 def write_doc(path: Path, summary, settings: dict, rates: dict, timing: dict, command: str,
               runtime: float) -> None:
-    import jax
     ok, text = verdict(summary)
     d = DESIGNS[0]
-    rate_rows = "\n".join(f"| {c} | {m['y']:.3f} | {m['x']:.3f} | {m['w']:.3f} |" for c, m in rates.items())
-    time_rows = "\n".join(f"| {k} | {v:.0f} s |" for k, v in timing.items())
     page = f"""# Simulation: an incomplete ordinal predictor in a random-slope model
 
 Issue 5 asks that an incomplete ordinal predictor (5 categories, MAR) in a random-slope model be
@@ -151,27 +144,7 @@ Settings: {settings["reps"]} replications, {settings["nimps"]} imputations, {set
 BURN {settings["burn"]}, THIN {settings["thin"]}, {settings["batch"]} data sets per compiled program;
 seed {settings["seed"]}.
 
-Realised missing rates:
-
-| condition | y | x | w |
-|---|---|---|---|
-{rate_rows}
-
-## Results
-
-{to_markdown(summary)}
-
-## Rerun
-
-    {command}
-
-Runtime {runtime / 60:.1f} min on {platform.machine()} ({os.cpu_count()} cores), jax {jax.__version__};
-time per method:
-
-| condition / method / part | seconds |
-|---|---|
-{time_rows}
-"""
+{page_tail(summary, rates, timing, command, runtime)}"""
     path.write_text(page)
 
 
@@ -179,25 +152,8 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     command = "python benchmarks/sim_ordinal_predictor.py " + " ".join(
         shlex.quote(x) for x in (argv or sys.argv[1:]))
-    t0 = time.perf_counter()
-    if a.render:
-        reps_df = pd.read_csv(a.render)
-        meta = json.loads(a.render.with_suffix(".json").read_text())
-        command = meta.get("command", command)
-        summary = summarise(reps_df, DESIGNS)
-        settings, rates, timing, runtime = meta["settings"], meta["missing_rates"], meta["timing"], meta["runtime"]
-    else:
-        summary, reps_df = run_study(DESIGNS, reps=a.reps, nimps=a.nimps, burn=a.burn, thin=a.thin,
-                                     chains=a.chains, seed=a.seed, batch=a.batch, methods=METHODS,
-                                     log=lambda m: print(m, flush=True))
-        settings, rates, timing = (summary.attrs["settings"], summary.attrs["missing_rates"],
-                                   summary.attrs["timing"])
-        runtime = time.perf_counter() - t0
-        if a.save_reps:
-            reps_df.to_csv(a.save_reps, index=False)
-            a.save_reps.with_suffix(".json").write_text(json.dumps(
-                {"settings": settings, "missing_rates": rates, "timing": timing, "runtime": runtime,
-                 "command": command}, indent=1))
+    summary, settings, rates, timing, runtime, command = run_or_render(
+        a, DESIGNS, METHODS, command, log=lambda m: print(m, flush=True))
     print(to_markdown(summary))
     print(verdict(summary)[1])
     if a.out:

@@ -17,12 +17,9 @@ variance, and 95% interval coverage between 0.925 and 0.975 for the fixed effect
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shlex
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -33,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from jaximpute.simulate_slope import FIXED, Design, run_study, summarise, to_markdown  # noqa: E402
+from jaximpute.simulate_slope import FIXED, Design, page_tail, run_or_render, to_markdown  # noqa: E402
 
 DOC = ROOT / "docs" / "simulation_random_slope.md"
 DESIGNS = (Design(50, 20), Design(100, 10))
@@ -129,11 +126,8 @@ def verdict(summary: pd.DataFrame, reps: int) -> tuple[bool, str]:
 
 def write_doc(path: Path, summary, settings: dict, rates: dict, timing: dict, command: str,
               runtime: float) -> None:
-    import jax
     ok, text = verdict(summary, settings["reps"])
     d = Design()
-    rate_rows = "\n".join(f"| {c} | {m['y']:.3f} | {m['x']:.3f} | {m['w']:.3f} |" for c, m in rates.items())
-    time_rows = "\n".join(f"| {k} | {v:.0f} s |" for k, v in timing.items())
     page = f"""# Simulation: imputation for a random slope with a cross-level interaction
 
 Issue 4 asks that imputations be compatible with the analysis model: a random slope model needs
@@ -167,54 +161,17 @@ Settings: {settings["reps"]} replications per condition, {settings["nimps"]} imp
 BURN {settings["burn"]}, THIN {settings["thin"]}, data sets imputed {settings["batch"]} at a time in
 one compiled program; seed {settings["seed"]}.
 
-Realised missing rates:
-
-| condition | y | x | w |
-|---|---|---|---|
-{rate_rows}
-
-## Results
-
-{to_markdown(summary)}
-
-## Rerun
-
-    {command}
-
-Runtime {runtime / 60:.1f} min on {platform.machine()} ({os.cpu_count()} cores), jax {jax.__version__};
-time per method:
-
-| condition / method / part | seconds |
-|---|---|
-{time_rows}
-"""
+{page_tail(summary, rates, timing, command, runtime)}"""
     path.write_text(page)
 
 
 def main(argv=None) -> int:
     a = parse_args(argv)
     command = "python benchmarks/sim_random_slope.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
-    t0 = time.perf_counter()
-    if a.render:
-        reps_df = pd.read_csv(a.render)
-        meta = json.loads(a.render.with_suffix(".json").read_text())
-        command = meta.get("command", command)
-        summary = summarise(reps_df, DESIGNS)
-        settings, rates, timing, runtime = meta["settings"], meta["missing_rates"], meta["timing"], meta["runtime"]
-    else:
-        designs = DESIGNS[:1] if a.quick else DESIGNS
-        summary, reps_df = run_study(designs, reps=a.reps, nimps=a.nimps, burn=a.burn, thin=a.thin,
-                                     chains=a.chains, seed=a.seed, batch=a.batch,
-                                     log=lambda m: print(m, flush=True))
-        settings, rates, timing = (summary.attrs["settings"], summary.attrs["missing_rates"],
-                                   summary.attrs["timing"])
-        runtime = time.perf_counter() - t0
-        if a.save_reps:
-            reps_df.to_csv(a.save_reps, index=False)
-            a.save_reps.with_suffix(".json").write_text(json.dumps(
-                {"settings": settings, "missing_rates": rates, "timing": timing, "runtime": runtime,
-                 "command": command},
-                indent=1))
+    designs = DESIGNS[:1] if a.quick else DESIGNS
+    summary, settings, rates, timing, runtime, command = run_or_render(
+        a, designs, ("focal", "random intercept", "listwise", "complete"), command,
+        log=lambda m: print(m, flush=True))
     print(to_markdown(summary))
     ok, text = verdict(summary, settings["reps"])
     print(text)

@@ -68,7 +68,7 @@ multilevel regression models with random coefficients, interaction effects, and 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -352,3 +352,60 @@ def to_markdown(summary: pd.DataFrame) -> str:
            "rmse": "{:.4f}", "coverage": "{:.3f}", "ci_width": "{:.4f}", "se_ratio": "{:.3f}", "fmi": "{:.3f}",
            "max_psr": "{:.3f}", "diff_complete": "{:+.4f}", "diff_mc_se": "{:.4f}"}
     return markdown_table(summary, cols, head, fmt)
+
+
+def run_or_render(args, designs, methods, command: str, log=print):
+    """The study scripts' common main part: run the study with the parsed `args` (and save the
+    replications when `args.save_reps` is set), or re-summarise saved ones (`args.render`).
+    Returns (summary, settings, missing rates, timing, runtime seconds, command)."""
+    import json
+    t0 = time.perf_counter()
+    if args.render:
+        reps_df = pd.read_csv(args.render)
+        meta = json.loads(args.render.with_suffix(".json").read_text())
+        return (summarise(reps_df, designs), meta["settings"], meta["missing_rates"], meta["timing"],
+                meta["runtime"], meta.get("command", command))
+    summary, reps_df = run_study(designs, reps=args.reps, nimps=args.nimps, burn=args.burn,
+                                 thin=args.thin, chains=args.chains, seed=args.seed,
+                                 batch=args.batch, methods=methods, log=log)
+    settings, rates, timing = (summary.attrs["settings"], summary.attrs["missing_rates"],
+                               summary.attrs["timing"])
+    runtime = time.perf_counter() - t0
+    if args.save_reps:
+        reps_df.to_csv(args.save_reps, index=False)
+        args.save_reps.with_suffix(".json").write_text(json.dumps(
+            {"settings": settings, "missing_rates": rates, "timing": timing, "runtime": runtime,
+             "command": command}, indent=1))
+    return summary, settings, rates, timing, runtime, command
+
+
+def page_tail(summary, rates: dict, timing: dict, command: str, runtime: float) -> str:
+    """The end of a study's docs page: realised missing rates, the results table, the command
+    that reruns it, and where the time went."""
+    import os
+    import platform
+
+    import jax
+    rate_rows = "\n".join(f"| {c} | {m['y']:.3f} | {m['x']:.3f} | {m['w']:.3f} |" for c, m in rates.items())
+    time_rows = "\n".join(f"| {k} | {v:.0f} s |" for k, v in timing.items())
+    return f"""Realised missing rates:
+
+| condition | y | x | w |
+|---|---|---|---|
+{rate_rows}
+
+## Results
+
+{to_markdown(summary)}
+
+## Rerun
+
+    {command}
+
+Runtime {runtime / 60:.1f} min on {platform.machine()} ({os.cpu_count()} cores), jax {jax.__version__};
+time per method:
+
+| condition / method / part | seconds |
+|---|---|
+{time_rows}
+"""
