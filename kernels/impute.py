@@ -101,7 +101,6 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
         draw = sum(jnp.where(cat == c, jnp.asarray(code, x.dtype), 0.0) for c, code in enumerate(own.codes))
         lo, hi = ordinal.interval_of(blocks[b].tau, cat, own.categories)
         latent = ordinal.truncated_normal(rng.uniform(miss_index.shape), mu, lo, hi)
-
     elif own.codes:
         draw, latent = _ordinal_outcome_draw(st, v, blocks, x, ca, idx, rng.normal(miss_index.shape))
     else:
@@ -111,8 +110,7 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
             prec.at[idx].get(mode="fill", fill_value=1.0))
     if own.codes:
         z_new = blocks[b].z.at[per_chain(idx, latent)].set(latent, mode="drop")
-        blocks = blocks[:b] + (blocks[b]._replace(z=z_new),) \
-            + blocks[b + 1:]
+        blocks = blocks[:b] + (blocks[b]._replace(z=z_new),) + blocks[b + 1:]
     if st.var_levels[v] == 1:
         return x.at[per_chain(idx, draw), v].set(draw, mode="drop"), blocks
     col = first(x, ca, st.rows_per_cluster)[:, v].at[per_chain(idx, draw)].set(draw, mode="drop")
