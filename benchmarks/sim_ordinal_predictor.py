@@ -22,7 +22,6 @@ with issue 4's thresholds: |relative bias| <= 5% for the fixed effects (the inte
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from jaximpute.simulate_slope import FIXED, Design, page_tail, run_or_render, to_markdown  # noqa: E402
+from jaximpute.simulate_slope import FIXED, Design, page_tail, run_or_render, study_args, to_markdown  # noqa: E402
 
 DOC = ROOT / "docs" / "simulation_ordinal_predictor.md"
 CUTS = (-1.3, -0.45, 0.45, 1.3)          # latent x (SD about 1.04) -> codes 0..4
@@ -44,25 +43,8 @@ METHODS = ("focal", "focal, x continuous", "listwise", "complete")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reps", type=int, default=None, help="replications (default 250)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 20 replications, short chains")
-    p.add_argument("--burn", type=int, default=None, help="burn-in sweeps per chain (default 3000)")
-    p.add_argument("--thin", type=int, default=100)
-    p.add_argument("--nimps", type=int, default=None, help="imputations (default 20)")
-    p.add_argument("--chains", type=int, default=2)
-    p.add_argument("--batch", type=int, default=125, help="data sets per compiled program")
-    p.add_argument("--seed", type=int, default=20261130)
-    p.add_argument("--save-reps", type=Path, default=None)
-    p.add_argument("--render", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=None)
-    a = p.parse_args(argv)
-    for k, (q, f) in {"reps": (20, 250), "burn": (1000, 3000), "nimps": (10, 20)}.items():
-        if getattr(a, k) is None:
-            setattr(a, k, q if a.quick else f)
-    if a.out is None and not a.quick:
-        a.out = DOC
-    return a
+    return study_args(argv, __doc__.splitlines()[0], DOC, reps=250, batch=125, seed=20261130,
+                      quick_help="smoke run: 20 replications, short chains")
 
 
 def _line(r) -> str:

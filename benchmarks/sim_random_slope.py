@@ -16,7 +16,6 @@ variance, and 95% interval coverage between 0.925 and 0.975 for the fixed effect
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
@@ -30,32 +29,15 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from jaximpute.simulate_slope import FIXED, Design, page_tail, run_or_render, to_markdown  # noqa: E402
+from jaximpute.simulate_slope import FIXED, Design, page_tail, run_or_render, study_args, to_markdown  # noqa: E402
 
 DOC = ROOT / "docs" / "simulation_random_slope.md"
 DESIGNS = (Design(50, 20), Design(100, 10))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reps", type=int, default=None, help="replications per condition (default 400)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 20 replications, one condition")
-    p.add_argument("--burn", type=int, default=None, help="burn-in sweeps per chain (default 3000)")
-    p.add_argument("--thin", type=int, default=100)
-    p.add_argument("--nimps", type=int, default=None, help="imputations (default 20)")
-    p.add_argument("--chains", type=int, default=2)
-    p.add_argument("--batch", type=int, default=100, help="data sets per compiled program")
-    p.add_argument("--seed", type=int, default=20261124)
-    p.add_argument("--save-reps", type=Path, default=None)
-    p.add_argument("--render", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=None)
-    a = p.parse_args(argv)
-    for k, (q, f) in {"reps": (20, 400), "burn": (1000, 3000), "nimps": (10, 20)}.items():
-        if getattr(a, k) is None:
-            setattr(a, k, q if a.quick else f)
-    if a.out is None and not a.quick:
-        a.out = DOC
-    return a
+    return study_args(argv, __doc__.splitlines()[0], DOC, reps=400, batch=100, seed=20261124,
+                      quick_help="smoke run: 20 replications, one condition")
 
 
 def verdict(summary: pd.DataFrame, reps: int) -> tuple[bool, str]:

@@ -409,3 +409,31 @@ time per method:
 |---|---|
 {time_rows}
 """
+
+
+def study_args(argv, description: str, doc, *, reps: int, batch: int, seed: int, quick_help: str):
+    """The study scripts' command line: --reps/--burn/--nimps default to the full study (reps,
+    3000, 20) or, with --quick, to a smoke run (20, 1000, 10); the page `doc` is written unless
+    --quick (or --out elsewhere)."""
+    import argparse
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--reps", type=int, default=None, help=f"replications per condition (default {reps})")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--burn", type=int, default=None, help="burn-in sweeps per chain (default 3000)")
+    p.add_argument("--thin", type=int, default=100)
+    p.add_argument("--nimps", type=int, default=None, help="imputations (default 20)")
+    p.add_argument("--chains", type=int, default=2)
+    p.add_argument("--batch", type=int, default=batch, help="data sets per compiled program")
+    p.add_argument("--seed", type=int, default=seed)
+    p.add_argument("--save-reps", type=Path, default=None)
+    p.add_argument("--render", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args(argv)
+    for k, (q, f) in {"reps": (20, reps), "burn": (1000, 3000), "nimps": (10, 20)}.items():
+        if getattr(a, k) is None:
+            setattr(a, k, q if a.quick else f)
+    if a.out is None and not a.quick:
+        a.out = doc
+    return a
