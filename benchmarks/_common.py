@@ -135,6 +135,18 @@ def run_r(code: str, timeout: float, files: dict[str, bytes] | None = None) -> t
         return p.stdout, p.stderr, p.returncode
 
 
+def r_peer(no_r: bool, announce: str, measure: Callable[[], object]):
+    """(result, note): the peer's measurement, or None and why it was skipped or failed
+    (`measure` returns an error text on failure)."""
+    if no_r:
+        return None, "skipped (--no-r)"
+    if rscript() is None:
+        return None, "skipped: Rscript is not on the PATH"
+    say(announce)
+    out = measure()
+    return (None, out) if isinstance(out, str) else (out, "")
+
+
 def r_results(stdout: str) -> dict[str, tuple[float, ...]]:
     """Lines `RESULT name v1 v2 ...` printed by an R script -> {name: (v1, v2, ...)}."""
     out = {}

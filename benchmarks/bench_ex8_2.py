@@ -44,7 +44,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import fmt, machine_line, median, r_results, rscript, run_r, say, table  # noqa: E402
+from _common import fmt, machine_line, median, r_peer, r_results, run_r, say, table  # noqa: E402
 
 SCRIPT = ROOT / "configs" / "ex8_2.imp"
 SWEEPS_PER_CHAIN = 5000 + 10 * 2500        # BURN + ceil(NIMPS / CHAINS) * THIN
@@ -133,16 +133,9 @@ def main(argv=None) -> int:
         rows.append([name, fmt(r["wall"]), fmt(t.get("compile")), fmt(t.get("sampling")),
                      fmt(t.get("prepare")), fmt(t.get("writing")), fmt(ms),
                      "none" if not r["psr_warnings"] else f"{len(r['psr_warnings'])} flagged"])
-    jomo = None
-    if a.no_r:
-        jomo_note = "skipped (--no-r)"
-    elif rscript() is None:
-        jomo_note = "skipped: Rscript is not on the PATH"
-    else:
-        say(f"jomo.lmer: {a.r_repeats} pair(s) of runs, about {a.r_seconds:.0f} s extra each")
-        jomo = measure_jomo(a.r_seconds, a.r_repeats)
-        jomo_note = jomo if isinstance(jomo, str) else ""
-        jomo = None if isinstance(jomo, str) else jomo
+    jomo, jomo_note = r_peer(a.no_r, f"jomo.lmer: {a.r_repeats} pair(s) of runs, about "
+                             f"{a.r_seconds:.0f} s extra each",
+                             lambda: measure_jomo(a.r_seconds, a.r_repeats))
     lines.append(table(["jaximpute run configs/ex8_2.imp", "wall s", "compile s", "sampling s",
                         "prepare s", "writing s", "ms/sweep/chain", "PSR > 1.05 (last burn-in window)"],
                        rows))

@@ -73,7 +73,7 @@ import _pin  # noqa: E402,F401  (--cpus N: pin before JAX starts its threads)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import (ROOT, fmt, machine_line, median, r_results, rscript, run_r, say,  # noqa: E402
+from _common import (ROOT, fmt, machine_line, median, r_peer, r_results, run_r, say,  # noqa: E402
                      spread, table, time_interleaved)
 from jaximpute.compile import prepare  # noqa: E402
 from jaximpute.data import read_table  # noqa: E402
@@ -232,17 +232,9 @@ def main(argv=None):
         say("jaximpute cross-check with run.sample:")
         checks = check_sample(spec, a.sweeps)
 
-    jomo = None
-    if a.no_r:
-        jomo_note = "skipped (--no-r)"
-    elif rscript() is None:
-        jomo_note = "skipped: Rscript is not on the PATH"
-    else:
-        say(f"jomo.lmer ({a.r_repeats} pair(s) of runs, about {a.r_seconds:.0f} s extra each):")
-        jomo = measure_jomo(a.r_seconds, a.r_repeats)
-        jomo_note = jomo if isinstance(jomo, str) else ""
-        if isinstance(jomo, str):
-            jomo = None
+    jomo, jomo_note = r_peer(a.no_r, f"jomo.lmer ({a.r_repeats} pair(s) of runs, about "
+                             f"{a.r_seconds:.0f} s extra each):",
+                             lambda: measure_jomo(a.r_seconds, a.r_repeats))
 
     rows = []
     for c in CHAINS:

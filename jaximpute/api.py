@@ -103,6 +103,24 @@ def run_script(path: str | Path, *, progress: bool = True, stream=None) -> Imput
     return run(script, table, progress=progress, stream=stream)
 
 
+def _words(names) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome) -> list[str]:
+    """The Blimp-style script that `impute` and `impute_many` run, as statements."""
+    lines = [f"VARIABLES: {' '.join(names)};", f"MODEL: {model};", f"BURN: {burn};",
+             f"THIN: {thin};", f"NIMPS: {nimps};", f"CHAINS: {chains};"]
+    if seed is not None:
+        lines.append(f"SEED: {seed};")
+    for cmd, listed in (("FIXED", fixed), ("ORDINAL", ordinal)):
+        if listed:
+            lines.append(f"{cmd}: {' '.join(_words(listed))};")
+    if outcome:
+        lines.append(f"OUTCOME: {outcome};")
+    return lines
+
+
 def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
            chains: int = 2, seed: int | None = None, fixed=(), ordinal=(), outcome: str | None = None,
            missing: float | None = None, options=(), iterations: int | None = None,
@@ -114,19 +132,11 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
     """
     table = data if isinstance(data, DataTable) else (
         from_dataframe(data, missing) if isinstance(data, pd.DataFrame) else read_table(data, None, missing))
-    lines = [f"VARIABLES: {' '.join(table.names)};", f"MODEL: {model};", f"BURN: {burn};",
-             f"THIN: {thin};", f"NIMPS: {nimps};", f"CHAINS: {chains};"]
-    if seed is not None:
-        lines.append(f"SEED: {seed};")
-    for cmd, names in (("FIXED", fixed), ("ORDINAL", ordinal)):
-        if names:
-            lines.append(f"{cmd}: {' '.join([names] if isinstance(names, str) else names)};")
-    if outcome:
-        lines.append(f"OUTCOME: {outcome};")
+    lines = _script_lines(table.names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome)
     if iterations or not nimps:
         lines.append(f"ITERATIONS: {iterations or max(thin, 1000)};")
     if options:
-        lines.append(f"OPTIONS: {' '.join([options] if isinstance(options, str) else options)};")
+        lines.append(f"OPTIONS: {' '.join(_words(options))};")
     script = parse_script("\n".join(lines), None)
     return run(script, table, progress=progress, stream=stream)
 
@@ -144,13 +154,7 @@ def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 100
     datasets = np.asarray(datasets, dtype=np.float64)
     table = DataTable(tuple(names), datasets[0], "<simulated>",
                       np.zeros(len(names), bool), None, False)
-    lines = [f"VARIABLES: {' '.join(names)};", f"MODEL: {model};", f"BURN: {burn};",
-             f"THIN: {thin};", f"NIMPS: {nimps};", f"CHAINS: {chains};", f"SEED: {seed};"]
-    for cmd, names in (("FIXED", fixed), ("ORDINAL", ordinal)):
-        if names:
-            lines.append(f"{cmd}: {' '.join(names)};")
-    if outcome:
-        lines.append(f"OUTCOME: {outcome};")
+    lines = _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome)
     spec = build_spec(parse_script("\n".join(lines), None), table)
     settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed)
     prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress) if progress else None
