@@ -26,6 +26,7 @@ the call. Every time is a median where repeats are taken; the machine is shared,
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import subprocess
 import sys
@@ -51,6 +52,7 @@ SEED_FORMULA = ("probsolve ~ months + efficacy + stanmath + condition + months:c
 BATCH_FORMULA = "y ~ x + (x | g)"
 DATA_SEED = 20260611
 IMPUTED_SHARE = 0.2          # share of probsolve cells that differ between the imputed data sets
+DEFAULT_STEPS = inspect.signature(fit_lmm).parameters["steps"].default
 TARGET_SPEEDUP = 10.0        # the issue's target for the batch of 1,000 fits
 
 # ------------------------------------------------------------------------------ compile timing
@@ -93,7 +95,7 @@ def parse_args(argv=None):
                         "(default 180, quick 40)")
     p.add_argument("--steps", type=int, nargs="+", default=None,
                    help="L-BFGS step counts for part 3's sweep (default 10 15 20 30; quick 15); "
-                        "fit_lmm's default 60 is always timed in parts 1 and 2")
+                        f"fit_lmm's default ({DEFAULT_STEPS}) is always timed in parts 1 and 2")
     p.add_argument("--no-r", action="store_true", help="skip R")
     p.add_argument("--no-sweep", action="store_true", help="skip part 3's steps sweep")
     a = p.parse_args(argv)
@@ -425,7 +427,7 @@ def part_batch(a, lines, tmp: Path):
                  "own x, random effects and noise (y = 2 + (0.7 + u1) x + u0 + e, var(u0) = 1, "
                  f"cov = 0.3, var(u1) = 0.5, var(e) = 1; numpy seed {DATA_SEED + 1}). jaximpute: "
                  f"one `fit_lmm(formula, frames)` call on the list of {n_sets} DataFrames, batch size "
-                 f"{n_sets} (one vmapped program, not chunked), default `steps=60`; the call includes "
+                 f"{n_sets} (one vmapped program, not chunked), default `steps={DEFAULT_STEPS}`; the call includes "
                  "building the model matrices from the DataFrames. lme4 1.1: `lmer(y ~ x + (x | g), "
                  "REML = FALSE)` with default control, one data set after another (data.frame built "
                  "per fit, not counted apart), after one untimed warm-up fit.\n")
@@ -484,30 +486,30 @@ def part_batch(a, lines, tmp: Path):
 # ------------------------------------------------------------------------------ part 3
 
 def eval_costs(frames, formula):
-    """ms per deviance and per value_and_grad evaluation over the whole batch (jaximpute.lmm
-    internals; None if they have changed)."""
+    """ms per evaluation over the whole batch: deviance + written-out gradient (what each
+    iteration of the fitter runs), and the deviance's reverse-mode autodiff gradient for
+    comparison (jaximpute.lmm internals; None if they have changed)."""
     try:
         from jaximpute import lmm
         f = lmm.parse_formula(formula)
-        mats = [lmm.model_matrices(f, fr) for fr in frames]
-        g = mats[0][3]
+        ys, xs, zs, g = lmm.design_arrays(f, frames)
         j, q = int(g.max()) + 1, len(f.random)
         with jax.enable_x64(True):
             import jax.numpy as jnp
-            ys, xs, zs = (jnp.asarray(np.stack([m[i] for m in mats])) for i in range(3))
             gj = jnp.asarray(g)
-            stats = jax.jit(jax.vmap(lambda y, x, z: lmm.cluster_stats(y, x, z, gj, j)))(ys, xs, zs)
+            lay = jax.jit(jax.vmap(lambda y, x, z: lmm.cluster_layout(lmm.cluster_stats(y, x, z, gj, j))))(
+                jnp.asarray(ys), jnp.asarray(xs), jnp.asarray(zs))
             theta = jnp.asarray([1.0 if r == c else 0.0 for c in range(q) for r in range(c, q)])
             dev = lambda th, s: lmm._profiled(th, s, q, False)[0]  # noqa: E731
-            fns = {"dev": jax.jit(jax.vmap(dev, in_axes=(None, 0))),
-                   "vg": jax.jit(jax.vmap(jax.value_and_grad(dev), in_axes=(None, 0)))}
+            fns = {"eval": jax.jit(jax.vmap(lambda th, s: lmm._evaluate(th, s, q, False), in_axes=(None, 0))),
+                   "autodiff": jax.jit(jax.vmap(jax.value_and_grad(dev), in_axes=(None, 0)))}
             out = {}
             for k, fn in fns.items():
-                jax.block_until_ready(fn(theta, stats))
+                jax.block_until_ready(fn(theta, lay))
                 n = 20
                 t0 = time.perf_counter()
                 for _ in range(n):
-                    jax.block_until_ready(fn(theta, stats))
+                    jax.block_until_ready(fn(theta, lay))
                 out[k] = 1e3 * (time.perf_counter() - t0) / n
             return out
     except Exception as e:  # noqa: BLE001 - the internals may change under us; report, don't fail
@@ -524,29 +526,27 @@ def part_where(a, lines, seed, batch):
         + f" (seed analysis: first call {fmt(seed['c_first'])} s compile of {fmt(seed['t_first'])} s, later "
         f"call {fmt(seed['c_warm'])} s of {fmt(seed['t_warm'])} s; batch: first {fmt(batch['c_first'])} s of "
         f"{fmt(batch['t_first'])} s, later {fmt(batch['c'])} s of {fmt(batch['t'])} s). The run part is the "
-        "L-BFGS scan: `steps` iterations of optax.lbfgs with its zoom line search (at most 20 "
-        "evaluations per step), vmapped over data sets. The sweep below refits the same data with "
+        "fitter's loop: one deviance + gradient evaluation per iteration (an L-BFGS step from optax's "
+        "`scale_by_lbfgs` direction, or a backtracking cut of the step), vmapped over data sets, "
+        "until every fit has converged or taken `steps` steps. The sweep below refits the same data with "
         "`fit_lmm(..., steps=k)` (one call each, so each compiles; split as above).\n")
     if a.no_sweep:
         lines.append("Steps sweep skipped (--no-sweep).\n")
         return
-    steps = sorted(set(a.steps) | {60})
+    steps = sorted(set(a.steps) | {DEFAULT_STEPS})
     # batch
     rows = []
     prev = None
-    per_step_ms = []          # (from, to, ms per step) on the batch
     base = batch["jp"]
     rp = batch["r"]["rp"] if batch["r"] else None
     for k in steps:
-        if k == 60:
+        if k == DEFAULT_STEPS:
             run, comp, jp, conv = batch["run"], batch["c"], base, None
         else:
             say(f"  batch, steps={k}")
             fit, t, comp = timed(lambda: fit_lmm(BATCH_FORMULA, batch["frames"], steps=k))
             run, jp, conv = t - comp, jax_params(fit), float(fit.converged.mean())
         per_step = "" if prev is None else fmt(1e3 * (run - prev[1]) / (k - prev[0]))
-        if prev is not None:
-            per_step_ms.append((prev[0], k, 1e3 * (run - prev[1]) / (k - prev[0])))
         prev = (k, run)
         d60 = np.max(np.abs(jp[:, 6] - base[:, 6]))
         if rp is not None:
@@ -561,20 +561,21 @@ def part_where(a, lines, seed, batch):
                      "-" if conv is None else f"{100 * conv:.0f}%", f"{d60:.1e}", vs_r, ll_r])
     lines.append(f"Batch of {len(base)} (part 2's data):\n")
     lines.append(table(["steps", "compile s", "run s", "ms per extra step", "fits/s (run)",
-                        "converged", "max |loglik - loglik(60)|", "max rel. diff vs lme4 (fixef, variances)",
+                        "converged", f"max |loglik - loglik({DEFAULT_STEPS})|", "max rel. diff vs lme4 (fixef, variances)",
                         "min loglik - lme4"],
                        rows))
     if batch["r"]:
         r_fps = batch["r"]["done"] / batch["r"]["seconds"]
         lines.append(f"\n(lme4: {fmt(r_fps)} fits/s in the same run.)")
-    lines.append("\n'converged' is fit_lmm's flag (max |gradient| < 1e-3); the 60-step row is part 2's later call.\n")
+    lines.append("\n'converged' is fit_lmm's flag (gradient below 1e-3 or nothing left to gain, see "
+                 f"`lmm._flag_converged`); the {DEFAULT_STEPS}-step row is part 2's later call.\n")
 
     # seed analysis
     frames_a, r = seed["frames_a"], seed["r"]
     rows, prev = [], None
-    seed_steps = steps if not a.quick else [k for k in steps if k in (15, 60)]
+    seed_steps = steps if not a.quick else [k for k in steps if k in (15, DEFAULT_STEPS)]
     for k in seed_steps:
-        if k == 60:          # part 1's later call (analyze = fit_lmm + pooling in milliseconds)
+        if k == DEFAULT_STEPS:          # part 1's later call (analyze = fit_lmm + pooling in milliseconds)
             fit60 = seed["fit"]
             rows.append((k, seed["c_warm"], seed["run_warm"], fit60))
             continue
@@ -602,7 +603,7 @@ def part_where(a, lines, seed, batch):
     lines.append(f"Seed analysis ({len(frames_a)} imputed data sets; `fit_lmm` only, pooling takes "
                  "milliseconds):\n")
     lines.append(table(["steps", "compile s", "run s", "ms per extra step", "converged",
-                        "max |loglik - loglik(60)|", "max rel. diff of pooled estimate & SE vs mitml",
+                        f"max |loglik - loglik({DEFAULT_STEPS})|", "max rel. diff of pooled estimate & SE vs mitml",
                         "min loglik - lme4"],
                        out_rows))
     lines.append("")
@@ -611,18 +612,13 @@ def part_where(a, lines, seed, batch):
     costs = eval_costs(batch["frames"], BATCH_FORMULA)
     if costs:
         lines.append(f"One vmapped evaluation over the batch of {len(batch['frames'])} "
-                     f"({len(batch['frames']) * 100:,} clusters): deviance {fmt(costs['dev'])} ms, "
-                     f"deviance + gradient {fmt(costs['vg'])} ms (jit(vmap) of "
-                     "`jaximpute.lmm._profiled`, mean of 20 calls).")
-        if per_step_ms:
-            k0, k1, ms = per_step_ms[-1]
-            lines.append(f"An extra L-BFGS step on the batch between {k0} and {k1} steps (all fits converged "
-                         f"by then) costs {fmt(ms)} ms, about {fmt(ms / costs['vg'])} deviance + gradient "
-                         "evaluations: on a converged, flat deviance the zoom line search cannot meet its "
-                         "decrease condition and runs to its maximum, and under vmap every fit waits for "
-                         "the slowest.\n")
-        else:
-            lines.append("")
+                     f"({len(batch['frames']) * 100:,} clusters): deviance + written-out gradient "
+                     f"{fmt(costs['eval'])} ms (`jaximpute.lmm._evaluate`, what each iteration of the "
+                     f"fitter runs); deviance + reverse-mode autodiff gradient {fmt(costs['autodiff'])} ms "
+                     "(mean of 20 calls each). The later call's run part, "
+                     f"{fmt(batch['run'])} s, is about {fmt(1e3 * batch['run'] / costs['eval'])} evaluations' "
+                     "worth (the loop's iterations plus building the cross-products and moving the "
+                     "data in and out).\n")
     return costs
 
 
