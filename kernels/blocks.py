@@ -117,14 +117,25 @@ def affine_in(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca, factor
 
 # ---------------------------------------------------------------- conditional draws
 
+def _sums(terms):
+    """The sums of several same-shaped arrays, as one stacked reduction -> (len(terms),).
+
+    XLA:CPU compiles every reduction over the rows or clusters into its own kernels (two for a
+    long axis: a tree of partial sums, then their sum); summed one by one, a block's P(P+1)/2
+    cross-products were dozens of kernels, and each kernel costs compile time and a launch per
+    sweep. Stacked, they are one fusion and one reduction."""
+    return jnp.sum(jnp.stack(terms), axis=tuple(range(1, 1 + terms[0].ndim)))
+
+
 def _cross_products(tcols, wcols):
     """The P x P matrix of weighted sums sum(w t_i t_j), written out: XLA fuses the P(P+1)/2
     sums, where a (P x N)(N x P) dot_general batched over chains runs as many tiny products."""
     p = len(tcols)
+    pairs = [(i, j) for i in range(p) for j in range(i + 1)]
+    sums = _sums([wcols[i] * tcols[j] for i, j in pairs])
     cross = [[None] * p for _ in range(p)]
-    for i in range(p):
-        for j in range(i + 1):
-            cross[i][j] = cross[j][i] = jnp.sum(wcols[i] * tcols[j])
+    for k, (i, j) in enumerate(pairs):
+        cross[i][j] = cross[j][i] = sums[k]
     return jnp.stack([jnp.stack(row) for row in cross])
 
 
@@ -133,7 +144,7 @@ def draw_beta(rng: Stream, bs: BlockState, y, t, w):
     cols = [t[:, i] for i in range(t.shape[-1])]
     wcols = [w * c for c in cols]
     prec = _cross_products(cols, wcols) / bs.s2
-    lin = jnp.stack([jnp.sum(wc * y) for wc in wcols]) / bs.s2
+    lin = _sums([wc * y for wc in wcols]) / bs.s2
     return draws.mvn_from_precision_dense(rng, prec, lin)
 
 
@@ -162,8 +173,7 @@ def draw_beta_u(rng: Stream, st: Structure, blk: Block, bs: BlockState, y, t, z,
     ttt = _cross_products(tcols, wt)
     corr = _cross_products(tz, g)              # sum over clusters of T_j'Z_j Q_j^-1 Z_j'T_j / s2
     prec_beta = (ttt - corr) / bs.s2
-    lin_beta = (jnp.stack([jnp.sum(c * y) for c in wt]) / bs.s2
-                - jnp.stack([jnp.sum(gi * lin0) for gi in g]))
+    lin_beta = _sums([c * y for c in wt]) / bs.s2 - _sums([gi * lin0 for gi in g])
     beta = draws.mvn_from_precision_dense(rng, prec_beta, lin_beta)
     lin_u = lin0 - sum(tz[i] * beta[i] for i in range(p)) / bs.s2
     if q == 1:
@@ -186,8 +196,8 @@ def draw_sigma(rng: Stream, st: Structure, blk: Block, u, cw):
 
 
 def draw_s2(rng: Stream, st: Structure, resid, w):
-    sse = jnp.sum(w * resid * resid) + st.prior.scale(1)
-    return draws.scaled_inv_chi2(rng, sse, st.prior.df(1) + jnp.sum(w))
+    sse, n = _sums([w * resid * resid, w])
+    return draws.scaled_inv_chi2(rng, sse + st.prior.scale(1), st.prior.df(1) + n)
 
 
 def child_response(child: Block, cs: BlockState, x_rows):
@@ -333,8 +343,8 @@ def scale_slopes(rng: Stream, st: Structure, b: int, u, sigma, s2, r, parts, w, 
     first = 1 if st.children_of_latent(b) else 0
     for k in range(first, q):
         wk = parts[k]
-        a = jnp.maximum(jnp.sum(w * wk * wk), jnp.finfo(wk.dtype).tiny)
-        c = jnp.sum(w * wk * r)
+        a, c = _sums([w * wk * wk, w * wk * r])
+        a = jnp.maximum(a, jnp.finfo(wk.dtype).tiny)
         g_hat = 1.0 + c / a
         centre = jnp.log(jnp.abs(g_hat))
         tau = jnp.minimum(jnp.sqrt(s2 / a) / jnp.abs(g_hat), 1.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import ndtri
 
 
@@ -51,9 +52,43 @@ def burnin_windows(burn: int, rows: int = 20):
 
 
 def burnin_table(trace, rows: int = 20):
-    """PSR of each parameter in each window of the burn-in trace (BURN, C, P) -> (rows, P)."""
-    burn = trace.shape[0]
-    return jnp.stack([split_rhat(trace[a:b]) for a, b in burnin_windows(burn, rows)])
+    """PSR of each parameter in each window of the burn-in trace (BURN, C, P) -> (rows, P).
+
+    All windows at once: each window's split halves are rows of a constant 0/1 weight matrix
+    over iterations, so the half means and (two-pass, centred) variances of every window are two
+    weighted reductions of the whole trace. Equal to `split_rhat` window by window (tests), but
+    one program of a few kernels: 20 separate windows compiled to some 300 kernels, about 2 s of
+    XLA compile time in every run.
+    """
+    burn, c = trace.shape[0], trace.shape[1]
+    lo, hi, n = [], [], []
+    for a, b in burnin_windows(burn, rows):
+        h = (b - a) // 2
+        lo += [a, b - h]            # first and second half of the window
+        hi += [a + h, b]
+        n.append(h)
+    t = np.arange(burn)
+    wts = jnp.asarray(((t >= np.array(lo)[:, None]) & (t < np.array(hi)[:, None])).astype(np.float32),
+                      trace.dtype)                                    # (2 rows, BURN)
+    n = np.array(n)
+    cnt = jnp.asarray(np.repeat(np.maximum(n, 1), 2).astype(np.float32), trace.dtype)[:, None, None]
+    x = trace - jnp.mean(trace, axis=(0, 1))           # centred: float32 sums keep their digits
+    means = jnp.einsum("wt,tcp->wcp", wts, x) / cnt                     # (2 rows, C, P)
+    dev2 = jnp.einsum("wt,wtcp->wcp", wts, jnp.square(x[None] - means[:, None]))
+    var = dev2 / jnp.maximum(cnt - 1.0, 1.0)
+    halves = lambda a: a.reshape((rows, 2 * c) + a.shape[2:])           # (rows, 2C, P)
+    hm, hv = halves(means), halves(var)
+    w = jnp.mean(hv, axis=1)
+    hm = hm - jnp.mean(hm, axis=1, keepdims=True)
+    b_over_n = jnp.sum(jnp.square(hm), axis=1) / (2 * c - 1)
+    nn = jnp.asarray(np.maximum(n, 1).astype(np.float32), trace.dtype)[:, None]
+    var_plus = (nn - 1.0) / nn * w + b_over_n
+    # a parameter that does not vary within the halves: its centred sums are rounding noise
+    # (a few ulps of its size), not a variance; NaN, as split_rhat gives for w = 0
+    tiny = jnp.square(8.0 * jnp.finfo(trace.dtype).eps * jnp.max(jnp.abs(trace), axis=(0, 1)))
+    varies = w > tiny
+    psr = jnp.where(varies, jnp.sqrt(var_plus / jnp.where(varies, w, 1.0)), jnp.nan)
+    return jnp.where(jnp.asarray(n >= 2)[:, None], psr, jnp.nan)
 
 
 def ess(draws):
