@@ -41,6 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--df-com", type=float, help="complete-data df (Barnard & Rubin small-sample df)")
     a.add_argument("--output", help="write the pooled table as CSV (term, estimate, std_error, t, "
                                     "df, p, riv, fmi)")
+    s = sub.add_parser("simulate", help="run a simulation study from a TOML config (configs/sim_slope.toml)")
+    s.add_argument("config", help="the study's TOML config")
+    s.add_argument("--out", help="results folder (default: CONFIG's name + '-results' here); "
+                                 "rerunning into it resumes the study")
+    s.add_argument("--shard", default="0/1", help="run only batches k, k+n, k+2n, ... (k/n, for job "
+                                                  "arrays; then `jaximpute merge`)")
+    s.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    m = sub.add_parser("merge", help="combine the folders of a sharded study and write its summary")
+    m.add_argument("config", help="the study's TOML config")
+    m.add_argument("folders", nargs="+", help="the shards' results folders")
+    m.add_argument("--out", required=True, help="folder for reps.csv and summary.csv")
     return p
 
 
@@ -141,9 +152,46 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def _study_out(args) -> Path:
+    return Path(args.out) if args.out else Path(Path(args.config).stem + "-results")
+
+
+def cmd_simulate(args) -> int:
+    from . import study as S
+
+    st = S.load_study(args.config)
+    shard = S.parse_shard(args.shard)
+    out = _study_out(args)
+    log = (lambda msg: None) if args.quiet else S.log_stderr
+    _enable_compilation_cache()
+    S.run_study(st, out, shard=shard, log=log)
+    missing = [u for u in st.units() if not S._unit_file(out, *u).exists()]
+    if missing:
+        if not args.quiet:
+            print(f"{out}: {len(st.units()) - len(missing)} of {len(st.units())} batches done; run the "
+                  f"other shards, then `jaximpute merge {args.config} FOLDERS... --out DIR`")
+        return 0
+    summ = S.write_summary(st, [out], out)
+    if not args.quiet:
+        print(S.summary_text(summ))
+        print(f"\nresults: {out / 'summary.csv'} and {out / 'reps.csv'}")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from . import study as S
+
+    st = S.load_study(args.config)
+    summ = S.write_summary(st, args.folders, args.out)
+    print(S.summary_text(summ))
+    print(f"\nresults: {Path(args.out) / 'summary.csv'} and {Path(args.out) / 'reps.csv'}")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("run", "analyze", "-h", "--help", "--version") and not argv[0].startswith("-"):
+    if argv and argv[0] not in ("run", "analyze", "simulate", "merge", "-h", "--help", "--version") \
+            and not argv[0].startswith("-"):
         argv = ["run"] + argv     # `jaximpute script.imp` is `jaximpute run script.imp`
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -152,7 +200,8 @@ def main(argv=None) -> int:
     if getattr(args, "platform", None):
         os.environ["JAX_PLATFORMS"] = args.platform
     try:
-        return cmd_run(args) if args.command == "run" else cmd_analyze(args)
+        return {"run": cmd_run, "analyze": cmd_analyze, "simulate": cmd_simulate,
+                "merge": cmd_merge}[args.command](args)
     except JaxImputeError as e:
         print(f"jaximpute: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -102,6 +102,8 @@ class Design:
     w_rate: float = 0.2
     w_gamma: float = 1.0
     cuts: tuple = ()      # ordinal x: the latent x is cut here into codes 0..len(cuts)
+    mechanism: str = "MAR"   # MAR, MCAR or MNAR (jaximpute.study.generate; this module's own
+                             # numpy generator draws MAR only)
 
     @property
     def name(self) -> str:

@@ -1,0 +1,447 @@
+"""Simulation studies from a TOML config: `jaximpute simulate CONFIG` (issue 6).
+
+A study is a grid of conditions x replications. Every condition is a population (the random-slope
+model with a cross-level interaction of ``simulate_slope``'s module docstring: y on x, w and x*w,
+random intercept and slope of x, MAR/MCAR/MNAR deletion in y, x and w) with its own settings; the
+replications of a condition are cut into batches of ``batch`` data sets, and each batch is one
+unit of work:
+
+1. generate: the data sets are drawn on device (``generate``, vmapped over replications); the
+   key of replication r of condition c is ``fold_in(fold_in(key(seed), c), r)``, so a data set
+   does not depend on the batch size, the shard or the device that draws it;
+2. impute: every imputation method's model runs all data sets of the batch in one compiled
+   program (``api.impute_many``: vmapped over data sets and chains);
+3. analyse and pool: the analysis model is fitted to every imputed data set in one vmapped
+   program (``lmm.fit_arrays``, REML) and pooled by Rubin's rules; listwise deletion and the
+   complete data are fitted directly;
+4. checkpoint: the batch's per-replication records are written to ``OUT/reps/`` (atomically:
+   a temporary file, then a rename). A rerun skips the batches already there, so an interrupted
+   study resumes where it stopped, and gives what an uninterrupted run gives (every batch's seeds
+   are fixed by the config, not by the order of the work).
+
+``--shard k/n`` runs the batches whose index is k mod n (job arrays on clusters); ``jaximpute
+merge OUT...`` combines their folders and writes the summary. The summary (``summary.csv``): per
+condition, method and parameter, bias, relative bias, RMSE, coverage, CI width, SE/SD, mean FMI,
+the largest last-window PSR and the time per replication.
+
+Config (``configs/sim_slope.toml`` is a complete example)::
+
+    [study]
+    reps = 1000            # replications per condition
+    batch = 100            # data sets per compiled program
+    seed = 20261130
+    methods = ["focal", "random intercept", "single-level", "listwise", "complete"]
+
+    [imputation]
+    nimps = 20
+    burn = 2000
+    thin = 100
+    chains = 2
+
+    [population]           # shared by every condition (simulate_slope.Design's fields)
+    b = [0.0, 0.5, 0.3, 0.25]
+    mechanism = "MAR"      # MAR, MCAR or MNAR
+
+    [[conditions]]
+    clusters = 50
+    cluster_size = 20
+
+    [[conditions]]
+    name = "J=100, n=10"   # optional; default "J=.., n=.." plus the mechanism if not MAR
+    clusters = 100
+    cluster_size = 10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import JaxImputeError, did_you_mean
+from .simulate_slope import (MODELS, NAMES, Design, fit_batch, records_direct, records_pooled,
+                             summarise)
+
+try:                      # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+IMPUTATION_MODELS = dict(MODELS, **{"single-level": ("y x w", None)})
+DIRECT_METHODS = ("listwise", "complete")
+ALL_METHODS = tuple(IMPUTATION_MODELS) + DIRECT_METHODS
+MECHANISMS = ("MAR", "MCAR", "MNAR")
+
+
+class ConfigError(JaxImputeError):
+    """A simulation config that cannot be read (file and key named in the message)."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One cell of the study's grid: a name and its population design."""
+
+    name: str
+    design: Design
+
+    def truth(self) -> dict:
+        return self.design.truth()
+
+
+@dataclass(frozen=True)
+class Study:
+    conditions: tuple[Condition, ...]
+    reps: int = 1000
+    batch: int = 100
+    seed: int = 0
+    methods: tuple[str, ...] = ("focal", "random intercept", "listwise", "complete")
+    nimps: int = 20
+    burn: int = 2000
+    thin: int = 100
+    chains: int = 2
+    source: str = field(default="<config>", compare=False)
+
+    @property
+    def batches_per_condition(self) -> int:
+        return -(-self.reps // self.batch)
+
+    def units(self) -> list[tuple[int, int]]:
+        """All (condition, batch) pairs, in the order a single process runs them."""
+        return [(c, b) for c in range(len(self.conditions)) for b in range(self.batches_per_condition)]
+
+    def fingerprint(self) -> str:
+        """A hash of everything that determines the results (not the source path)."""
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ config
+
+_DESIGN_FIELDS = {f.name: f for f in dataclasses.fields(Design)}
+_SECTIONS = {"study": ("reps", "batch", "seed", "methods"),
+             "imputation": ("nimps", "burn", "thin", "chains"),
+             "population": tuple(_DESIGN_FIELDS) + ("mechanism",),
+             "conditions": ()}
+
+
+def _design(values: dict, where: str, path: str) -> Design:
+    kw = {}
+    for k, v in values.items():
+        if k == "name":
+            continue
+        if k not in _DESIGN_FIELDS:
+            raise ConfigError(f"{path}: {where}: unknown key '{k}'{did_you_mean(k, _DESIGN_FIELDS)}; "
+                              f"expected one of {', '.join(_DESIGN_FIELDS)}")
+        default = _DESIGN_FIELDS[k].default
+        if isinstance(default, tuple):
+            if not isinstance(v, list) or not all(isinstance(e, (int, float)) for e in v):
+                raise ConfigError(f"{path}: {where}.{k}: expected a list of numbers, got {v!r}")
+            if k == "b" and len(v) != 4:
+                raise ConfigError(f"{path}: {where}.b: expected 4 numbers (intercept, x, w, x:w), "
+                                  f"got {len(v)}")
+            v = tuple(float(e) for e in v)
+        elif isinstance(default, str):
+            if k == "mechanism" and v not in MECHANISMS:
+                raise ConfigError(f"{path}: {where}.mechanism: '{v}'; expected one of "
+                                  f"{', '.join(MECHANISMS)}")
+        elif isinstance(default, int) and not isinstance(default, bool):
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{path}: {where}.{k}: expected a positive whole number, got {v!r}")
+        elif not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise ConfigError(f"{path}: {where}.{k}: expected a number, got {v!r}")
+        else:
+            v = float(v)
+        kw[k] = v
+    d = Design(**kw)
+    if d.cluster_size < 2 or d.clusters < 3:
+        raise ConfigError(f"{path}: {where}: expected at least 3 clusters of at least 2 rows")
+    return d
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study config (TOML); errors name the file and the key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from None
+    try:
+        cfg = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for sec, val in cfg.items():
+        if sec not in _SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{sec}]{did_you_mean(sec, _SECTIONS)}; "
+                              f"expected {', '.join('[' + s + ']' for s in _SECTIONS)}")
+        if sec != "population" and sec != "conditions":
+            for k in val:
+                if k not in _SECTIONS[sec]:
+                    raise ConfigError(f"{path}: [{sec}]: unknown key '{k}'{did_you_mean(k, _SECTIONS[sec])}; "
+                                      f"expected one of {', '.join(_SECTIONS[sec])}")
+    kw = {}
+    for sec in ("study", "imputation"):
+        for k, v in cfg.get(sec, {}).items():
+            if k == "methods":
+                if not isinstance(v, list) or not v:
+                    raise ConfigError(f"{path}: [study].methods: expected a list such as "
+                                      f"[\"focal\", \"listwise\"]")
+                for m in v:
+                    if m not in ALL_METHODS:
+                        raise ConfigError(f"{path}: [study].methods: unknown method '{m}'"
+                                          f"{did_you_mean(str(m), ALL_METHODS)}; expected some of "
+                                          f"{', '.join(ALL_METHODS)}")
+                kw[k] = tuple(dict.fromkeys(v))
+            elif not isinstance(v, int) or isinstance(v, bool) or v < (0 if k == "seed" else 1):
+                raise ConfigError(f"{path}: [{sec}].{k}: expected a positive whole number, got {v!r}")
+            else:
+                kw[k] = v
+    base = cfg.get("population", {})
+    _design(base, "[population]", str(path))
+    conds = cfg.get("conditions") or [{}]
+    if not isinstance(conds, list):
+        raise ConfigError(f"{path}: conditions: expected [[conditions]] tables")
+    out = []
+    for i, c in enumerate(conds):
+        d = _design({**base, **c}, f"[[conditions]] #{i + 1}", str(path))
+        name = c.get("name") or (d.name + ("" if d.mechanism == "MAR" else f", {d.mechanism}"))
+        out.append(Condition(str(name), d))
+    names = [c.name for c in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: two conditions are both named '{next(n for n in names if names.count(n) > 1)}';"
+                          " expected distinct names (give each a name = ...)")
+    return Study(tuple(out), source=str(path), **kw)
+
+
+# ------------------------------------------------------------------------------ generator
+
+def generate(key, d: Design):
+    """One replication drawn on device: complete and incomplete (N, 4) arrays, columns NAMES.
+
+    The population and the MAR deletion are those of ``simulate_slope.generate_and_delete``
+    (module docstring there); MCAR deletes y and x with probability 1/2 within their halves of
+    the rows and w with probability ``w_rate``; MNAR deletes each by logistic selection on its
+    own value (y on y, x on x, w on w, centred as under MAR)."""
+    import jax
+    import jax.numpy as jnp
+
+    j, n = d.clusters, d.cluster_size
+    ks = jax.random.split(key, 10)
+    w = jax.random.normal(ks[0], (j,))
+    x = ((d.g * w + jnp.sqrt(d.var_a) * jax.random.normal(ks[1], (j,)))[:, None]
+         + jnp.sqrt(d.var_f) * jax.random.normal(ks[2], (j, n)))
+    if d.cuts:
+        x = jnp.searchsorted(jnp.asarray(d.cuts), x).astype(x.dtype)
+    cov = jnp.asarray([[d.tau00, d.tau01], [d.tau01, d.tau11]])
+    u = jax.random.normal(ks[3], (j, 2)) @ jnp.linalg.cholesky(cov).T
+    b0, b1, b2, b3 = d.b
+    y = (b0 + b1 * x + (b2 * w)[:, None] + b3 * x * w[:, None] + u[:, :1] + u[:, 1:] * x
+         + jnp.sqrt(d.s2) * jax.random.normal(ks[4], (j, n)))
+    ww = jnp.broadcast_to(w[:, None], (j, n))
+    cl = jnp.broadcast_to(jnp.arange(1, j + 1, dtype=x.dtype)[:, None], (j, n))
+    full = jnp.stack([cl, y, x, ww], axis=-1).reshape(j * n, 4)
+    kind_y = jax.random.uniform(ks[5], (j, n)) < 0.5
+    sig = jax.nn.sigmoid
+    if d.mechanism == "MCAR":
+        p_y, p_x = jnp.full((j, n), 0.5), jnp.full((j, n), 0.5)
+    elif d.mechanism == "MNAR":
+        p_y, p_x = sig(d.gamma * (y - d.y_centre)), sig(d.gamma * (x - d.x_centre))
+    else:
+        p_y, p_x = sig(d.gamma * (x - d.x_centre)), sig(d.gamma * (y - d.y_centre))
+    miss_y = kind_y & (jax.random.uniform(ks[6], (j, n)) < p_y)
+    miss_x = ~kind_y & (jax.random.uniform(ks[7], (j, n)) < p_x)
+    alpha_w = np.log(d.w_rate / (1.0 - d.w_rate))
+    if d.mechanism == "MCAR":
+        p_w = jnp.full((j,), d.w_rate)
+    elif d.mechanism == "MNAR":
+        p_w = sig(alpha_w + d.w_gamma * w)
+    else:
+        cnt = jnp.sum(~miss_y, axis=1)
+        ybar = jnp.where(cnt > 0, jnp.sum(jnp.where(miss_y, 0.0, y), axis=1) / jnp.maximum(cnt, 1)
+                         - d.y_centre, 0.0)
+        p_w = sig(alpha_w + d.w_gamma * ybar)
+    miss_w = jax.random.uniform(ks[8], (j,)) < p_w
+    miss = jnp.stack([jnp.zeros((j, n), bool), miss_y, miss_x,
+                      jnp.broadcast_to(miss_w[:, None], (j, n))], -1).reshape(j * n, 4)
+    return full, jnp.where(miss, jnp.nan, full)
+
+
+def generate_batch(seed: int, condition: int, reps, d: Design):
+    """Replications `reps` (indices) of a condition as numpy (B, N, 4) arrays (complete,
+    incomplete), float64; drawn in float32 on device by one vmapped program."""
+    import jax
+
+    root = jax.random.fold_in(jax.random.PRNGKey(seed), condition)
+    keys = jax.vmap(lambda r: jax.random.fold_in(root, r))(np.asarray(reps, np.uint32))
+    full, inc = jax.jit(jax.vmap(lambda k: generate(k, d)))(keys)
+    return np.asarray(full, np.float64), np.asarray(inc, np.float64)
+
+
+# ------------------------------------------------------------------------------ running
+
+def _engine_seed(study: Study, ci: int, b: int, method: str) -> int:
+    """The imputation seed of one batch and method: fixed by the config, not by the schedule."""
+    seq = np.random.SeedSequence([study.seed, ci, b, ALL_METHODS.index(method)])
+    return int(seq.generate_state(1)[0] % (2**31 - 2)) + 1
+
+
+def run_unit(study: Study, ci: int, b: int, log=None) -> pd.DataFrame:
+    """Generate, impute, analyse and pool one batch: its per-replication records."""
+    from .api import impute_many
+    from .simulate import records_frame
+
+    cond = study.conditions[ci]
+    d = cond.design
+    start = b * study.batch
+    reps = np.arange(start, min(start + study.batch, study.reps))
+    full, inc = generate_batch(study.seed, ci, reps, d)
+    g = np.repeat(np.arange(d.clusters), d.cluster_size)
+    frames = []
+    for method in study.methods:
+        t0 = time.perf_counter()
+        psr = None
+        if method == "complete":
+            rec = records_direct(fit_batch(full, g, d.clusters), d)
+        elif method == "listwise":
+            keep = ~np.isnan(inc[..., 1:]).any(axis=-1)
+            rec = records_direct(fit_batch(np.nan_to_num(inc), g, d.clusters, weight=keep.astype(float)), d)
+        else:
+            model, outcome = IMPUTATION_MODELS[method]
+            ordinal = ("x",) if d.cuts and method == "focal" else ()
+            imputed, burn_psr = impute_many(inc, list(NAMES), model, outcome=outcome, ordinal=ordinal,
+                                            nimps=study.nimps, burn=study.burn, thin=study.thin,
+                                            chains=study.chains, seed=_engine_seed(study, ci, b, method))
+            psr = np.nanmax(np.asarray(burn_psr)[:, -1, :], axis=-1)
+            fit = fit_batch(imputed.reshape(len(reps) * study.nimps, -1, 4), g, d.clusters)
+            rec = records_pooled(fit, len(reps), study.nimps, d)
+        secs = time.perf_counter() - t0
+        fr = records_frame(rec, method, start, psr, condition=cond.name)
+        frames.append(fr.assign(seconds=secs / len(reps)))
+        if log:
+            log(f"  {cond.name}: {method}, replications {start + 1}-{reps[-1] + 1}: {secs:.1f} s")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _unit_file(out: Path, ci: int, b: int) -> Path:
+    return out / "reps" / f"c{ci:03d}-b{b:05d}.csv"
+
+
+def _claim_folder(study: Study, out: Path) -> None:
+    """Create OUT (or reuse it for the same study): refuse a folder written by another config,
+    so a resumed study never mixes results of different settings."""
+    meta = out / "study.json"
+    if meta.exists():
+        old = json.loads(meta.read_text())
+        if old.get("fingerprint") != study.fingerprint():
+            raise ConfigError(f"{out}: holds results of a different study (config "
+                              f"{old.get('source')}); expected an empty folder or this study's own")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: exists and is not a study folder; expected a new or empty folder")
+    (out / "reps").mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"fingerprint": study.fingerprint(), "source": study.source,
+                                "study": dataclasses.asdict(study)}, indent=1, default=str))
+
+
+def run_study(study: Study, out: str | Path, *, shard: tuple[int, int] = (0, 1), log=None,
+              stop_after: int | None = None) -> list[tuple[int, int]]:
+    """Run this shard's batches that are not in OUT yet; returns the (condition, batch) pairs run.
+
+    `stop_after` stops after that many batches (tests use it to interrupt a study)."""
+    out = Path(out)
+    _claim_folder(study, out)
+    k, n = shard
+    todo = [u for i, u in enumerate(study.units()) if i % n == k]
+    pending = [u for u in todo if not _unit_file(out, *u).exists()]
+    if log:
+        log(f"{len(todo) - len(pending)} of {len(todo)} batches already done; {len(pending)} to run")
+    done = []
+    t_start = time.perf_counter()
+    for i, (ci, b) in enumerate(pending):
+        if stop_after is not None and len(done) >= stop_after:
+            break
+        recs = run_unit(study, ci, b, log=log)
+        dest = _unit_file(out, ci, b)
+        tmp = dest.with_suffix(".tmp")
+        recs.to_csv(tmp, index=False)
+        os.replace(tmp, dest)             # a batch is on disk whole or not at all
+        done.append((ci, b))
+        if log:
+            el = time.perf_counter() - t_start
+            log(f"[{i + 1}/{len(pending)}] batch {b + 1} of {study.conditions[ci].name} done; "
+                f"{el:.0f} s elapsed, ~{el / (i + 1) * (len(pending) - i - 1):.0f} s left")
+    return done
+
+
+def collect(study: Study, folders) -> pd.DataFrame:
+    """All per-replication records found in the study folders, in a fixed order."""
+    parts = []
+    for f in folders:
+        f = Path(f)
+        meta = f / "study.json"
+        if not meta.exists():
+            raise ConfigError(f"{f}: not a study folder (no study.json)")
+        if json.loads(meta.read_text()).get("fingerprint") != study.fingerprint():
+            raise ConfigError(f"{f}: holds results of a different study; expected folders of "
+                              f"{study.source} only")
+        parts += [pd.read_csv(p) for p in sorted((f / "reps").glob("c*-b*.csv"))]
+    if not parts:
+        raise ConfigError("no finished batches in " + ", ".join(map(str, folders)))
+    reps = pd.concat(parts, ignore_index=True).drop_duplicates(["condition", "method", "parameter", "rep"])
+    return reps.sort_values(["condition", "method", "parameter", "rep"], kind="stable").reset_index(drop=True)
+
+
+def summary_table(study: Study, reps: pd.DataFrame) -> pd.DataFrame:
+    """Per condition, method and parameter: simulate_slope.summarise's columns plus seconds per
+    replication, and how many replications of the study are in."""
+    out = summarise(reps, study.conditions)
+    secs = reps.groupby(["condition", "method"])["seconds"].mean()
+    out["seconds_per_rep"] = [secs.get((c, m), np.nan) for c, m in zip(out["condition"], out["method"])]
+    return out
+
+
+def write_summary(study: Study, folders, dest: str | Path) -> pd.DataFrame:
+    """Merge the folders' records and write DEST/reps.csv and DEST/summary.csv."""
+    dest = Path(dest)
+    reps = collect(study, folders)
+    summ = summary_table(study, reps)
+    dest.mkdir(parents=True, exist_ok=True)
+    reps.to_csv(dest / "reps.csv", index=False)
+    summ.to_csv(dest / "summary.csv", index=False)
+    return summ
+
+
+def summary_text(summ: pd.DataFrame) -> str:
+    """The summary as a markdown table: the columns a methodologist reads first."""
+    from .simulate import markdown_table
+    cols = ["condition", "parameter", "method", "reps", "true", "mean", "rel_bias_pct", "rmse",
+            "coverage", "ci_width", "se_ratio", "fmi", "max_psr", "seconds_per_rep"]
+    head = ["condition", "parameter", "method", "reps", "true", "mean", "rel. bias %", "RMSE",
+            "coverage", "CI width", "SE / SD", "FMI", "max PSR", "s / rep"]
+    fmt = {"true": "{:.3f}", "mean": "{:.4f}", "rel_bias_pct": "{:+.1f}", "rmse": "{:.4f}",
+           "coverage": "{:.3f}", "ci_width": "{:.4f}", "se_ratio": "{:.3f}", "fmi": "{:.3f}",
+           "max_psr": "{:.3f}", "seconds_per_rep": "{:.3f}", "reps": "{:.0f}"}
+    return markdown_table(summ, cols, head, fmt)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(t) for t in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard '{text}': expected k/n, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise ConfigError(f"--shard '{text}': expected 0 <= k < n")
+    return k, n
+
+
+def log_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
