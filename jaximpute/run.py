@@ -78,6 +78,36 @@ def chain_keys(seed: int, num_datasets: int, num_chains: int):
         jnp.arange(num_chains)))(jnp.arange(num_datasets))
 
 
+def spread_over_devices(keys, data: Data, num_sets: int):
+    """Shard a batch of data sets over the local devices (jax.sharding), one block of data sets
+    per device; a single data set, or a single device, stays as it is.
+
+    The runner is vmapped over data sets, and data sets never interact, so XLA partitions the
+    whole program along that axis with no communication. The batch is padded to a multiple of
+    the device count with copies of its last data set (their results are dropped). A data set's
+    chain keys depend on its index only (`chain_keys`), so every data set is imputed exactly as
+    on one device."""
+    devices = jax.local_devices()
+    n = len(devices)
+    if n == 1 or num_sets == 1:
+        return keys, data
+    pad = (-num_sets) % n
+    if pad:
+        extend = lambda a: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)])
+        data = jax.tree_util.tree_map(lambda a: extend(np.asarray(a)), data)
+        keys = chain_keys_like(keys, num_sets + pad)
+    mesh = jax.sharding.Mesh(np.array(devices), ("sets",))
+    shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("sets"))
+    return jax.device_put(keys, shard), jax.tree_util.tree_map(lambda a: jax.device_put(a, shard), data)
+
+
+def chain_keys_like(keys, num_sets: int):
+    """The chain keys of `num_sets` data sets, given those of the first few (seed-derived, so the
+    first ones are unchanged)."""
+    extra = num_sets - keys.shape[0]
+    return jnp.concatenate([keys, jnp.repeat(keys[-1:], extra, axis=0)])
+
+
 def stack_data(datas: list[Data]) -> Data:
     """Stack same-shaped data sets along a new leading axis, padding missing-cell index lists."""
     def pad(arrs, fill):
@@ -103,7 +133,9 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
         jax.tree_util.tree_map(lambda a: np.asarray(a)[None], prepared[0][2])
     counts = tuple(int(a.shape[1]) for a in data.miss_index)
     st = st._replace(num_missing=counts)
-    keys = chain_keys(settings.seed, len(tables), settings.chains)
+    num_sets = len(tables)
+    keys = chain_keys(settings.seed, num_sets, settings.chains)
+    keys, data = spread_over_devices(keys, data, num_sets)
     runner = make_runner(st, settings.burn, settings.sweeps_per_save, settings.num_saves,
                          warmup=settings.warmup_sweeps,
                          keep_post=settings.keep_post,
@@ -117,6 +149,12 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
              if blk.categories > 2}
     host, moves = jax.device_get(((out.burn_psr, out.saved_params, out.imputations, out.post_trace,
                                    out.post_psr), moves))
+    # drop the copies that padded the batch to a multiple of the device count: the data-set
+    # axis is first in the PSR tables and the block state, second in the traces
+    psr, saved, imps, post, post_psr = host
+    host = (psr[:num_sets], saved[:, :num_sets], imps[:, :num_sets], post[:, :num_sets],
+            post_psr[:num_sets])
+    moves = {b: m[:num_sets] for b, m in moves.items()}
     t3 = time.perf_counter()
     if progress:
         progress.close()
