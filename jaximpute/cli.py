@@ -47,11 +47,18 @@ def _parser() -> argparse.ArgumentParser:
                                  "rerunning into it resumes the study")
     s.add_argument("--shard", default="0/1", help="run only batches k, k+n, k+2n, ... (k/n, for job "
                                                   "arrays; then `jaximpute merge`)")
+    s.add_argument("--distributed", action="store_true",
+                   help="one process per host under jax.distributed (SLURM, Open MPI detected): "
+                        "process k of n runs shard k/n, the last to finish writes the summary")
     s.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     m = sub.add_parser("merge", help="combine the folders of a sharded study and write its summary")
     m.add_argument("config", help="the study's TOML config")
     m.add_argument("folders", nargs="+", help="the shards' results folders")
     m.add_argument("--out", required=True, help="folder for reps.csv and summary.csv")
+    for q in (s, m):
+        q.add_argument("--parquet", action="store_true", help="also write reps.parquet and "
+                                                              "summary.parquet (needs pyarrow)")
+        q.add_argument("--no-plots", action="store_true", help="do not draw bias.png and coverage.png")
     return p
 
 
@@ -163,6 +170,10 @@ def cmd_simulate(args) -> int:
     shard = S.parse_shard(args.shard)
     out = _study_out(args)
     log = (lambda msg: None) if args.quiet else S.log_stderr
+    if args.distributed:
+        import jax
+        jax.distributed.initialize()      # coordinator, process count and id from the scheduler
+        shard = (jax.process_index(), jax.process_count())
     _enable_compilation_cache()
     S.run_study(st, out, shard=shard, log=log)
     missing = [u for u in st.units() if not S._unit_file(out, *u).exists()]
@@ -171,10 +182,11 @@ def cmd_simulate(args) -> int:
             print(f"{out}: {len(st.units()) - len(missing)} of {len(st.units())} batches done; run the "
                   f"other shards, then `jaximpute merge {args.config} FOLDERS... --out DIR`")
         return 0
-    summ = S.write_summary(st, [out], out)
+    summ = S.write_summary(st, [out], out, parquet=args.parquet, plots=not args.no_plots)
     if not args.quiet:
         print(S.summary_text(summ))
-        print(f"\nresults: {out / 'summary.csv'} and {out / 'reps.csv'}")
+        print(f"\nresults in {out}: summary.csv, reps.csv" + ("" if args.no_plots else
+                                                            ", bias.png, coverage.png"))
     return 0
 
 
@@ -182,9 +194,10 @@ def cmd_merge(args) -> int:
     from . import study as S
 
     st = S.load_study(args.config)
-    summ = S.write_summary(st, args.folders, args.out)
+    summ = S.write_summary(st, args.folders, args.out, parquet=args.parquet, plots=not args.no_plots)
     print(S.summary_text(summ))
-    print(f"\nresults: {Path(args.out) / 'summary.csv'} and {Path(args.out) / 'reps.csv'}")
+    print(f"\nresults in {args.out}: summary.csv, reps.csv" + ("" if args.no_plots else
+                                                                ", bias.png, coverage.png"))
     return 0
 
 

@@ -146,6 +146,7 @@ def test_resumed_and_sharded_studies_equal_one_run(tmp_path, compile_cache, caps
     ref = pd.read_csv(whole / "reps.csv").drop(columns="seconds")
     assert len(ref) == 2 * 3 * 8 * 4          # conditions x methods x parameters x reps
     assert (whole / "summary.csv").exists()
+    assert (whole / "bias.png").stat().st_size > 10_000 and (whole / "coverage.png").stat().st_size > 10_000
 
     part = tmp_path / "resumed"
     assert S.run_study(st, part, stop_after=1) == [(0, 0)]             # interrupted after a batch
@@ -160,6 +161,8 @@ def test_resumed_and_sharded_studies_equal_one_run(tmp_path, compile_cache, caps
     merged = tmp_path / "merged"
     assert main(["merge", str(p), *map(str, shards), "--out", str(merged)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(merged / "reps.csv").drop(columns="seconds"), ref)
+    pd.testing.assert_frame_equal(pd.read_csv(merged / "summary.csv").drop(columns="seconds_per_rep"),
+                                  pd.read_csv(whole / "summary.csv").drop(columns="seconds_per_rep"))
     capsys.readouterr()
 
     # a folder of another study is refused, not mixed
