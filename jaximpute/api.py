@@ -141,6 +141,34 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
     return run(script, table, progress=progress, stream=stream)
 
 
+def _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, ordinal, outcome):
+    """The spec and settings of impute_many's batch (the model set up from the first data set)."""
+    table = DataTable(tuple(names), datasets[0], "<simulated>",
+                      np.zeros(len(names), bool), None, False)
+    lines = _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome)
+    spec = build_spec(parse_script("\n".join(lines), None), table)
+    settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed)
+    # missing-cell lists differ per data set; the model's incomplete set must cover all of them
+    incomplete_any = np.isnan(datasets).any(axis=(0, 1))
+    for v in spec.x_vars:
+        if incomplete_any[v.column] and spec.x_names.index(v.name) not in spec.incomplete:
+            raise ValueError(f"variable {v.name} is complete in the first data set but not in all; "
+                             "put a data set where it is incomplete first")
+    return spec, settings
+
+
+def impute_many_memory(datasets, names, model: str, *, nimps: int = 20, burn: int = 1000,
+                       thin: int = 100, chains: int = 2, seed: int = 0, fixed=(), ordinal=(),
+                       outcome: str | None = None) -> int | None:
+    """Device bytes impute_many's compiled program needs for this batch (XLA's account; the
+    program is compiled, not run): for choosing a simulation study's batch size."""
+    from .run import program_memory
+    datasets = np.asarray(datasets, dtype=np.float64)
+    spec, settings = _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed,
+                                ordinal, outcome)
+    return program_memory(spec, settings, list(datasets))
+
+
 def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
                 chains: int = 2, seed: int = 0, fixed=(), ordinal=(), outcome: str | None = None,
                 progress: bool = False, stream=None):
@@ -152,18 +180,9 @@ def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 100
     (D, NIMPS, N, V) array of imputed data sets and the (D, 20, P) burn-in PSR array.
     """
     datasets = np.asarray(datasets, dtype=np.float64)
-    table = DataTable(tuple(names), datasets[0], "<simulated>",
-                      np.zeros(len(names), bool), None, False)
-    lines = _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome)
-    spec = build_spec(parse_script("\n".join(lines), None), table)
-    settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed)
+    spec, settings = _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed,
+                                ordinal, outcome)
     prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress) if progress else None
-    # missing-cell lists differ per data set; the model's incomplete set must cover all of them
-    incomplete_any = np.isnan(datasets).any(axis=(0, 1))
-    for v in spec.x_vars:
-        if incomplete_any[v.column] and spec.x_names.index(v.name) not in spec.incomplete:
-            raise ValueError(f"variable {v.name} is complete in the first data set but not in all; "
-                             "put a data set where it is incomplete first")
     raw = sample(spec, settings, datasets=list(datasets), progress=prog)
     out = np.stack([imputed_tables(spec, raw, nimps, chains, dataset=d, values=datasets[d])
                     for d in range(len(datasets))])

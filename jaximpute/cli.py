@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                                  "rerunning into it resumes the study")
     s.add_argument("--shard", default="0/1", help="run only batches k, k+n, k+2n, ... (k/n, for job "
                                                   "arrays; then `jaximpute merge`)")
+    s.add_argument("--memory", action="store_true",
+                   help="print each imputation program's device memory for the config's batch and "
+                        "the largest batch that fits, then exit (compiles, does not run)")
     s.add_argument("--distributed", action="store_true",
                    help="one process per host under jax.distributed (SLURM, Open MPI detected): "
                         "process k of n runs shard k/n, the last to finish writes the summary")
@@ -170,6 +173,9 @@ def cmd_simulate(args) -> int:
     shard = S.parse_shard(args.shard)
     out = _study_out(args)
     log = (lambda msg: None) if args.quiet else S.log_stderr
+    if args.memory:
+        print(S.memory_text(S.memory_plan(st, log=log)))
+        return 0
     if args.distributed:
         import jax
         jax.distributed.initialize()      # coordinator, process count and id from the scheduler

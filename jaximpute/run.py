@@ -121,10 +121,9 @@ def stack_data(datas: list[Data]) -> Data:
                 miss)
 
 
-def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | None = None,
-           progress: Progress | None = None) -> RawDraws:
-    """Run the sampler for the spec's table (or for several same-shaped value arrays)."""
-    t0 = time.perf_counter()
+def _program(spec: ModelSpec, settings: Settings, datasets, progress):
+    """The sampler's program and its inputs for the spec's table (or several same-shaped value
+    arrays): (structure, layout, cells, keys, data, runner, number of data sets)."""
     tables = datasets if datasets is not None else [spec.table.values]
     prepared = [prepare(spec, v) for v in tables]
     st, layout = prepared[0][0], prepared[0][1]
@@ -140,6 +139,26 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
                          warmup=settings.warmup_sweeps,
                          keep_post=settings.keep_post,
                          progress=progress, progress_every=progress.every if progress else 0)
+    return st, layout, cells, keys, data, runner, num_sets
+
+
+def program_memory(spec: ModelSpec, settings: Settings, datasets=None) -> int | None:
+    """Device bytes the compiled sampler needs for these data sets, by XLA's own account
+    (arguments + outputs + temporaries, less what outputs reuse of the arguments); None where
+    the backend does not say. Compiles the program without running it."""
+    *_, keys, data, runner, _ = _program(spec, settings, datasets, None)
+    m = runner.lower(keys, data).compile().memory_analysis()
+    if m is None:
+        return None
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+               - m.alias_size_in_bytes)
+
+
+def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | None = None,
+           progress: Progress | None = None) -> RawDraws:
+    """Run the sampler for the spec's table (or for several same-shaped value arrays)."""
+    t0 = time.perf_counter()
+    st, layout, cells, keys, data, runner, num_sets = _program(spec, settings, datasets, progress)
     t1 = time.perf_counter()
     compiled = runner.lower(keys, data).compile()
     t2 = time.perf_counter()

@@ -330,6 +330,68 @@ def run_unit(study: Study, ci: int, b: int, log=None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def device_memory_limit() -> tuple[int | None, str]:
+    """(bytes, where from) of memory the first local device can use: a GPU's allocator limit,
+    or half the machine's RAM on CPU (the rest for the host side of the study)."""
+    import jax
+    dev = jax.local_devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{dev.device_kind} allocator limit"
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return ram // 2, "half the machine's RAM"
+    except (ValueError, OSError, AttributeError):
+        return None, "unknown"
+
+
+def memory_plan(study: Study, log=None) -> pd.DataFrame:
+    """Device memory of each condition's imputation programs, by XLA's own account
+    (api.impute_many_memory: compiled, not run) for batches of 1 and of the config's size; the
+    growth per data set is their difference over batch - 1, and the largest batch that fits the
+    device is (limit - fixed part) / growth. Rows per condition and imputation method."""
+    from .api import impute_many_memory
+
+    limit, source = device_memory_limit()
+    rows = []
+    for ci, cond in enumerate(study.conditions):
+        d = cond.design
+        _, inc = generate_batch(study.seed, ci, np.arange(study.batch), d)
+        for method in study.methods:
+            if method in DIRECT_METHODS:
+                continue
+            model, outcome = IMPUTATION_MODELS[method]
+            ordinal = ("x",) if d.cuts and method == "focal" else ()
+            kw = dict(outcome=outcome, ordinal=ordinal, nimps=study.nimps, burn=study.burn,
+                      thin=study.thin, chains=study.chains, seed=1)
+            one = impute_many_memory(inc[:1], list(NAMES), model, **kw)
+            full = impute_many_memory(inc, list(NAMES), model, **kw) if study.batch > 1 else one
+            per = (full - one) / max(study.batch - 1, 1) if None not in (one, full) else None
+            fits = int((limit - (one - per)) // per) if per and limit else None
+            rows.append({"condition": cond.name, "method": method, "batch": study.batch,
+                         "bytes_batch_1": one, "bytes_batch": full, "bytes_per_data_set": per,
+                         "limit_bytes": limit, "limit_source": source, "largest_batch": fits})
+            if log:
+                log(f"  {cond.name}, {method}: {full / 2**20:.1f} MiB for a batch of {study.batch}")
+    return pd.DataFrame(rows)
+
+
+def memory_text(plan: pd.DataFrame) -> str:
+    mib = lambda v: "-" if v is None or not np.isfinite(v) else f"{v / 2**20:,.1f}"  # noqa: E731
+    lines = ["| condition | method | MiB, batch of 1 | MiB, batch of the config | MiB per data set | "
+             "largest batch that fits |", "|---|---|---|---|---|---|"]
+    for r in plan.itertuples():
+        lines.append(f"| {r.condition} | {r.method} | {mib(r.bytes_batch_1)} | {mib(r.bytes_batch)} "
+                     f"({r.batch}) | {mib(r.bytes_per_data_set)} | "
+                     f"{'-' if r.largest_batch is None or r.largest_batch != r.largest_batch else f'{int(r.largest_batch):,}'} |")
+    if len(plan):
+        lines.append(f"\nLimit: {mib(plan['limit_bytes'].iloc[0])} MiB ({plan['limit_source'].iloc[0]}). "
+                     "Device memory by XLA's account of the compiled programs (arguments, outputs "
+                     "and temporaries). The analysis fits run in chunks of 2,000 data sets: "
+                     "float64 design arrays of 56 bytes per row and data set (110 MB for 1,000 rows).")
+    return "\n".join(lines)
+
+
 def _unit_file(out: Path, ci: int, b: int) -> Path:
     return out / "reps" / f"c{ci:03d}-b{b:05d}.csv"
 

@@ -215,3 +215,22 @@ def test_batch_sharded_over_four_devices_equals_one_device(tmp_path):
     miss = np.isnan(out[1]["inc"][0])
     assert np.abs(one[0, 0][miss] - one[0, 1][miss]).max() > 0.1
     np.testing.assert_allclose(out[4]["psr"], out[1]["psr"], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_memory_plan_grows_with_the_batch(tmp_path, capsys):
+    """--memory compiles each imputation program for a batch of 1 and of the config's size and
+    reads XLA's memory account: more data sets need more memory, and the largest batch that
+    fits follows from the growth per data set."""
+    p = write(tmp_path, TINY.replace('methods = ["random intercept", "listwise", "complete"]',
+                                     'methods = ["random intercept", "complete"]')
+              .replace("batch = 2", "batch = 4"))
+    st = S.load_study(p)
+    plan = S.memory_plan(st)
+    assert list(plan["method"]) == ["random intercept", "random intercept"]
+    r = plan.iloc[0]
+    assert 0 < r.bytes_batch_1 < r.bytes_batch
+    assert r.bytes_per_data_set == pytest.approx((r.bytes_batch - r.bytes_batch_1) / 3)
+    assert r.largest_batch > 4 and r.largest_batch * r.bytes_per_data_set <= r.limit_bytes
+    assert main(["simulate", str(p), "--memory", "-q"]) == 0
+    assert "largest batch that fits" in capsys.readouterr().out
