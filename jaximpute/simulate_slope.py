@@ -77,7 +77,7 @@ from scipy import stats
 from .pool import rubin
 from .simulate import markdown_table, records_frame
 
-METHODS = ("focal", "focal, x continuous", "random intercept", "listwise", "complete")
+METHODS = ("focal", "focal, x continuous", "random intercept", "single-level", "listwise", "complete")
 FIXED = ("(Intercept)", "x", "w", "x:w")
 VARIANCES = ("var(u0)", "var(u1)", "cov(u0,u1)", "residual")
 PARAMETERS = FIXED + VARIANCES
@@ -230,6 +230,32 @@ def _frame(records: dict, cond: str, method: str, rep0: int, psr=None) -> pd.Dat
     return records_frame(records, method, rep0, psr, condition=cond)
 
 
+def method_records(method: str, full, inc, d: Design, g, *, nimps: int, burn: int, thin: int,
+                   chains: int, seed: int | None, models=MODELS):
+    """One method on a batch of replications: (records, last-window PSR per replication or None,
+    imputation seconds or None). `full` and `inc` are the (B, N, 4) complete and incomplete data
+    sets, `g` the cluster index of each row; `models` maps imputation methods to (MODEL, OUTCOME)."""
+    from .api import impute_many   # JAX starts only when imputing
+
+    if method == "complete":
+        return records_direct(fit_batch(full, g, d.clusters), d), None, None
+    if method == "listwise":
+        keep = ~np.isnan(inc[..., 1:]).any(axis=-1)
+        return records_direct(fit_batch(np.nan_to_num(inc), g, d.clusters, weight=keep.astype(float)), d), None, None
+    t0 = time.perf_counter()
+    model, outcome = models[method]
+    ordinal = ("x",) if d.ordinal and method == "focal" else ()
+    imputed, burn_psr = impute_many(inc, list(NAMES), model, outcome=outcome, ordinal=ordinal,
+                                    nimps=nimps, burn=burn, thin=thin, chains=chains, seed=seed)
+    if np.isnan(imputed).any():
+        raise RuntimeError(f"{method} imputation left missing values")
+    psr = np.nanmax(np.asarray(burn_psr)[:, -1, :], axis=-1)
+    t_imp = time.perf_counter() - t0
+    nb = len(inc)
+    fit = fit_batch(imputed.reshape(nb * nimps, -1, 4), g, d.clusters)
+    return records_pooled(fit, nb, nimps, d), psr, t_imp
+
+
 def run_study(designs=(Design(50, 20), Design(100, 10)), reps: int = 200, *, nimps: int = 20,
               burn: int = 2000, thin: int = 100, chains: int = 2, seed: int = 20261124,
               batch: int = 100, methods=("focal", "random intercept", "listwise", "complete"),
@@ -241,8 +267,6 @@ def run_study(designs=(Design(50, 20), Design(100, 10)), reps: int = 200, *, nim
     data sets is imputed by one compiled program (an engine seed drawn per condition, method
     and batch). ``attrs`` of the summary hold realised missing rates, timings and settings.
     """
-    from .api import impute_many   # JAX starts only when imputing
-
     root = np.random.SeedSequence(seed)
     frames, rates, timing = [], {}, {}
     for ci, (d, cseq) in enumerate(zip(designs, root.spawn(len(designs)))):
@@ -257,30 +281,13 @@ def run_study(designs=(Design(50, 20), Design(100, 10)), reps: int = 200, *, nim
             full = np.stack([p[0] for p in pairs])
             inc = np.stack([p[1] for p in pairs])
             miss.append(np.isnan(inc[..., 1:]).mean(axis=1))
-            nb = stop - start
             for method in methods:
                 t0 = time.perf_counter()
-                psr = None
-                if method == "complete":
-                    rec = records_direct(fit_batch(full, g, d.clusters), d)
-                elif method == "listwise":
-                    keep = ~np.isnan(inc[..., 1:]).any(axis=-1)
-                    rec = records_direct(fit_batch(np.nan_to_num(inc), g, d.clusters,
-                                                   weight=keep.astype(float)), d)
-                else:
-                    model, outcome = MODELS[method]
-                    ordinal = ("x",) if d.ordinal and method == "focal" else ()
-                    eseed = int(engine_rng.integers(1, 2**31 - 1))
-                    imputed, burn_psr = impute_many(inc, list(NAMES), model, outcome=outcome,
-                                                    ordinal=ordinal, nimps=nimps, burn=burn,
-                                                    thin=thin, chains=chains, seed=eseed)
-                    if np.isnan(imputed).any():
-                        raise RuntimeError(f"{method} imputation left missing values")
-                    psr = np.nanmax(np.asarray(burn_psr)[:, -1, :], axis=-1)
-                    t1 = time.perf_counter()
-                    fit = fit_batch(imputed.reshape(nb * nimps, -1, 4), g, d.clusters)
-                    rec = records_pooled(fit, nb, nimps, d)
-                    timing[(d.name, method, "impute")] = timing.get((d.name, method, "impute"), 0.0) + t1 - t0
+                eseed = None if method in ("complete", "listwise") else int(engine_rng.integers(1, 2**31 - 1))
+                rec, psr, t_imp = method_records(method, full, inc, d, g, nimps=nimps, burn=burn,
+                                                 thin=thin, chains=chains, seed=eseed)
+                if t_imp is not None:
+                    timing[(d.name, method, "impute")] = timing.get((d.name, method, "impute"), 0.0) + t_imp
                 secs = time.perf_counter() - t0
                 timing[(d.name, method, "total")] = timing.get((d.name, method, "total"), 0.0) + secs
                 frames.append(_frame(rec, d.name, method, start, psr))
@@ -345,15 +352,22 @@ def summarise(reps_df: pd.DataFrame, designs) -> pd.DataFrame:
     return out.sort_values(["_c", "_p", "_m"]).drop(columns=["_c", "_p", "_m"]).reset_index(drop=True)
 
 
-def to_markdown(summary: pd.DataFrame) -> str:
-    cols = ["condition", "parameter", "method", "true", "mean", "rel_bias_pct", "mc_se", "rmse",
-            "coverage", "se_ratio", "fmi", "max_psr", "diff_complete", "diff_mc_se"]
-    head = ["condition", "parameter", "method", "true", "mean", "rel. bias %", "MC SE", "RMSE",
-            "coverage", "SE / SD", "FMI", "max PSR", "diff. vs complete", "its MC SE"]
-    fmt = {"true": "{:.3f}", "mean": "{:.4f}", "rel_bias_pct": "{:+.1f}", "mc_se": "{:.4f}",
-           "rmse": "{:.4f}", "coverage": "{:.3f}", "ci_width": "{:.4f}", "se_ratio": "{:.3f}", "fmi": "{:.3f}",
-           "max_psr": "{:.3f}", "diff_complete": "{:+.4f}", "diff_mc_se": "{:.4f}"}
-    return markdown_table(summary, cols, head, fmt)
+# headers and number formats of the summary's columns, for the markdown tables
+COLUMN_HEADS = {"condition": "condition", "parameter": "parameter", "method": "method", "reps": "reps",
+                "true": "true", "mean": "mean", "rel_bias_pct": "rel. bias %", "mc_se": "MC SE",
+                "rmse": "RMSE", "coverage": "coverage", "ci_width": "CI width", "se_ratio": "SE / SD",
+                "fmi": "FMI", "max_psr": "max PSR", "diff_complete": "diff. vs complete",
+                "diff_mc_se": "its MC SE", "seconds_per_rep": "s / rep"}
+COLUMN_FORMATS = {"true": "{:.3f}", "mean": "{:.4f}", "rel_bias_pct": "{:+.1f}", "mc_se": "{:.4f}",
+                  "rmse": "{:.4f}", "coverage": "{:.3f}", "ci_width": "{:.4f}", "se_ratio": "{:.3f}",
+                  "fmi": "{:.3f}", "max_psr": "{:.3f}", "diff_complete": "{:+.4f}", "diff_mc_se": "{:.4f}",
+                  "seconds_per_rep": "{:.3f}", "reps": "{:.0f}"}
+
+
+def to_markdown(summary: pd.DataFrame, cols=("condition", "parameter", "method", "true", "mean",
+                                             "rel_bias_pct", "mc_se", "rmse", "coverage", "se_ratio",
+                                             "fmi", "max_psr", "diff_complete", "diff_mc_se")) -> str:
+    return markdown_table(summary, list(cols), [COLUMN_HEADS[c] for c in cols], COLUMN_FORMATS)
 
 
 def run_or_render(args, designs, methods, command: str, log=print):

@@ -67,8 +67,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import JaxImputeError, did_you_mean
-from .simulate_slope import (MODELS, NAMES, Design, fit_batch, records_direct, records_pooled,
-                             summarise)
+from .simulate_slope import MODELS, NAMES, Design, method_records, summarise
 
 try:                      # Python 3.11+
     import tomllib
@@ -295,7 +294,6 @@ def _engine_seed(study: Study, ci: int, b: int, method: str) -> int:
 
 def run_unit(study: Study, ci: int, b: int, log=None) -> pd.DataFrame:
     """Generate, impute, analyse and pool one batch: its per-replication records."""
-    from .api import impute_many
     from .simulate import records_frame
 
     cond = study.conditions[ci]
@@ -307,21 +305,10 @@ def run_unit(study: Study, ci: int, b: int, log=None) -> pd.DataFrame:
     frames = []
     for method in study.methods:
         t0 = time.perf_counter()
-        psr = None
-        if method == "complete":
-            rec = records_direct(fit_batch(full, g, d.clusters), d)
-        elif method == "listwise":
-            keep = ~np.isnan(inc[..., 1:]).any(axis=-1)
-            rec = records_direct(fit_batch(np.nan_to_num(inc), g, d.clusters, weight=keep.astype(float)), d)
-        else:
-            model, outcome = IMPUTATION_MODELS[method]
-            ordinal = ("x",) if d.cuts and method == "focal" else ()
-            imputed, burn_psr = impute_many(inc, list(NAMES), model, outcome=outcome, ordinal=ordinal,
-                                            nimps=study.nimps, burn=study.burn, thin=study.thin,
-                                            chains=study.chains, seed=_engine_seed(study, ci, b, method))
-            psr = np.nanmax(np.asarray(burn_psr)[:, -1, :], axis=-1)
-            fit = fit_batch(imputed.reshape(len(reps) * study.nimps, -1, 4), g, d.clusters)
-            rec = records_pooled(fit, len(reps), study.nimps, d)
+        eseed = None if method in DIRECT_METHODS else _engine_seed(study, ci, b, method)
+        rec, psr, _ = method_records(method, full, inc, d, g, nimps=study.nimps, burn=study.burn,
+                                     thin=study.thin, chains=study.chains, seed=eseed,
+                                     models=IMPUTATION_MODELS)
         secs = time.perf_counter() - t0
         fr = records_frame(rec, method, start, psr, condition=cond.name)
         frames.append(fr.assign(seconds=secs / len(reps)))
@@ -549,15 +536,10 @@ def write_plots(summ: pd.DataFrame, dest: Path) -> list[Path]:
 
 def summary_text(summ: pd.DataFrame) -> str:
     """The summary as a markdown table: the columns a methodologist reads first."""
-    from .simulate import markdown_table
-    cols = ["condition", "parameter", "method", "reps", "true", "mean", "rel_bias_pct", "rmse",
-            "coverage", "ci_width", "se_ratio", "fmi", "max_psr", "seconds_per_rep"]
-    head = ["condition", "parameter", "method", "reps", "true", "mean", "rel. bias %", "RMSE",
-            "coverage", "CI width", "SE / SD", "FMI", "max PSR", "s / rep"]
-    fmt = {"true": "{:.3f}", "mean": "{:.4f}", "rel_bias_pct": "{:+.1f}", "rmse": "{:.4f}",
-           "coverage": "{:.3f}", "ci_width": "{:.4f}", "se_ratio": "{:.3f}", "fmi": "{:.3f}",
-           "max_psr": "{:.3f}", "seconds_per_rep": "{:.3f}", "reps": "{:.0f}"}
-    return markdown_table(summ, cols, head, fmt)
+    from .simulate_slope import to_markdown
+    return to_markdown(summ, ("condition", "parameter", "method", "reps", "true", "mean",
+                              "rel_bias_pct", "rmse", "coverage", "ci_width", "se_ratio", "fmi",
+                              "max_psr", "seconds_per_rep"))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
