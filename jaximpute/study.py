@@ -479,7 +479,62 @@ def write_summary(study: Study, folders, dest: str | Path, *, parquet: bool = Fa
                               f"written in {dest}") from None
     if plots:
         write_plots(summ, dest)
+    (dest / "summary.md").write_text(summary_page(study, summ, reps, plots=plots))
     return summ
+
+
+def missing_rates(study: Study, reps: int | None = None) -> dict[str, dict[str, float]]:
+    """Realised missing rates of y, x and w per condition (the generator redrawn on device)."""
+    out = {}
+    for ci, cond in enumerate(study.conditions):
+        _, inc = generate_batch(study.seed, ci, np.arange(reps or study.reps), cond.design)
+        out[cond.name] = dict(zip(("y", "x", "w"), np.isnan(inc[..., 1:]).mean(axis=(0, 1)).tolist()))
+    return out
+
+
+def summary_page(study: Study, summ: pd.DataFrame, reps: pd.DataFrame, *, plots: bool = True) -> str:
+    """summary.md: the study's settings, realised missing rates, results table, plots and time."""
+    import platform
+
+    import jax
+    rates = missing_rates(study)
+    n_done = reps.groupby("condition")["rep"].nunique()
+    cond_rows = "\n".join(
+        f"| {c.name} | {c.design.clusters} x {c.design.cluster_size} | {c.design.mechanism} | "
+        f"{rates[c.name]['y']:.3f} | {rates[c.name]['x']:.3f} | {rates[c.name]['w']:.3f} | "
+        f"{int(n_done.get(c.name, 0))} of {study.reps} |" for c in study.conditions)
+    secs = reps.groupby("method")["seconds"].mean()
+    time_rows = "\n".join(f"| {m} | {secs[m]:.3f} |" for m in study.methods if m in secs)
+    figs = ("\n## Plots\n\n![standardised bias](bias.png)\n\n![coverage](coverage.png)\n"
+            if plots else "")
+    return f"""# Simulation study: {Path(study.source).name}
+
+{study.reps} replications per condition in batches of {study.batch}; imputation: {study.nimps}
+imputations, burn-in {study.burn}, {study.thin} sweeps between imputations, {study.chains} chains;
+analysis `y ~ x + w + x:w + (x | cluster)` by REML, pooled by Rubin's rules (df.com = J - 2).
+Methods: {", ".join(study.methods)}. Seed {study.seed}.
+
+| condition | clusters x size | mechanism | missing y | missing x | missing w | replications done |
+|---|---|---|---|---|---|---|
+{cond_rows}
+
+## Results
+
+Coverage: of the 95% intervals (fixed effects). SE / SD: mean standard error over the SD of the
+estimates. FMI: mean fraction of missing information. max PSR: the largest last-burn-in-window
+PSR over the replications.
+
+{summary_text(summ)}
+{figs}
+## Time
+
+Seconds per replication by method (this run: {platform.machine()}, {os.cpu_count()} cores,
+jax {jax.__version__} on {jax.default_backend()}):
+
+| method | seconds per replication |
+|---|---|
+{time_rows}
+"""
 
 
 def write_plots(summ: pd.DataFrame, dest: Path) -> list[Path]:

@@ -147,6 +147,7 @@ def test_resumed_and_sharded_studies_equal_one_run(tmp_path, compile_cache, caps
     assert len(ref) == 2 * 3 * 8 * 4          # conditions x methods x parameters x reps
     assert (whole / "summary.csv").exists()
     assert (whole / "bias.png").stat().st_size > 10_000 and (whole / "coverage.png").stat().st_size > 10_000
+    assert "| MCAR | 12 x 4 | MCAR |" in (whole / "summary.md").read_text()
 
     part = tmp_path / "resumed"
     assert S.run_study(st, part, stop_after=1) == [(0, 0)]             # interrupted after a batch
