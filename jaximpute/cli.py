@@ -181,7 +181,7 @@ def cmd_simulate(args) -> int:
         jax.distributed.initialize()      # coordinator, process count and id from the scheduler
         shard = (jax.process_index(), jax.process_count())
     _enable_compilation_cache()
-    S.run_study(st, out, shard=shard, log=log)
+    S.run_study(st, out, shard=shard, log=log, bar=not args.quiet and sys.stderr.isatty())
     missing = [u for u in st.units() if not S._unit_file(out, *u).exists()]
     if missing:
         if not args.quiet:

@@ -11,9 +11,11 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int, label: str = "sampling", stream=None, enabled: bool = True):
+    def __init__(self, total: int, label: str = "sampling", stream=None, enabled: bool = True,
+                 unit: str = "sweep"):
         self.total = max(int(total), 1)
         self.label = label
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -39,10 +41,10 @@ class Progress:
         eta = elapsed / done * (self.total - done)
         if self.tty:
             bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
-            self.stream.write(f"\r  {self.label} [{bar}] {pct:3d}%  sweep {done}/{self.total}"
+            self.stream.write(f"\r  {self.label} [{bar}] {pct:3d}%  {self.unit} {done}/{self.total}"
                               f"  ~{eta:.0f}s left ")
         else:
-            self.stream.write(f"  {self.label}: sweep {done}/{self.total} ({pct}%), "
+            self.stream.write(f"  {self.label}: {self.unit} {done}/{self.total} ({pct}%), "
                               f"{elapsed:.1f}s elapsed\n")
         self.stream.flush()
 

@@ -401,10 +401,13 @@ def _claim_folder(study: Study, out: Path) -> None:
 
 
 def run_study(study: Study, out: str | Path, *, shard: tuple[int, int] = (0, 1), log=None,
-              stop_after: int | None = None) -> list[tuple[int, int]]:
+              bar: bool = False, stop_after: int | None = None) -> list[tuple[int, int]]:
     """Run this shard's batches that are not in OUT yet; returns the (condition, batch) pairs run.
 
-    `stop_after` stops after that many batches (tests use it to interrupt a study)."""
+    `log` gets a line per method and batch; with `bar` (a terminal) a progress bar across the
+    batches replaces the per-method lines. `stop_after` stops after that many batches (tests use
+    it to interrupt a study)."""
+    from .progress import Progress
     out = Path(out)
     _claim_folder(study, out)
     k, n = shard
@@ -414,19 +417,25 @@ def run_study(study: Study, out: str | Path, *, shard: tuple[int, int] = (0, 1),
         log(f"{len(todo) - len(pending)} of {len(todo)} batches already done; {len(pending)} to run")
     done = []
     t_start = time.perf_counter()
+    progress = Progress(len(pending), label="batches", unit="batch") if bar and pending else None
     for i, (ci, b) in enumerate(pending):
         if stop_after is not None and len(done) >= stop_after:
             break
-        recs = run_unit(study, ci, b, log=log)
+        recs = run_unit(study, ci, b, log=None if progress else log)
         dest = _unit_file(out, ci, b)
         tmp = dest.with_suffix(".tmp")
         recs.to_csv(tmp, index=False)
         os.replace(tmp, dest)             # a batch is on disk whole or not at all
         done.append((ci, b))
-        if log:
+        if progress:
+            progress.start = progress.start or t_start     # count the first batch's time too
+            progress(i)
+        elif log:
             el = time.perf_counter() - t_start
             log(f"[{i + 1}/{len(pending)}] batch {b + 1} of {study.conditions[ci].name} done; "
                 f"{el:.0f} s elapsed, ~{el / (i + 1) * (len(pending) - i - 1):.0f} s left")
+    if progress:
+        progress.close()
     return done
 
 
