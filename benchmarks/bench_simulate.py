@@ -95,6 +95,9 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=None, help="jaximpute replications (one batch; default 100)")
     p.add_argument("--r-reps", type=int, default=None, help="replications per R pipeline (default 2)")
     p.add_argument("--maxit", type=int, default=20, help="mice iterations (default 20)")
+    p.add_argument("--chains", type=int, default=None,
+                   help="jaximpute chains (default: the config's 2; 1 runs jomo's 4,000 sweeps per "
+                        "data set exactly: burn-in + 20 x 100)")
     p.add_argument("--no-r", action="store_true", help="skip R")
     a = p.parse_args(argv)
     a.reps = a.reps or (20 if a.quick else 100)
@@ -102,7 +105,7 @@ def parse_args(argv=None):
     return a
 
 
-def ours(study, reps: int, tmp: Path) -> list[dict]:
+def ours(study, reps: int, tmp: Path, chains: int) -> list[dict]:
     """Two `jaximpute simulate` processes (cold, then cached) of `reps` replications each."""
     cond = study.conditions[0]
     d = cond.design
@@ -116,7 +119,7 @@ methods = ["focal"]
 nimps = {study.nimps}
 burn = {study.burn}
 thin = {study.thin}
-chains = {study.chains}
+chains = {chains}
 [[conditions]]
 clusters = {d.clusters}
 cluster_size = {d.cluster_size}
@@ -155,10 +158,12 @@ def main(argv=None) -> int:
     d = st.conditions[0].design
     lines = ["# bench_simulate", "", f"Machine: {machine_line()}.", "",
              f"Condition {st.conditions[0].name} of {CONFIG.name}; {st.nimps} imputations, burn-in "
-             f"{st.burn}, {st.thin} between imputations; analysis REML + Rubin's rules.", ""]
+             f"{st.burn}, {st.thin} between imputations; jaximpute with {a.chains or st.chains} chain(s) "
+             f"({st.burn + -(-st.nimps // (a.chains or st.chains)) * st.thin} sweeps each; jomo.lmer: one chain of "
+             f"{st.burn + st.nimps * st.thin} iterations); analysis REML + Rubin's rules.", ""]
     with tempfile.TemporaryDirectory(prefix="jaximpute-bench-sim-") as tmp:
         tmp = Path(tmp)
-        runs = ours(st, a.reps, tmp)
+        runs = ours(st, a.reps, tmp, a.chains or st.chains)
         _, inc = S.generate_batch(st.seed, 0, np.arange(a.r_reps), d)
         num = lambda v: "NA" if np.isnan(v) else repr(float(v))  # noqa: E731
         rows = ["rep,cluster,y,x,w"] + [f"{r + 1},{int(c)},{num(y)},{num(x)},{num(w)}"
