@@ -586,7 +586,7 @@ def write_plots(summ: pd.DataFrame, dest: Path) -> list[Path]:
                 ax.axvline(0.95, color="grey", lw=0.8)
                 ax.set_xlabel(f"coverage of 95% intervals ({reps} replications)")
             ax.set_yticks(np.arange(len(sel)), sel)
-            ax.invert_yaxis()
+            ax.set_ylim(len(sel) - 0.5, -0.5)      # the first parameter on top, as in the table
             ax.set_title(cond, fontsize=10)
             ax.grid(axis="x", alpha=0.3)
         axes[0][-1].legend(fontsize=8, loc="best")
