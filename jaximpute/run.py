@@ -108,6 +108,21 @@ def chain_keys_like(keys, num_sets: int):
     return jnp.concatenate([keys, jnp.repeat(keys[-1:], extra, axis=0)])
 
 
+def _bucket(m: int, universe: int) -> int:
+    """A padded length for an index list of m cells out of `universe` (rows, or clusters for a
+    level-2 variable): the universe itself when it is at most 256, else m rounded up to a
+    multiple of universe / 8, at most the universe. The largest count over a batch's data sets
+    varies from batch to batch (279-319 of 1,000 rows over the batches of configs/sim_slope.toml);
+    with these few lengths a study's batches share one compiled program, where every batch
+    recompiled it (8 s of a 29 s batch). The padded slots cost a little imputation work."""
+    if m == 0:
+        return 0
+    if universe <= 256:          # a few hundred clusters or rows: all of them
+        return max(universe, m)
+    step = universe // 8
+    return min(max(universe, m), -(-m // step) * step)
+
+
 def stack_data(datas: list[Data]) -> Data:
     """Stack same-shaped data sets along a new leading axis, padding missing-cell index lists."""
     def pad(arrs, fill):
@@ -116,6 +131,7 @@ def stack_data(datas: list[Data]) -> Data:
     first = datas[0]
     miss = tuple(pad([d.miss_index[k] for d in datas], np.iinfo(np.int32).max)
                  for k in range(len(first.miss_index)))
+
     return Data(np.stack([d.x for d in datas]),
                 type(first.clusters)(*[np.stack(parts) for parts in zip(*[d.clusters for d in datas])]),
                 miss)
@@ -128,8 +144,14 @@ def _program(spec: ModelSpec, settings: Settings, datasets, progress):
     prepared = [prepare(spec, v) for v in tables]
     st, layout = prepared[0][0], prepared[0][1]
     cells = [p[3] for p in prepared]
-    data = stack_data([p[2] for p in prepared]) if len(prepared) > 1 else \
-        jax.tree_util.tree_map(lambda a: np.asarray(a)[None], prepared[0][2])
+    if len(prepared) > 1:
+        data = stack_data([p[2] for p in prepared])
+        universe = [st.num_clusters if st.var_levels[v] == 2 else data.x.shape[1] for v in st.incomplete]
+        data = data._replace(miss_index=tuple(       # padding: out-of-range indices, dropped
+            np.pad(a, ((0, 0), (0, _bucket(a.shape[1], u) - a.shape[1])), constant_values=np.iinfo(np.int32).max)
+            for a, u in zip(data.miss_index, universe)))
+    else:
+        data = jax.tree_util.tree_map(lambda a: np.asarray(a)[None], prepared[0][2])
     counts = tuple(int(a.shape[1]) for a in data.miss_index)
     st = st._replace(num_missing=counts)
     num_sets = len(tables)
@@ -154,13 +176,38 @@ def program_memory(spec: ModelSpec, settings: Settings, datasets=None) -> int | 
                - m.alias_size_in_bytes)
 
 
+_COMPILED: dict = {}          # (structure, settings, input shapes) -> compiled runner, this process
+
+
+def _compiled(runner, st, settings: Settings, keys, data, cacheable: bool):
+    """The runner compiled for these inputs' shapes, reused within the process: the batches of
+    a simulation study have the same structure and shapes, and tracing and lowering the sweep
+    again cost 2 s a batch even when the persistent cache holds the XLA executable. Runs with
+    a progress callback are not kept (the callback is part of the program)."""
+    if not cacheable:
+        return runner.lower(keys, data).compile()
+    shapes = jax.tree_util.tree_map(lambda a: (tuple(a.shape), str(a.dtype), str(getattr(a, "sharding", ""))),
+                                    (keys, data))
+    key = (st, settings.burn, settings.sweeps_per_save, settings.num_saves, settings.warmup_sweeps,
+           settings.keep_post, str(jax.tree_util.tree_structure(shapes)),
+           tuple(jax.tree_util.tree_leaves(shapes, is_leaf=lambda x: isinstance(x, tuple) and len(x) == 3
+                                                                             and isinstance(x[1], str))))
+    hit = _COMPILED.get(key)
+    if hit is None:
+        hit = runner.lower(keys, data).compile()
+        if len(_COMPILED) >= 8:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = hit
+    return hit
+
+
 def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | None = None,
            progress: Progress | None = None) -> RawDraws:
     """Run the sampler for the spec's table (or for several same-shaped value arrays)."""
     t0 = time.perf_counter()
     st, layout, cells, keys, data, runner, num_sets = _program(spec, settings, datasets, progress)
     t1 = time.perf_counter()
-    compiled = runner.lower(keys, data).compile()
+    compiled = _compiled(runner, st, settings, keys, data, cacheable=progress is None)
     t2 = time.perf_counter()
     out = compiled(keys, data)
     # the one crossing back to the host: summaries, saved draws and imputed cells only
