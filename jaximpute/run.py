@@ -182,8 +182,10 @@ _COMPILED: dict = {}          # (structure, settings, input shapes) -> compiled 
 def _compiled(runner, st, settings: Settings, keys, data, cacheable: bool):
     """The runner compiled for these inputs' shapes, reused within the process: the batches of
     a simulation study have the same structure and shapes, and tracing and lowering the sweep
-    again cost 2 s a batch even when the persistent cache holds the XLA executable. Runs with
-    a progress callback are not kept (the callback is part of the program)."""
+    again cost 2 s a batch even when the persistent cache holds the XLA executable. Only batched
+    runs (impute_many) are kept: the key names the model, not the code, so a program traced
+    before a change to the sampler's functions (a test's monkeypatch) would be reused; and runs
+    with a progress callback are not kept (the callback is part of the program)."""
     if not cacheable:
         return runner.lower(keys, data).compile()
     shapes = jax.tree_util.tree_map(lambda a: (tuple(a.shape), str(a.dtype), str(getattr(a, "sharding", ""))),
@@ -207,7 +209,7 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
     t0 = time.perf_counter()
     st, layout, cells, keys, data, runner, num_sets = _program(spec, settings, datasets, progress)
     t1 = time.perf_counter()
-    compiled = _compiled(runner, st, settings, keys, data, cacheable=progress is None)
+    compiled = _compiled(runner, st, settings, keys, data, cacheable=progress is None and num_sets > 1)
     t2 = time.perf_counter()
     out = compiled(keys, data)
     # the one crossing back to the host: summaries, saved draws and imputed cells only
