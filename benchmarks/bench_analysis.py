@@ -501,7 +501,7 @@ def eval_costs(frames, formula):
                 jnp.asarray(ys), jnp.asarray(xs), jnp.asarray(zs))
             theta = jnp.asarray([1.0 if r == c else 0.0 for c in range(q) for r in range(c, q)])
             dev = lambda th, s: lmm._profiled(th, s, q, False)[0]  # noqa: E731
-            fns = {"eval": jax.jit(jax.vmap(lambda th, s: lmm._evaluate(th, s, q, False), in_axes=(None, 0))),
+            fns = {"eval": jax.jit(jax.vmap(lambda th, s: lmm._profiled(th, s, q, False), in_axes=(None, 0))),
                    "autodiff": jax.jit(jax.vmap(jax.value_and_grad(dev), in_axes=(None, 0)))}
             out = {}
             for k, fn in fns.items():
@@ -613,7 +613,7 @@ def part_where(a, lines, seed, batch):
     if costs:
         lines.append(f"One vmapped evaluation over the batch of {len(batch['frames'])} "
                      f"({len(batch['frames']) * 100:,} clusters): deviance + written-out gradient "
-                     f"{fmt(costs['eval'])} ms (`jaximpute.lmm._evaluate`, what each iteration of the "
+                     f"{fmt(costs['eval'])} ms (`jaximpute.lmm._profiled`, what each iteration of the "
                      f"fitter runs); deviance + reverse-mode autodiff gradient {fmt(costs['autodiff'])} ms "
                      "(mean of 20 calls each). The later call's run part, "
                      f"{fmt(batch['run'])} s, is about {fmt(1e3 * batch['run'] / costs['eval'])} evaluations' "

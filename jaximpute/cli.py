@@ -182,7 +182,7 @@ def cmd_simulate(args) -> int:
         shard = (jax.process_index(), jax.process_count())
     _enable_compilation_cache()
     S.run_study(st, out, shard=shard, log=log, bar=not args.quiet and sys.stderr.isatty())
-    missing = [u for u in st.units() if not S._unit_file(out, *u).exists()]
+    missing = S.pending_units(st, out)
     if missing:
         if not args.quiet:
             print(f"{out}: {len(st.units()) - len(missing)} of {len(st.units())} batches done; run the "

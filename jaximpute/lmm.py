@@ -407,11 +407,6 @@ ARMIJO = 1e-4    # sufficient-decrease constant of the backtracking line search
 MIN_STEP = 1e-12  # a line search that has shrunk its step below this has stalled
 
 
-def _evaluate(theta, s, q: int, reml: bool):
-    """(deviance, gradient, aux) at theta: the only deviance evaluation in the fitting program."""
-    return _profiled(theta, s, q, reml)
-
-
 def _direction(opt, grad, state, theta):
     """optax's L-BFGS direction (Liu & Nocedal 1989) from the accepted point theta; the steepest
     descent direction if that is not a descent direction (a memory spoilt by rounding)."""
@@ -434,13 +429,16 @@ def _converged(dev, grad, d):
     return (jnp.max(jnp.abs(grad)) < GTOL) | (_decrease(grad, d) < 1e-13 * jnp.maximum(1.0, jnp.abs(dev)))
 
 
-def _fit_start(theta0, num_theta: int):
+def _fit_start(theta0, p: int):
     """The state before the first evaluation: a zero-length step from theta0 that the first
     loop iteration accepts whatever the deviance (its reference deviance is +inf), so the program
-    evaluates the deviance in one place only."""
-    z = jnp.zeros(num_theta, theta0.dtype)
+    evaluates the deviance in one place only. `aux` holds _profiled's aux for p fixed effects,
+    written out (shaping it by eval_shape would trace the deviance a second time)."""
+    z = jnp.zeros_like(theta0)
+    aux = {"beta": jnp.zeros(p, theta0.dtype), "xvx": jnp.zeros((p, p), theta0.dtype),
+           "sigma2": jnp.zeros((), theta0.dtype)}
     return dict(theta=theta0, dev=jnp.array(jnp.inf, theta0.dtype), grad=z,
-                aux=None, state=optax.scale_by_lbfgs().init(theta0), d=z,
+                aux=aux, state=optax.scale_by_lbfgs().init(theta0), d=z,
                 step=jnp.array(0.0, theta0.dtype), done=jnp.array(False),
                 stalled=jnp.array(False), moves=jnp.array(-1))
 
@@ -458,7 +456,7 @@ def _fit_step(s, c, q: int, reml: bool):
     """
     opt = optax.scale_by_lbfgs()
     trial = c["theta"] + c["step"] * c["d"]
-    dev, grad, aux = _evaluate(trial, s, q, reml)
+    dev, grad, aux = _profiled(trial, s, q, reml)     # the program's only deviance evaluation
     slope = c["grad"] @ c["d"]
     active = ~(c["done"] | c["stalled"])
     ok = jnp.isfinite(dev) & jnp.all(jnp.isfinite(grad)) & (dev <= c["dev"] + ARMIJO * c["step"] * slope)
@@ -549,12 +547,7 @@ def _batched_fit(q: int, reml: bool, steps: int, num_clusters: int, weighted: bo
             stats = jax.vmap(lambda y, x, z: cluster_stats(y, x, z, g, num_clusters))(ys, xs, zs)
         lay = jax.vmap(cluster_layout)(stats)
         step = jax.vmap(lambda st, c: _fit_step(st, c, q, reml))
-        carry = jax.vmap(lambda _: _fit_start(theta0, theta0.shape[0]))(stats["yy"])
-        m, p = xs.shape[0], xs.shape[-1]
-        # the aux of an evaluation (see _profiled), written out: shaping it by eval_shape would
-        # trace the deviance and its gradient a second time (0.17 s of a 2 s cold fit)
-        carry["aux"] = {"beta": jnp.zeros((m, p), xs.dtype), "xvx": jnp.zeros((m, p, p), xs.dtype),
-                        "sigma2": jnp.zeros((m,), xs.dtype)}
+        carry = jax.vmap(lambda _: _fit_start(theta0, xs.shape[-1]))(stats["yy"])
 
         # iterate until every fit in the batch has converged or stalled, or has taken `steps`
         # L-BFGS steps (each may need several evaluations; 20 per step at most): a batch-level

@@ -188,12 +188,10 @@ def _compiled(runner, st, settings: Settings, keys, data, cacheable: bool):
     with a progress callback are not kept (the callback is part of the program)."""
     if not cacheable:
         return runner.lower(keys, data).compile()
-    shapes = jax.tree_util.tree_map(lambda a: (tuple(a.shape), str(a.dtype), str(getattr(a, "sharding", ""))),
-                                    (keys, data))
+    leaves, tree = jax.tree_util.tree_flatten((keys, data))
     key = (st, settings.burn, settings.sweeps_per_save, settings.num_saves, settings.warmup_sweeps,
-           settings.keep_post, str(jax.tree_util.tree_structure(shapes)),
-           tuple(jax.tree_util.tree_leaves(shapes, is_leaf=lambda x: isinstance(x, tuple) and len(x) == 3
-                                                                             and isinstance(x[1], str))))
+           settings.keep_post, tree,
+           tuple((a.shape, str(a.dtype), str(getattr(a, "sharding", ""))) for a in leaves))
     hit = _COMPILED.get(key)
     if hit is None:
         hit = runner.lower(keys, data).compile()

@@ -383,6 +383,12 @@ def _unit_file(out: Path, ci: int, b: int) -> Path:
     return out / "reps" / f"c{ci:03d}-b{b:05d}.csv"
 
 
+def pending_units(study: Study, out: str | Path, shard: tuple[int, int] = (0, 1)) -> list[tuple[int, int]]:
+    """This shard's (condition, batch) pairs whose records are not in OUT yet."""
+    k, n = shard
+    return [u for i, u in enumerate(study.units()) if i % n == k and not _unit_file(Path(out), *u).exists()]
+
+
 def _claim_folder(study: Study, out: Path) -> None:
     """Create OUT (or reuse it for the same study): refuse a folder written by another config,
     so a resumed study never mixes results of different settings."""
@@ -410,11 +416,10 @@ def run_study(study: Study, out: str | Path, *, shard: tuple[int, int] = (0, 1),
     from .progress import Progress
     out = Path(out)
     _claim_folder(study, out)
-    k, n = shard
-    todo = [u for i, u in enumerate(study.units()) if i % n == k]
-    pending = [u for u in todo if not _unit_file(out, *u).exists()]
+    pending = pending_units(study, out, shard)
     if log:
-        log(f"{len(todo) - len(pending)} of {len(todo)} batches already done; {len(pending)} to run")
+        todo = len(study.units()[shard[0]::shard[1]])
+        log(f"{todo - len(pending)} of {todo} batches already done; {len(pending)} to run")
     done = []
     t_start = time.perf_counter()
     progress = Progress(len(pending), label="batches", unit="batch") if bar and pending else None
