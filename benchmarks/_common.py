@@ -147,6 +147,38 @@ def r_peer(no_r: bool, announce: str, measure: Callable[[], object]):
     return (None, out) if isinstance(out, str) else (out, "")
 
 
+JOMO_PAIRS = """
+set.seed(1)
+run <- function(K) system.time(invisible(capture.output(suppressWarnings(
+  imp <- jomo.lmer(f, d, level = lev, nburn = K, nbetween = 1, nimp = 2, output = 0)))))[["elapsed"]]
+K0 <- 10
+tp <- sapply(c(K0, K0 + {pilot}), run)                      # pilot (and warm-up)
+per <- max((tp[2] - tp[1]) / {pilot}, 1e-4)
+N <- max(20, round({seconds} / per))
+cat("RESULT pilot", tp, per, "\\n")
+for (r in seq_len({repeats})) {{
+  t0 <- run(K0); t1 <- run(K0 + N)
+  cat("RESULT pair", r, K0, N, t0, t1, "\\n")
+}}
+"""
+
+
+def jomo_pairs(setup: str, files: dict[str, bytes], *, seconds: float, repeats: int, pilot: int,
+               timeout: float):
+    """jomo.lmer's time per iteration by differences: R code `setup` defines the data `d`, the
+    formula `f` and the levels `lev`; runs with nburn = K0 and K0 + N (N sized by a pilot of
+    `pilot` extra iterations so that one difference takes about `seconds`) are timed in turn,
+    `repeats` pairs, so start-up and fixed costs cancel. Returns the pairs (r, K0, N, t(K0),
+    t(K0 + N)) or an error text."""
+    code = setup + JOMO_PAIRS.format(pilot=pilot, seconds=seconds, repeats=repeats)
+    stdout, stderr, rc = run_r(code, timeout=timeout, files=files)
+    pairs = [tuple(r_results(line)["pair"]) for line in stdout.splitlines() if line.startswith("RESULT pair")]
+    if rc != 0 or not pairs:
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
+        return f"failed (exit {rc}): {tail}"
+    return pairs
+
+
 def r_results(stdout: str) -> dict[str, tuple[float, ...]]:
     """Lines `RESULT name v1 v2 ...` printed by an R script -> {name: (v1, v2, ...)}."""
     out = {}

@@ -44,7 +44,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import fmt, machine_line, median, r_peer, r_results, run_r, say, table  # noqa: E402
+from _common import fmt, jomo_pairs, machine_line, median, r_peer, say, table  # noqa: E402
 
 SCRIPT = ROOT / "configs" / "ex8_2.imp"
 SWEEPS_PER_CHAIN = 5000 + 10 * 2500        # BURN + ceil(NIMPS / CHAINS) * THIN
@@ -55,24 +55,13 @@ TARGET_S = 60.0
 COLUMNS = ("school condition esolpercent student abilitygrp female stanmath frlunch wave months "
            "probsolve efficacy").split()
 
-R_CODE = """
+R_SETUP = """
 suppressMessages({{ library(jomo); library(lme4) }})
 d <- read.csv("probsolve.csv", header = FALSE, na.strings = "-99", col.names = c({columns}))
 d <- d[, c("probsolve", "months", "efficacy", "stanmath", "condition", "frlunch", "student")]
 d$efficacy <- factor(d$efficacy); d$frlunch <- factor(d$frlunch)
 lev <- c(1, 1, 1, 2, 2, 2, 1)
 f <- probsolve ~ months + efficacy + stanmath + condition + months:condition + frlunch + (1 + months | student)
-set.seed(1)
-run <- function(K) system.time(invisible(capture.output(suppressWarnings(
-  imp <- jomo.lmer(f, d, level = lev, nburn = K, nbetween = 1, nimp = 2, output = 0)))))[["elapsed"]]
-K0 <- 10
-tp <- sapply(c(K0, K0 + 20), run)                      # pilot (and warm-up)
-per <- max((tp[2] - tp[1]) / 20, 1e-4)
-N <- max(20, round({seconds} / per))
-for (r in seq_len({repeats})) {{
-  t0 <- run(K0); t1 <- run(K0 + N)
-  cat("RESULT pair", r, K0, N, t0, t1, "\\n")
-}}
 """
 
 
@@ -105,13 +94,12 @@ def run_ex8_2(cache: Path, out: Path) -> dict:
 
 
 def measure_jomo(seconds: float, repeats: int):
-    code = R_CODE.format(columns=", ".join(f'"{c}"' for c in COLUMNS), seconds=seconds, repeats=repeats)
-    files = {"probsolve.csv": (ROOT / "configs" / "probsolve.csv").read_bytes()}
-    stdout, stderr, rc = run_r(code, timeout=300 + 4 * seconds * (repeats + 1), files=files)
-    pairs = [r_results(line)["pair"] for line in stdout.splitlines() if line.startswith("RESULT pair")]
-    if rc != 0 or not pairs:
-        tail = (stderr.strip().splitlines() or ["no output"])[-1]
-        return f"failed (exit {rc}): {tail}"
+    pairs = jomo_pairs(R_SETUP.format(columns=", ".join(f'"{c}"' for c in COLUMNS)),
+                       {"probsolve.csv": (ROOT / "configs" / "probsolve.csv").read_bytes()},
+                       seconds=seconds, repeats=repeats, pilot=20,
+                       timeout=300 + 4 * seconds * (repeats + 1))
+    if isinstance(pairs, str):
+        return pairs
     return median([1e3 * (t1 - t0) / n for _, _, n, t0, t1 in pairs]), int(pairs[0][2])
 
 

@@ -73,7 +73,7 @@ import _pin  # noqa: E402,F401  (--cpus N: pin before JAX starts its threads)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import (ROOT, fmt, machine_line, median, r_peer, r_results, run_r, say,  # noqa: E402
+from _common import (ROOT, fmt, jomo_pairs, machine_line, median, r_peer, say,  # noqa: E402
                      spread, table, time_interleaved)
 from jaximpute.compile import prepare  # noqa: E402
 from jaximpute.data import read_table  # noqa: E402
@@ -169,39 +169,24 @@ def check_sample(spec, sweeps: dict):
 
 # ------------------------------------------------------------------------------ jomo.lmer
 
-R_CODE = """
+R_SETUP = """
 suppressMessages({{ library(jomo); library(lme4) }})
 d <- read.csv("probsolve.csv", header = FALSE, na.strings = "-99",
               col.names = c({columns}))
 d <- d[, c("probsolve", "months", "efficacy", "stanmath", "condition", "frlunch", "student")]
 lev <- c(1, 1, 1, 2, 2, 2, 1)
 f <- {formula}
-set.seed(1)
-run <- function(K) system.time(invisible(capture.output(suppressWarnings(
-  imp <- jomo.lmer(f, d, level = lev, nburn = K, nbetween = 1, nimp = 2, output = 0)))))[["elapsed"]]
-K0 <- 10
-tp <- sapply(c(K0, K0 + 40), run)                      # pilot (and warm-up)
-per <- max((tp[2] - tp[1]) / 40, 1e-4)
-N <- max(20, round({seconds} / per))
-cat("RESULT pilot", tp, per, "\\n")
-for (r in seq_len({repeats})) {{
-  t0 <- run(K0); t1 <- run(K0 + N)
-  cat("RESULT pair", r, K0, N, t0, t1, "\\n")
-}}
 """
 
 
 def measure_jomo(seconds: float, repeats: int):
     """(ms per iteration, [per-pair ms], N, median fixed seconds of a K0 run) or an error text."""
-    code = R_CODE.format(columns=", ".join(f'"{c}"' for c in COLUMNS), formula=FORMULA,
-                         seconds=seconds, repeats=repeats)
-    files = {"probsolve.csv": (ROOT / "configs" / "probsolve.csv").read_bytes()}
-    stdout, stderr, rc = run_r(code, timeout=120 + 4 * seconds * (repeats + 1), files=files)
-    pairs = [tuple(v) for line in stdout.splitlines() if line.startswith("RESULT pair")
-             for v in [r_results(line)["pair"]]]
-    if rc != 0 or not pairs:
-        tail = (stderr.strip().splitlines() or ["no output"])[-1]
-        return f"failed (exit {rc}): {tail}"
+    pairs = jomo_pairs(R_SETUP.format(columns=", ".join(f'"{c}"' for c in COLUMNS), formula=FORMULA),
+                       {"probsolve.csv": (ROOT / "configs" / "probsolve.csv").read_bytes()},
+                       seconds=seconds, repeats=repeats, pilot=40,
+                       timeout=120 + 4 * seconds * (repeats + 1))
+    if isinstance(pairs, str):
+        return pairs
     per = [1e3 * (t1 - t0) / n for _, _, n, t0, t1 in pairs]
     return median(per), per, int(pairs[0][2]), median([p[3] for p in pairs])
 
