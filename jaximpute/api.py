@@ -107,10 +107,12 @@ def _words(names) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome) -> list[str]:
+def _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome,
+                  processors=None) -> list[str]:
     """The Blimp-style script that `impute` and `impute_many` run, as statements."""
+    procs = f" processors {processors}" if processors else ""
     lines = [f"VARIABLES: {' '.join(names)};", f"MODEL: {model};", f"BURN: {burn};",
-             f"THIN: {thin};", f"NIMPS: {nimps};", f"CHAINS: {chains};"]
+             f"THIN: {thin};", f"NIMPS: {nimps};", f"CHAINS: {chains}{procs};"]
     if seed is not None:
         lines.append(f"SEED: {seed};")
     for cmd, listed in (("FIXED", fixed), ("ORDINAL", ordinal)):
@@ -124,15 +126,18 @@ def _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal,
 def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
            chains: int = 2, seed: int | None = None, fixed=(), ordinal=(), outcome: str | None = None,
            missing: float | None = None, options=(), iterations: int | None = None,
-           progress: bool = False,
+           progress: bool = False, processors: int | None = None,
            stream=None) -> ImputationResult:
     """Impute a DataFrame (or a CSV path with a header row) with a Blimp-style MODEL string.
 
     Example: ``impute(df, "school ~ y x", nimps=20, burn=1000, thin=100, seed=1)``.
+    `processors` caps the programs run side by side on a CPU (default: one per core; see
+    jaximpute.run.parallel_split); 1 runs every chain vectorised in one program.
     """
     table = data if isinstance(data, DataTable) else (
         from_dataframe(data, missing) if isinstance(data, pd.DataFrame) else read_table(data, None, missing))
-    lines = _script_lines(table.names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome)
+    lines = _script_lines(table.names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome,
+                          processors)
     if iterations or not nimps:
         lines.append(f"ITERATIONS: {iterations or max(thin, 1000)};")
     if options:
@@ -141,13 +146,15 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
     return run(script, table, progress=progress, stream=stream)
 
 
-def _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, ordinal, outcome):
+def _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, ordinal, outcome,
+               processors=None):
     """The spec and settings of impute_many's batch (the model set up from the first data set)."""
     table = DataTable(tuple(names), datasets[0], "<simulated>",
                       np.zeros(len(names), bool), None, False)
     lines = _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome)
     spec = build_spec(parse_script("\n".join(lines), None), table)
-    settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed)
+    settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed,
+                        processors=processors)
     # missing-cell lists differ per data set; the model's incomplete set must cover all of them
     incomplete_any = np.isnan(datasets).any(axis=(0, 1))
     for v in spec.x_vars:
@@ -171,17 +178,18 @@ def impute_many_memory(datasets, names, model: str, *, nimps: int = 20, burn: in
 
 def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
                 chains: int = 2, seed: int = 0, fixed=(), ordinal=(), outcome: str | None = None,
-                progress: bool = False, stream=None):
+                progress: bool = False, stream=None, processors: int | None = None):
     """Impute a batch of same-shaped data sets in one compiled program (simulation studies).
 
     `datasets` is a (D, N, V) array (np.nan = missing) with columns `names`; every data set must
     have the same rows and clusters (only the values and which cells are missing may differ).
     The model (levels, standardisation) is set up from the first data set. Returns a
     (D, NIMPS, N, V) array of imputed data sets and the (D, 20, P) burn-in PSR array.
+    `processors`: as in `impute`.
     """
     datasets = np.asarray(datasets, dtype=np.float64)
     spec, settings = _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed,
-                                ordinal, outcome)
+                                ordinal, outcome, processors)
     prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress) if progress else None
     raw = sample(spec, settings, datasets=list(datasets), progress=prog)
     out = np.stack([imputed_tables(spec, raw, nimps, chains, dataset=d, values=datasets[d])
@@ -199,7 +207,7 @@ def run(script: Script, table: DataTable, *, progress: bool = True, stream=None)
     seed_drawn = script.seed is None
     seed = secrets.randbelow(2**31) if seed_drawn else int(script.seed)
     settings = Settings(burn=script.burn, thin=script.thin or 1, nimps=script.nimps,
-                        chains=script.chains, seed=seed,
+                        chains=script.chains, seed=seed, processors=script.processors,
                         keep_post=bool(script.estimates) or (not script.nimps and bool(script.iterations)),
                         iterations=script.iterations or 0)
     prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress)
@@ -281,6 +289,15 @@ def _estimates(spec: ModelSpec, raw: RawDraws, labels) -> pd.DataFrame:
     })
 
 
+def _programs_text(programs: tuple[int, int], requested: int | None) -> str:
+    """How the chains ran: vectorised in one program, or split over programs side by side."""
+    groups, axis = programs
+    asked = f"processors {requested} requested; " if requested else ""
+    if groups == 1:
+        return f" ({asked}vectorised in one program)"
+    return f" ({asked}run as {groups} programs side by side, one per CPU core)"
+
+
 def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report:
     s = spec.script
     settings_d = {
@@ -290,8 +307,7 @@ def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report
         "burn-in": f"{settings.burn} sweeps per chain",
         "thin": f"{settings.thin}",
         "imputations": f"{settings.nimps}",
-        "chains": f"{settings.chains}" + (f" (processors {s.processors} requested; chains run "
-                                          "vectorised on one device)" if s.processors else ""),
+        "chains": f"{settings.chains}" + _programs_text(raw.programs, s.processors),
         "sweeps per chain": f"{settings.sweeps_per_chain}",
         "prior": PRIOR_TEXT[spec.prior.name],
         **({"warm start": f"random slopes held near 0 in the first {settings.warmup_sweeps} burn-in sweeps"}

@@ -7,6 +7,7 @@ index (ARCHITECTURE.md: the host stays out of the loop otherwise).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 
@@ -21,6 +22,7 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = None          # set at the first sweep, so compile time is not counted
         self.last_pct = -1
+        self.lock = threading.Lock()
 
     @property
     def every(self) -> int:
@@ -30,13 +32,19 @@ class Progress:
     def __call__(self, t) -> None:
         if not self.enabled:
             return
-        done = int(t) + 1
-        if self.start is None:
-            self.start = time.perf_counter()
-        pct = int(100 * done / self.total)
-        if pct == self.last_pct:
-            return
-        self.last_pct = pct
+        # programs running side by side (jaximpute.run.parallel_split) each report their sweeps:
+        # show the furthest, once per percent
+        with self.lock:
+            done = int(t) + 1
+            if self.start is None:
+                self.start = time.perf_counter()
+            pct = int(100 * done / self.total)
+            if pct <= self.last_pct:
+                return
+            self.last_pct = pct
+            self._show(done, pct)
+
+    def _show(self, done: int, pct: int) -> None:
         elapsed = time.perf_counter() - self.start
         eta = elapsed / done * (self.total - done)
         if self.tty:

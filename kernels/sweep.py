@@ -148,14 +148,33 @@ class RunOutput(NamedTuple):
     post_psr: jax.Array      # (D, P) split R-hat of the post-burn-in trace (NaN without one)
 
 
+def diagnostics(burn_trace, post):
+    """Split R-hat on device, vmapped over data sets: Blimp's burn-in table (D, 20, P) from the
+    burn-in trace (BURN, D, C, P), and the post-burn-in R-hat (D, P) (NaN without 4 draws)."""
+    burn_psr = jax.vmap(rhat.burnin_table, in_axes=1)(burn_trace)
+    post_psr = (jax.vmap(rhat.split_rhat, in_axes=1)(post) if post.shape[0] >= 4
+                else jnp.full(burn_trace.shape[1:2] + burn_trace.shape[-1:], jnp.nan, burn_trace.dtype))
+    return burn_psr, post_psr
+
+
+@partial(jax.jit, static_argnums=0)
+def joined_diagnostics(axis: int, burn_traces, posts):
+    """`diagnostics` of runs that each hold some of the chains (axis 2) or data sets (axis 1)
+    (see jaximpute.run's parallel programs): the traces are joined here, on device, so only the
+    summaries cross to the host."""
+    return diagnostics(jnp.concatenate(burn_traces, axis), jnp.concatenate(posts, axis))
+
+
 def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: bool = False,
-                progress: Callable | None = None, progress_every: int = 0, warmup: int = 0):
+                progress: Callable | None = None, progress_every: int = 0, warmup: int = 0,
+                diagnose: bool = True):
     """A jitted function (chain_keys (D, C), data (D, ...)) -> RunOutput.
 
     One `lax.scan` runs all BURN + num_saves * THIN sweeps, so the sweep is traced and compiled
     once. The burn-in trace and the saved imputations are written into preallocated buffers in
     the carry (a masked write per sweep, cheap next to the sweep itself); the post-burn-in trace
-    is a scan output only when asked for, since it grows with the run length.
+    is a scan output only when asked for, since it grows with the run length. With
+    `diagnose=False` the R-hat tables are left out (empty), for runs joined by the caller.
     """
     total = burn + num_saves * thin
 
@@ -171,21 +190,36 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
 
     def run_batch(chain_keys, data, batched: bool):
         """chain_keys (D, C) and data with a leading D axis when `batched`; (C,) and one data
-        set otherwise. A data-set axis of length 1 is not vmapped at all: even unbatched data
-        under a size-1 vmap doubled the cost of a sweep on XLA:CPU."""
+        set otherwise. An axis of length 1 is not vmapped at all: even unbatched data under a
+        size-1 vmap doubled the cost of a sweep on XLA:CPU, and one chain of one data set (a
+        program of jaximpute.run's parallel split) runs unbatched, its chain axis added after."""
+        if not batched and chain_keys.shape[0] == 1:
+            burn_trace, saved, imps, states, post = scan_sweeps(chain_keys[0], data, 0)
+            add = lambda a: a[:, None]
+            return (add(burn_trace), add(saved), add(imps),
+                    jax.tree_util.tree_map(lambda a: a[None], states), add(post))
+        return scan_sweeps(chain_keys, data, 2 if batched else 1)
+
+    def scan_sweeps(chain_keys, data, depth: int):
+        """All sweeps of chains vmapped `depth` deep: 2 (data sets, then chains), 1 (chains of
+        one data set) or 0 (one chain)."""
         def over(f, data_axis=0):
+            if depth == 0:
+                return f
             g = jax.vmap(f, in_axes=(0, None))                    # chains share the data set
-            return jax.vmap(g, in_axes=(0, data_axis)) if batched else g
+            return jax.vmap(g, in_axes=(0, data_axis)) if depth == 2 else g
+
+        def over_states(f):
+            return jax.vmap(jax.vmap(f)) if depth == 2 else jax.vmap(f) if depth == 1 else f
 
         init = over(lambda k, d: init_state(jax.random.fold_in(k, 2**31 - 1), st, d))
         states = init(chain_keys, data)
-        mon = jax.vmap(jax.vmap(partial(monitored, st))) if batched else jax.vmap(partial(monitored, st))
+        mon = over_states(partial(monitored, st))
         collect = over(lambda s, d: missing_values(st, s.x, d.clusters, d.miss_index))
-        step_fn = (jax.vmap(jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup, t < burn),
-                                     in_axes=(0, 0, None, None)), in_axes=(0, 0, 0, None))
-                   if batched else
-                   jax.vmap(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup, t < burn),
-                            in_axes=(0, 0, None, None)))
+        one = lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup, t < burn)
+        step_fn = (jax.vmap(jax.vmap(one, in_axes=(0, 0, None, None)), in_axes=(0, 0, 0, None))
+                   if depth == 2 else
+                   jax.vmap(one, in_axes=(0, 0, None, None)) if depth == 1 else one)
         p0 = mon(states)
         m0 = collect(states, data)
         bufs = (jnp.zeros((max(burn, 1),) + p0.shape, p0.dtype),
@@ -221,11 +255,12 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
             states = jax.tree_util.tree_map(lambda a: a[None], states)
         else:
             burn_trace, saved, imps, states, post = run_batch(chain_keys, data, True)
-        # diagnostics on device, vmapped over data sets: only summaries need to cross to the host
-        burn_psr = jax.vmap(rhat.burnin_table, in_axes=1)(burn_trace)
-        post_psr = (jax.vmap(rhat.split_rhat, in_axes=1)(post) if post.shape[0] >= 4
-                    else jnp.full(burn_trace.shape[1:2] + burn_trace.shape[-1:], jnp.nan,
-                                  burn_trace.dtype))
+        # diagnostics on device: only summaries need to cross to the host. A run that holds
+        # some of the chains leaves them to `joined_diagnostics` (empty tables here).
+        if diagnose:
+            burn_psr, post_psr = diagnostics(burn_trace, post)
+        else:
+            burn_psr = post_psr = jnp.zeros((0,), burn_trace.dtype)
         return RunOutput(burn_trace, saved, imps, states, post, burn_psr, post_psr)
 
     return run
