@@ -42,7 +42,7 @@ def test_split_rule():
 
 def test_chains_in_threads_equal_one_program():
     df = _frame()
-    kw = dict(nimps=4, burn=40, thin=10, seed=3, options=("psr",))
+    kw = dict(nimps=4, burn=40, thin=10, seed=3, options=("psr", "estimates"))
     one = impute(df, "school ~ y x", processors=1, **kw)
     two = impute(df, "school ~ y x", processors=2, **kw)
     assert one.raw.programs == (1, 0) and two.raw.programs == (2, 2)
@@ -59,6 +59,10 @@ def test_chains_in_threads_equal_one_program():
     psr1, psr2 = one.raw.burn_psr, two.raw.burn_psr
     assert psr1.shape == psr2.shape == (1, 20, psr1.shape[-1])
     np.testing.assert_allclose(psr2, psr1, atol=1e-3, equal_nan=True)
+    # so do the post-burn-in R-hat and the estimates (OPTIONS: estimates keeps every draw)
+    assert np.isfinite(one.raw.final_psr).any()
+    np.testing.assert_allclose(two.raw.final_psr, one.raw.final_psr, atol=1e-3, equal_nan=True)
+    np.testing.assert_allclose(two.estimates["median"], one.estimates["median"], atol=1e-3)
 
 
 @pytest.mark.slow
