@@ -389,21 +389,36 @@ def pending_units(study: Study, out: str | Path, shard: tuple[int, int] = (0, 1)
     return [u for i, u in enumerate(study.units()) if i % n == k and not _unit_file(Path(out), *u).exists()]
 
 
+def _write_atomic(path: Path, write) -> None:
+    """`write(tmp)` to a file beside `path`, then rename it over `path`: a reader never sees a
+    partial file, and processes that finish together (--distributed) each leave a whole one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def _claim_folder(study: Study, out: Path) -> None:
     """Create OUT (or reuse it for the same study): refuse a folder written by another config,
-    so a resumed study never mixes results of different settings."""
+    so a resumed study never mixes results of different settings. Processes of one
+    --distributed job claim the same new folder at once: each writes the same study.json
+    atomically, so none sees a half-written one or takes the others' empty `reps/` for a
+    foreign folder."""
     meta = out / "study.json"
-    if meta.exists():
-        old = json.loads(meta.read_text())
-        if old.get("fingerprint") != study.fingerprint():
-            raise ConfigError(f"{out}: holds results of a different study (config "
-                              f"{old.get('source')}); expected an empty folder or this study's own")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out}: exists and is not a study folder; expected a new or empty folder")
-    (out / "reps").mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps({"fingerprint": study.fingerprint(), "source": study.source,
-                                "study": dataclasses.asdict(study)}, indent=1, default=str))
+    if not meta.exists():
+        if out.exists() and any(p.name != "reps" and not p.name.startswith(".study.json.")
+                                for p in out.iterdir()):
+            raise ConfigError(f"{out}: exists and is not a study folder; expected a new or empty folder")
+        if (out / "reps").exists() and any((out / "reps").iterdir()):
+            raise ConfigError(f"{out}: holds batch results but no study.json; expected a new or "
+                              "empty folder, or a study folder")
+        (out / "reps").mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"fingerprint": study.fingerprint(), "source": study.source,
+                           "study": dataclasses.asdict(study)}, indent=1, default=str)
+        _write_atomic(meta, lambda tmp: tmp.write_text(text))
+    old = json.loads(meta.read_text())
+    if old.get("fingerprint") != study.fingerprint():
+        raise ConfigError(f"{out}: holds results of a different study (config "
+                          f"{old.get('source')}); expected an empty folder or this study's own")
 
 
 def run_study(study: Study, out: str | Path, *, shard: tuple[int, int] = (0, 1), log=None,
@@ -481,9 +496,7 @@ def write_summary(study: Study, folders, dest: str | Path, *, parquet: bool = Fa
     dest.mkdir(parents=True, exist_ok=True)
     # written aside and renamed: under --distributed two processes may finish together
     for name, frame in (("reps.csv", reps), ("summary.csv", summ)):
-        tmp = dest / f".{name}.{os.getpid()}.tmp"
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, dest / name)
+        _write_atomic(dest / name, lambda tmp: frame.to_csv(tmp, index=False))
     if parquet:
         try:
             reps.to_parquet(dest / "reps.parquet", index=False)
@@ -493,7 +506,8 @@ def write_summary(study: Study, folders, dest: str | Path, *, parquet: bool = Fa
                               f"written in {dest}") from None
     if plots:
         write_plots(summ, dest)
-    (dest / "summary.md").write_text(summary_page(study, summ, reps, plots=plots))
+    page = summary_page(study, summ, reps, plots=plots)
+    _write_atomic(dest / "summary.md", lambda tmp: tmp.write_text(page))
     return summ
 
 
@@ -597,7 +611,7 @@ def write_plots(summ: pd.DataFrame, dest: Path) -> list[Path]:
         axes[0][-1].legend(fontsize=8, loc="best")
         fig.tight_layout()
         path = dest / f"{what}.png"
-        fig.savefig(path, dpi=120)
+        _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
         plt.close(fig)
         paths.append(path)
     return paths

@@ -235,3 +235,35 @@ def test_memory_plan_grows_with_the_batch(tmp_path, capsys):
     assert r.largest_batch > 4 and r.largest_batch * r.bytes_per_data_set <= r.limit_bytes
     assert main(["simulate", str(p), "--memory", "-q"]) == 0
     assert "largest batch that fits" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_distributed_processes_equal_one_run(tmp_path, compile_cache, capsys):
+    """`--distributed` as under SLURM: two processes, started together on this host with the
+    variables srun sets, initialise jax.distributed, each run its shard into the same new
+    folder, and the last to finish writes the summary. The records equal one process's run."""
+    import os
+    import subprocess
+    import sys
+    p = write(tmp_path, TINY)
+    whole = tmp_path / "whole"
+    assert main(["simulate", str(p), "--out", str(whole), "-q", "--no-plots"]) == 0
+    ref = pd.read_csv(whole / "reps.csv").drop(columns="seconds")
+
+    shared = tmp_path / "shared"
+    job = str(40000 + os.getpid() % 4000)           # the coordinator's port follows the job id
+    procs = []
+    for k in range(2):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", SLURM_JOB_ID=job, SLURM_STEP_NODELIST="localhost",
+                   SLURM_NTASKS="2", SLURM_PROCID=str(k), SLURM_LOCALID=str(k), SLURM_STEP_NUM_NODES="1")
+        procs.append(subprocess.Popen([sys.executable, "-m", "jaximpute.cli", "simulate", str(p), "--out",
+                                       str(shared), "--distributed", "--no-plots"], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+        assert "0 of 2 batches already done; 2 to run" in err      # its half of the 4 batches
+    got = pd.read_csv(shared / "reps.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(got, ref)
+    assert (shared / "summary.md").exists()
+    assert not list(shared.glob(".*.tmp"))           # no file left half written
