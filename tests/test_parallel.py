@@ -81,3 +81,29 @@ def test_data_sets_in_threads_equal_one_program():
     m0 = miss[0, 0]
     assert np.std(imp1[0, 0][m0] - imp1[0, 1][m0]) > 0.1
     np.testing.assert_allclose(np.asarray(psr2), np.asarray(psr1), atol=1e-3, equal_nan=True)
+
+
+def test_progress_of_programs_side_by_side_moves_forward_only():
+    """Two programs report their own sweeps through one Progress: it shows each percent once,
+    never going back when the slower program reports a sweep the faster one passed."""
+    import io
+    from jaximpute.progress import Progress
+    out = io.StringIO()
+    p = Progress(100, stream=out)
+    for t in (0, 0, 9, 19, 9, 29, 19, 39, 29, 99, 39, 99):       # interleaved, as from two threads
+        p(t)
+    shown = [int(line.split("sweep ")[1].split("/")[0]) for line in out.getvalue().splitlines()]
+    assert shown == [1, 10, 20, 30, 40, 100]
+
+
+def test_unknown_compile_option_falls_back_to_defaults(monkeypatch):
+    """Batched programs on a CPU compile without YNN fusions; an XLA that does not know that
+    option gets its defaults, and a single data set always does."""
+    import jax.numpy as jnp
+    from jaximpute import run
+    batch, single = jnp.zeros((3, 2)), jnp.zeros((1, 2))
+    assert run._compile_options(single) is None
+    if run._knows(run._NO_LIBRARY_FUSIONS):
+        assert run._compile_options(batch) == dict(run._NO_LIBRARY_FUSIONS)
+    monkeypatch.setattr(run, "_NO_LIBRARY_FUSIONS", (("xla_cpu_no_such_option_for_a_test", ""),))
+    assert run._compile_options(batch) is None

@@ -78,6 +78,33 @@ def test_cli_config_error_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_output_folder_claims(tmp_path):
+    """A study folder is claimed by its study.json: a new or empty folder, or an empty reps/ and
+    the temporary file of a process claiming it at the same moment, is taken; a folder holding
+    other files, or batch results without study.json, is refused; a claimed folder is reused
+    by the same study only."""
+    st = S.load_study(write(tmp_path, TINY))
+    fresh = tmp_path / "fresh"
+    (fresh / "reps").mkdir(parents=True)
+    (fresh / ".study.json.999.tmp").write_text("{")               # another process, mid-claim
+    S._claim_folder(st, fresh)
+    S._claim_folder(st, fresh)                                     # the same study: reused
+    other = S.load_study(write(tmp_path, TINY.replace("seed = 11", "seed = 12"), "other.toml"))
+    with pytest.raises(S.ConfigError, match="different study"):
+        S._claim_folder(other, fresh)
+    orphan = tmp_path / "orphan"
+    (orphan / "reps").mkdir(parents=True)
+    (orphan / "reps" / "c000-b00000.csv").write_text("x\n")
+    with pytest.raises(S.ConfigError, match="batch results but no study.json"):
+        S._claim_folder(st, orphan)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(S.ConfigError, match="not a study folder"):
+        S._claim_folder(st, busy)
+    assert (busy / "notes.txt").read_text() == "mine"
+
+
 def test_example_config_loads():
     st = S.load_study(Path(__file__).resolve().parents[1] / "configs" / "sim_slope.toml")
     assert [c.name for c in st.conditions] == ["J=50, n=20", "J=100, n=10"]
