@@ -164,6 +164,12 @@ def draw_beta_u(rng: Stream, st: Structure, blk: Block, bs: BlockState, y, t, z,
     ztz = jnp.stack([jnp.stack([csum(wz[a] * zcols[b]) for b in range(q)], -1) for a in range(q)], -2)
     tz = [jnp.stack([csum(wz[a] * tcols[i]) for a in range(q)], -1) for i in range(p)]   # P x (J, q)
     zy = jnp.stack([csum(wz[a] * y) for a in range(q)], -1)                        # (J, q)
+    # Written out once: with a few rows per cluster the cluster sums are added slices, element-
+    # wise code that XLA fused into each of their dozen consumers and recomputed there (33
+    # slices and 28 adds in one product's kernel). The barrier keeps them one kernel's output:
+    # a simulated batch of 100 clusters of 10 imputed 15% faster (A/B, 2 runs each); 50 of 20
+    # and the seed's Ex8.2 alike.
+    ztz, tz, zy = jax.lax.optimization_barrier((ztz, tz, zy))
     prec_u = (ztz / bs.s2 + _inverse(bs.sigma)).at[:, 0, 0].add(child_prec)       # (J, q, q)
     lin0 = (zy / bs.s2).at[:, 0].add(child_lin)                                    # (J, q)
     cov_u = 1.0 / prec_u if q == 1 else spd_inverse(prec_u)
