@@ -151,7 +151,8 @@ def _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, o
     """The spec and settings of impute_many's batch (the model set up from the first data set)."""
     table = DataTable(tuple(names), datasets[0], "<simulated>",
                       np.zeros(len(names), bool), None, False)
-    lines = _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome)
+    lines = _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome,
+                          processors)
     spec = build_spec(parse_script("\n".join(lines), None), table)
     settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed,
                         processors=processors)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .compile import Layout, MissingCells, prepare
 from .kernels.state import Data
-from .kernels.sweep import RunOutput, joined_diagnostics, make_runner, parameter_labels
+from .kernels.sweep import RunOutput, diagnostics, make_runner, parameter_labels
 from .kernels.structure import VAR, Structure, Term
 from .progress import Progress
 from .spec import ModelSpec
@@ -97,21 +97,21 @@ def spread_over_devices(keys, data: Data, num_sets: int):
     n = len(devices)
     if n == 1 or num_sets == 1:
         return keys, data
-    pad = (-num_sets) % n
-    if pad:
-        extend = lambda a: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)])
-        data = jax.tree_util.tree_map(lambda a: extend(np.asarray(a)), data)
-        keys = chain_keys_like(keys, num_sets + pad)
+    keys, data = _pad_sets(keys, data, n)
     mesh = jax.sharding.Mesh(np.array(devices), ("sets",))
     shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("sets"))
     return jax.device_put(keys, shard), jax.tree_util.tree_map(lambda a: jax.device_put(a, shard), data)
 
 
-def chain_keys_like(keys, num_sets: int):
-    """The chain keys of `num_sets` data sets, given those of the first few (seed-derived, so the
-    first ones are unchanged)."""
-    extra = num_sets - keys.shape[0]
-    return jnp.concatenate([keys, jnp.repeat(keys[-1:], extra, axis=0)])
+def _pad_sets(keys, data, multiple: int):
+    """Keys and data of a batch padded to a multiple of `multiple` data sets with copies of the
+    last one (whose results the caller drops); the real data sets keep their own keys."""
+    pad = (-keys.shape[0]) % multiple
+    if not pad:
+        return keys, data
+    extend = lambda a: np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], pad, axis=0)])
+    return (jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)]),
+            jax.tree_util.tree_map(extend, data))
 
 
 def _bucket(m: int, universe: int) -> int:
@@ -273,15 +273,13 @@ def _split_inputs(keys, data, groups: int, axis: int):
     if axis == 2:
         size = keys.shape[1] // groups
         return [(keys[:, g * size:(g + 1) * size], data) for g in range(groups)]
-    num_sets = keys.shape[0]
-    pad = (-num_sets) % groups
-    if pad:
-        data = jax.tree_util.tree_map(
-            lambda a: np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], pad, axis=0)]), data)
-        keys = chain_keys_like(keys, num_sets + pad)
+    keys, data = _pad_sets(keys, data, groups)
     size = keys.shape[0] // groups
     return [(keys[g * size:(g + 1) * size],
              jax.tree_util.tree_map(lambda a: a[g * size:(g + 1) * size], data)) for g in range(groups)]
+
+
+_diagnostics = jax.jit(diagnostics)
 
 
 def _run_parallel(compiled, parts, axis: int):
@@ -289,13 +287,11 @@ def _run_parallel(compiled, parts, axis: int):
     (traces along `axis`, the final state one axis earlier) and diagnose the joined traces."""
     with ThreadPoolExecutor(len(parts)) as pool:
         outs = list(pool.map(lambda kd: jax.block_until_ready(compiled(*kd)), parts))
-    burn_psr, post_psr = joined_diagnostics(axis, tuple(o.burn_trace for o in outs),
-                                            tuple(o.post_trace for o in outs))
     join = lambda *a: jnp.concatenate(a, axis)
-    return RunOutput(join(*[o.burn_trace for o in outs]), join(*[o.saved_params for o in outs]),
-                     join(*[o.imputations for o in outs]),
-                     jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis - 1), *[o.final for o in outs]),
-                     join(*[o.post_trace for o in outs]), burn_psr, post_psr)
+    burn_trace, saved, imps, post = (join(*[getattr(o, f) for o in outs])
+                                     for f in ("burn_trace", "saved_params", "imputations", "post_trace"))
+    final = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis - 1), *[o.final for o in outs])
+    return RunOutput(burn_trace, saved, imps, final, post, *_diagnostics(burn_trace, post))
 
 
 def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | None = None,

@@ -157,14 +157,6 @@ def diagnostics(burn_trace, post):
     return burn_psr, post_psr
 
 
-@partial(jax.jit, static_argnums=0)
-def joined_diagnostics(axis: int, burn_traces, posts):
-    """`diagnostics` of runs that each hold some of the chains (axis 2) or data sets (axis 1)
-    (see jaximpute.run's parallel programs): the traces are joined here, on device, so only the
-    summaries cross to the host."""
-    return diagnostics(jnp.concatenate(burn_traces, axis), jnp.concatenate(posts, axis))
-
-
 def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: bool = False,
                 progress: Callable | None = None, progress_every: int = 0, warmup: int = 0,
                 diagnose: bool = True):
@@ -188,38 +180,22 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
         i = jnp.clip(i, 0, buf.shape[0] - 1)
         return jax.lax.dynamic_update_index_in_dim(buf, jnp.where(flag, value, buf[i]), i, 0)
 
-    def run_batch(chain_keys, data, batched: bool):
-        """chain_keys (D, C) and data with a leading D axis when `batched`; (C,) and one data
-        set otherwise. An axis of length 1 is not vmapped at all: even unbatched data under a
-        size-1 vmap doubled the cost of a sweep on XLA:CPU, and one chain of one data set (a
-        program of jaximpute.run's parallel split) runs unbatched, its chain axis added after."""
-        if not batched and chain_keys.shape[0] == 1:
-            burn_trace, saved, imps, states, post = scan_sweeps(chain_keys[0], data, 0)
-            add = lambda a: a[:, None]
-            return (add(burn_trace), add(saved), add(imps),
-                    jax.tree_util.tree_map(lambda a: a[None], states), add(post))
-        return scan_sweeps(chain_keys, data, 2 if batched else 1)
-
     def scan_sweeps(chain_keys, data, depth: int):
         """All sweeps of chains vmapped `depth` deep: 2 (data sets, then chains), 1 (chains of
         one data set) or 0 (one chain)."""
-        def over(f, data_axis=0):
-            if depth == 0:
-                return f
-            g = jax.vmap(f, in_axes=(0, None))                    # chains share the data set
-            return jax.vmap(g, in_axes=(0, data_axis)) if depth == 2 else g
+        def over(f, chain_axes, set_axes):
+            """f vmapped over chains, then over data sets, as deep as `depth`."""
+            if depth >= 1:
+                f = jax.vmap(f, in_axes=chain_axes)
+            return jax.vmap(f, in_axes=set_axes) if depth == 2 else f
 
-        def over_states(f):
-            return jax.vmap(jax.vmap(f)) if depth == 2 else jax.vmap(f) if depth == 1 else f
-
-        init = over(lambda k, d: init_state(jax.random.fold_in(k, 2**31 - 1), st, d))
+        # chains share their data set; the sweep index is shared by all
+        init = over(lambda k, d: init_state(jax.random.fold_in(k, 2**31 - 1), st, d), (0, None), 0)
         states = init(chain_keys, data)
-        mon = over_states(partial(monitored, st))
-        collect = over(lambda s, d: missing_values(st, s.x, d.clusters, d.miss_index))
-        one = lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup, t < burn)
-        step_fn = (jax.vmap(jax.vmap(one, in_axes=(0, 0, None, None)), in_axes=(0, 0, 0, None))
-                   if depth == 2 else
-                   jax.vmap(one, in_axes=(0, 0, None, None)) if depth == 1 else one)
+        mon = over(partial(monitored, st), 0, 0)
+        collect = over(lambda s, d: missing_values(st, s.x, d.clusters, d.miss_index), (0, None), 0)
+        step_fn = over(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup, t < burn),
+                       (0, 0, None, None), (0, 0, 0, None))
         p0 = mon(states)
         m0 = collect(states, data)
         bufs = (jnp.zeros((max(burn, 1),) + p0.shape, p0.dtype),
@@ -246,17 +222,23 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
 
     @jax.jit
     def run(chain_keys, data):
-        if chain_keys.shape[0] == 1:
-            out = run_batch(chain_keys[0], jax.tree_util.tree_map(lambda a: a[0], data), False)
-            # restore the data-set axis: leading for the state, second for traces
-            burn_trace, saved, imps, states, post = out
-            add = lambda a: a[:, None]
-            burn_trace, saved, imps, post = map(add, (burn_trace, saved, imps, post))
-            states = jax.tree_util.tree_map(lambda a: a[None], states)
+        # An axis of length 1 is not vmapped at all: even unbatched data under a size-1 vmap
+        # doubled the cost of a sweep on XLA:CPU, so one data set runs its chains vmapped once,
+        # and one chain of one data set (a program of jaximpute.run's parallel split) not at all;
+        # the missing axes are added after (leading for the state, after time for traces).
+        num_sets, num_chains = chain_keys.shape[:2]
+        depth = 2 if num_sets > 1 else 1 if num_chains > 1 else 0
+        if depth == 2:
+            burn_trace, saved, imps, states, post = scan_sweeps(chain_keys, data, 2)
         else:
-            burn_trace, saved, imps, states, post = run_batch(chain_keys, data, True)
+            one = jax.tree_util.tree_map(lambda a: a[0], data)
+            out = scan_sweeps(chain_keys[0] if depth else chain_keys[0, 0], one, depth)
+            lead = (1,) * (2 - depth)
+            trace = lambda a: a.reshape(a.shape[:1] + lead + a.shape[1:])
+            burn_trace, saved, imps, post = map(trace, (out[0], out[1], out[2], out[4]))
+            states = jax.tree_util.tree_map(lambda a: a.reshape(lead + a.shape), out[3])
         # diagnostics on device: only summaries need to cross to the host. A run that holds
-        # some of the chains leaves them to `joined_diagnostics` (empty tables here).
+        # some of the chains leaves them to its caller, on the joined traces (empty tables here).
         if diagnose:
             burn_psr, post_psr = diagnostics(burn_trace, post)
         else:
