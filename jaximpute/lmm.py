@@ -537,9 +537,16 @@ def _compile_options() -> tuple:
 @functools.lru_cache(maxsize=None)
 def _batched_fit(q: int, reml: bool, steps: int, num_clusters: int, weighted: bool):
     """One jitted, vmapped fitter per static setting, so repeated analyses of same-shaped data
-    reuse the compiled program instead of tracing a fresh closure each call. The cross-products
-    are formed in the same program: ys (M, N), xs (M, N, p), zs (M, N, q), g (N,), weight (M, N)
-    or None."""
+    reuse the compiled program instead of tracing a fresh closure each call."""
+    return jax.jit(batched_fitter(q, reml, steps, num_clusters, weighted),
+                   compiler_options=dict(_compile_options()) or None)
+
+
+def batched_fitter(q: int, reml: bool, steps: int, num_clusters: int, weighted: bool):
+    """The vmapped fitter as a plain function, for a program of its caller's (a simulation
+    batch fits inside its own program): fit(ys (M, N), xs (M, N, p), zs (M, N, q), g (N,),
+    weight (M, N) or None, theta0) -> dict of (M, ...) arrays, the cross-products formed in the
+    same program. Trace it with 64-bit types on."""
     def fit(ys, xs, zs, g, weight, theta0):
         if weighted:
             stats = jax.vmap(lambda y, x, z, w: cluster_stats(y, x, z, g, num_clusters, w))(ys, xs, zs, weight)
@@ -571,7 +578,7 @@ def _batched_fit(q: int, reml: bool, steps: int, num_clusters: int, weighted: bo
                 "decrease": jax.vmap(_decrease)(c["grad"], c["d"]),
                 "steps": c["moves"], "evaluations": jnp.broadcast_to(evals, c["moves"].shape)}
 
-    return jax.jit(fit, compiler_options=dict(_compile_options()) or None)
+    return fit
 
 
 def _flag_converged(fit, tol: float):

@@ -45,8 +45,40 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["rubin", "pool", "pool_mean", "pool_results", "d1", "d2", "d3", "lr_statistics", "f_pvalue",
+__all__ = ["rubin", "rules", "pool", "pool_mean", "pool_results", "d1", "d2", "d3", "lr_statistics", "f_pvalue",
            "wald_statistics"]
+
+
+def rules(q, u, df_com, xp):
+    """Rubin's rules for the variances only, in array module `xp` (numpy, or jax.numpy inside a
+    device program: a simulation study pools on device). q, u: (..., m, k) estimates and squared
+    standard errors. Returns estimate, within, between, total, std_error, t, riv, df, fmi and
+    lambda, each (..., k); the module docstring has the formulas and the B = 0 limits."""
+    m = q.shape[-2]
+    qbar = q.mean(axis=-2)
+    dev = q - qbar[..., None, :]
+    b = (dev * dev).sum(axis=-2) / (m - 1)
+    w = u.mean(axis=-2)
+    total = w + (1.0 + 1.0 / m) * b
+    se = xp.sqrt(total)
+    tval = qbar / se
+    # r = 0 whenever B = 0 (also when W = 0): the limit, not 0/0
+    r = xp.where(b > 0, (1.0 + 1.0 / m) * b / xp.where(b > 0, w, 1.0), 0.0)
+    # v_m = (m-1)(1 + 1/r)^2 -> infinity as r -> 0; written as 1/v_m to avoid 1/0
+    inv_vm = xp.where(r > 0, 1.0 / ((m - 1) * (1.0 + 1.0 / xp.where(r > 0, r, 1.0)) ** 2), 0.0)
+    if df_com is None:
+        inv_v = inv_vm
+    else:
+        vcom = xp.broadcast_to(xp.asarray(df_com, dtype=qbar.dtype), qbar.shape)
+        lam = r / (r + 1.0)
+        v_obs = (1.0 - lam) * ((vcom + 1.0) / (vcom + 3.0)) * vcom
+        inv_obs = xp.where(xp.isinf(vcom), 0.0, 1.0 / xp.where(xp.isinf(vcom), 1.0, v_obs))
+        inv_v = inv_vm + inv_obs
+    df = xp.where(inv_v > 0, 1.0 / xp.where(inv_v > 0, inv_v, 1.0), xp.inf)
+    fmi = (r + 2.0 / (df + 3.0)) / (r + 1.0)
+    lam_t = xp.where(total > 0, (1.0 + 1.0 / m) * b / xp.where(total > 0, total, 1.0), 0.0)
+    return {"estimate": qbar, "within": w, "between": b, "total": total, "std_error": se, "t": tval,
+            "riv": r, "df": df, "fmi": fmi, "lambda": lam_t}
 
 
 def rubin(q, u, df_com=None) -> dict:
@@ -80,35 +112,16 @@ def rubin(q, u, df_com=None) -> dict:
     if not full and u.shape != q.shape:
         raise ValueError(f"u must have shape {q.shape} (variances) or {q.shape + (k,)} "
                          f"(covariances), got {u.shape}")
-    qbar = q.mean(axis=-2)
-    dev = q - qbar[..., None, :]
-    b = (dev * dev).sum(axis=-2) / (m - 1)
     if full:
+        dev = q - q.mean(axis=-2)[..., None, :]
         w_full = u.mean(axis=-3)
         b_full = np.einsum("...li,...lj->...ij", dev, dev) / (m - 1)
         t_full = w_full + (1.0 + 1.0 / m) * b_full
-        w = np.diagonal(w_full, axis1=-2, axis2=-1).copy()
-    else:
-        w = u.mean(axis=-2)
-    total = w + (1.0 + 1.0 / m) * b
-    se = np.sqrt(total)
+        u = np.diagonal(u, axis1=-2, axis2=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        tval = qbar / se
-        # r = 0 whenever B = 0 (also when W = 0): the limit, not 0/0
-        r = np.where(b > 0, (1.0 + 1.0 / m) * b / np.where(b > 0, w, 1.0), 0.0)
-        # v_m = (m-1)(1 + 1/r)^2 -> infinity as r -> 0; written as 1/v_m to avoid 1/0
-        inv_vm = np.where(r > 0, 1.0 / ((m - 1) * (1.0 + 1.0 / np.where(r > 0, r, 1.0)) ** 2), 0.0)
-        if df_com is None:
-            inv_v = inv_vm
-        else:
-            vcom = np.broadcast_to(np.asarray(df_com, dtype=np.float64), qbar.shape)
-            lam = r / (r + 1.0)
-            v_obs = (1.0 - lam) * ((vcom + 1.0) / (vcom + 3.0)) * vcom
-            inv_obs = np.where(np.isinf(vcom), 0.0, 1.0 / np.where(np.isinf(vcom), 1.0, v_obs))
-            inv_v = inv_vm + inv_obs
-        df = np.where(inv_v > 0, 1.0 / np.where(inv_v > 0, inv_v, 1.0), np.inf)
-        fmi = (r + 2.0 / (df + 3.0)) / (r + 1.0)
-        lam_t = np.where(total > 0, (1.0 + 1.0 / m) * b / np.where(total > 0, total, 1.0), 0.0)
+        res = rules(q, u, df_com, np)
+    qbar, w, b, total, se, tval, r, df, fmi, lam_t = (res[k] for k in (
+        "estimate", "within", "between", "total", "std_error", "t", "riv", "df", "fmi", "lambda"))
     p = 2.0 * stats.t.sf(np.abs(tval), df)
     out = {"estimate": qbar, "within": w, "between": b, "total": total, "std_error": se,
            "t": tval, "df": df, "p": p, "riv": r, "lambda": lam_t, "fmi": fmi, "m": m}

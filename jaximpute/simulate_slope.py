@@ -162,11 +162,12 @@ def generate_and_delete(d: Design, rng: np.random.Generator):
     return full, inc
 
 
-def design_arrays(data):
-    """y (..., N), X (..., N, 4) = [1, x, w, x w], Z (..., N, 2) = [1, x] from (..., N, 4)."""
+def design_arrays(data, xp=np):
+    """y (..., N), X (..., N, 4) = [1, x, w, x w], Z (..., N, 2) = [1, x] from (..., N, 4);
+    `xp` numpy, or jax.numpy inside a device program."""
     y, x, w = data[..., 1], data[..., 2], data[..., 3]
-    one = np.ones_like(x)
-    return y, np.stack([one, x, w, x * w], -1), np.stack([one, x], -1)
+    one = xp.ones_like(x)
+    return y, xp.stack([one, x, w, x * w], -1), xp.stack([one, x], -1)
 
 
 def fit_batch(data, cluster_index, num_clusters, weight=None, chunk: int = 2000):
@@ -182,9 +183,10 @@ def fit_batch(data, cluster_index, num_clusters, weight=None, chunk: int = 2000)
     return fit
 
 
-def _variances(fit) -> np.ndarray:
+def variances(fit, xp=np):
+    """The variance components of VARIANCES from fits' psi and sigma2: (M, 4)."""
     psi = fit["psi"]
-    return np.stack([psi[:, 0, 0], psi[:, 1, 1], psi[:, 0, 1], fit["sigma2"]], -1)
+    return xp.stack([psi[:, 0, 0], psi[:, 1, 1], psi[:, 0, 1], fit["sigma2"]], -1)
 
 
 def _t_interval(est, se, df, level=0.95):
@@ -200,7 +202,7 @@ def records_direct(fit, d: Design) -> dict:
     out = {p: {"estimate": est[:, k], "se": se[:, k], "lower": lo[:, k], "upper": hi[:, k],
                "fmi": np.full(len(est), np.nan), "converged": fit["done"] | (fit["grad_norm"] < 1e-3)}
            for k, p in enumerate(FIXED)}
-    var = _variances(fit)
+    var = variances(fit)
     nan = np.full(len(est), np.nan)
     for k, p in enumerate(VARIANCES):
         out[p] = {"estimate": var[:, k], "se": nan, "lower": nan, "upper": nan, "fmi": nan,
@@ -212,17 +214,23 @@ def records_pooled(fit, reps: int, nimps: int, d: Design) -> dict:
     """Pool (reps * nimps) fits, imputation-major within replication, by Rubin's rules."""
     est = fit["beta"].reshape(reps, nimps, -1)
     var = np.diagonal(fit["vcov"], axis1=-2, axis2=-1).reshape(reps, nimps, -1)
-    r = rubin(est, var, df_com=d.clusters - 2.0)
-    lo, hi = _t_interval(r["estimate"], r["std_error"], r["df"])
     conv = (fit["done"] | (fit["grad_norm"] < 1e-3)).reshape(reps, nimps).all(axis=1)
+    return pooled_records(rubin(est, var, df_com=d.clusters - 2.0), conv,
+                          variances(fit).reshape(reps, nimps, -1).mean(axis=1))
+
+
+def pooled_records(r: dict, converged, variances) -> dict:
+    """Per-replication records from pooled fixed effects (`r`: Rubin's estimate, std_error, df
+    and fmi, each (reps, 4)), whether every imputation's fit converged (reps,), and the variance
+    components' means over imputations (reps, 4)."""
+    lo, hi = _t_interval(r["estimate"], r["std_error"], r["df"])
     out = {p: {"estimate": r["estimate"][:, k], "se": r["std_error"][:, k], "lower": lo[:, k],
-               "upper": hi[:, k], "fmi": r["fmi"][:, k], "converged": conv}
+               "upper": hi[:, k], "fmi": r["fmi"][:, k], "converged": converged}
            for k, p in enumerate(FIXED)}
-    vc = _variances(fit).reshape(reps, nimps, -1).mean(axis=1)
-    nan = np.full(reps, np.nan)
+    nan = np.full(len(converged), np.nan)
     for k, p in enumerate(VARIANCES):
-        out[p] = {"estimate": vc[:, k], "se": nan, "lower": nan, "upper": nan, "fmi": nan,
-                  "converged": conv}
+        out[p] = {"estimate": variances[:, k], "se": nan, "lower": nan, "upper": nan, "fmi": nan,
+                  "converged": converged}
     return out
 
 
