@@ -4,16 +4,16 @@ A study is a grid of conditions x replications. Every condition is a population 
 model with a cross-level interaction of ``simulate_slope``'s module docstring: y on x, w and x*w,
 random intercept and slope of x, MAR/MCAR/MNAR deletion in y, x and w) with its own settings; the
 replications of a condition are cut into batches of ``batch`` data sets, and each batch is one
-unit of work:
+unit of work. For each method the batch runs as one device program (``study_program``):
 
-1. generate: the data sets are drawn on device (``generate``, vmapped over replications); the
-   key of replication r of condition c is ``fold_in(fold_in(key(seed), c), r)``, so a data set
-   does not depend on the batch size, the shard or the device that draws it;
-2. impute: every imputation method's model runs all data sets of the batch in one compiled
-   program (``api.impute_many``: vmapped over data sets and chains);
-3. analyse and pool: the analysis model is fitted to every imputed data set in one vmapped
-   program (``lmm.fit_arrays``, REML) and pooled by Rubin's rules; listwise deletion and the
-   complete data are fitted directly;
+1. generate: the data sets are drawn on device from their replication keys; the key of
+   replication r of condition c is ``fold_in(fold_in(key(seed), c), r)``, so a data set does not
+   depend on the batch size, the shard or the device that draws it;
+2. impute: the method's model samples every chain of every data set (vmapped over data sets and
+   chains), and the imputed data sets are assembled on device;
+3. analyse and pool: the analysis model is fitted to every imputed data set (``lmm``'s REML
+   fitter, vmapped) and pooled by Rubin's rules, in the same program; listwise deletion and the
+   complete data are fitted directly (generate, fit). Only the pooled numbers reach the host;
 4. checkpoint: the batch's per-replication records are written to ``OUT/reps/`` (atomically:
    a temporary file, then a rename). A rerun skips the batches already there, so an interrupted
    study resumes where it stopped, and gives what an uninterrupted run gives (every batch's seeds
@@ -67,15 +67,15 @@ import numpy as np
 import pandas as pd
 
 from .errors import JaxImputeError, did_you_mean
-from .simulate_slope import MODELS, NAMES, Design, method_records, summarise
+from .simulate_slope import Design, pooled_records, records_direct, summarise
+from .study_program import (DIRECT_METHODS, IMPUTATION_MODELS, Imputation, generate,  # noqa: F401
+                            generate_batch, program_memory, run_batch)
 
 try:                      # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-IMPUTATION_MODELS = dict(MODELS, **{"single-level": ("y x w", None)})
-DIRECT_METHODS = ("listwise", "complete")
 ALL_METHODS = tuple(IMPUTATION_MODELS) + DIRECT_METHODS
 MECHANISMS = ("MAR", "MCAR", "MNAR")
 
@@ -220,70 +220,6 @@ def load_study(path: str | Path) -> Study:
     return Study(tuple(out), source=str(path), **kw)
 
 
-# ------------------------------------------------------------------------------ generator
-
-def generate(key, d: Design):
-    """One replication drawn on device: complete and incomplete (N, 4) arrays, columns NAMES.
-
-    The population and the MAR deletion are those of ``simulate_slope.generate_and_delete``
-    (module docstring there); MCAR deletes y and x with probability 1/2 within their halves of
-    the rows and w with probability ``w_rate``; MNAR deletes each by logistic selection on its
-    own value (y on y, x on x, w on w, centred as under MAR)."""
-    import jax
-    import jax.numpy as jnp
-
-    j, n = d.clusters, d.cluster_size
-    ks = jax.random.split(key, 10)
-    w = jax.random.normal(ks[0], (j,))
-    x = ((d.g * w + jnp.sqrt(d.var_a) * jax.random.normal(ks[1], (j,)))[:, None]
-         + jnp.sqrt(d.var_f) * jax.random.normal(ks[2], (j, n)))
-    if d.cuts:
-        x = jnp.searchsorted(jnp.asarray(d.cuts), x).astype(x.dtype)
-    cov = jnp.asarray([[d.tau00, d.tau01], [d.tau01, d.tau11]])
-    u = jax.random.normal(ks[3], (j, 2)) @ jnp.linalg.cholesky(cov).T
-    b0, b1, b2, b3 = d.b
-    y = (b0 + b1 * x + (b2 * w)[:, None] + b3 * x * w[:, None] + u[:, :1] + u[:, 1:] * x
-         + jnp.sqrt(d.s2) * jax.random.normal(ks[4], (j, n)))
-    ww = jnp.broadcast_to(w[:, None], (j, n))
-    cl = jnp.broadcast_to(jnp.arange(1, j + 1, dtype=x.dtype)[:, None], (j, n))
-    full = jnp.stack([cl, y, x, ww], axis=-1).reshape(j * n, 4)
-    kind_y = jax.random.uniform(ks[5], (j, n)) < 0.5
-    sig = jax.nn.sigmoid
-    if d.mechanism == "MCAR":
-        p_y, p_x = jnp.full((j, n), 0.5), jnp.full((j, n), 0.5)
-    elif d.mechanism == "MNAR":
-        p_y, p_x = sig(d.gamma * (y - d.y_centre)), sig(d.gamma * (x - d.x_centre))
-    else:
-        p_y, p_x = sig(d.gamma * (x - d.x_centre)), sig(d.gamma * (y - d.y_centre))
-    miss_y = kind_y & (jax.random.uniform(ks[6], (j, n)) < p_y)
-    miss_x = ~kind_y & (jax.random.uniform(ks[7], (j, n)) < p_x)
-    alpha_w = np.log(d.w_rate / (1.0 - d.w_rate))
-    if d.mechanism == "MCAR":
-        p_w = jnp.full((j,), d.w_rate)
-    elif d.mechanism == "MNAR":
-        p_w = sig(alpha_w + d.w_gamma * w)
-    else:
-        cnt = jnp.sum(~miss_y, axis=1)
-        ybar = jnp.where(cnt > 0, jnp.sum(jnp.where(miss_y, 0.0, y), axis=1) / jnp.maximum(cnt, 1)
-                         - d.y_centre, 0.0)
-        p_w = sig(alpha_w + d.w_gamma * ybar)
-    miss_w = jax.random.uniform(ks[8], (j,)) < p_w
-    miss = jnp.stack([jnp.zeros((j, n), bool), miss_y, miss_x,
-                      jnp.broadcast_to(miss_w[:, None], (j, n))], -1).reshape(j * n, 4)
-    return full, jnp.where(miss, jnp.nan, full)
-
-
-def generate_batch(seed: int, condition: int, reps, d: Design):
-    """Replications `reps` (indices) of a condition as numpy (B, N, 4) arrays (complete,
-    incomplete), float64; drawn in float32 on device by one vmapped program."""
-    import jax
-
-    root = jax.random.fold_in(jax.random.PRNGKey(seed), condition)
-    keys = jax.vmap(lambda r: jax.random.fold_in(root, r))(np.asarray(reps, np.uint32))
-    full, inc = jax.jit(jax.vmap(lambda k: generate(k, d)))(keys)
-    return np.asarray(full, np.float64), np.asarray(inc, np.float64)
-
-
 # ------------------------------------------------------------------------------ running
 
 def _engine_seed(study: Study, ci: int, b: int, method: str) -> int:
@@ -292,29 +228,48 @@ def _engine_seed(study: Study, ci: int, b: int, method: str) -> int:
     return int(seq.generate_state(1)[0] % (2**31 - 2)) + 1
 
 
+def _imputation(study: Study, method: str) -> Imputation:
+    return Imputation(method, study.nimps, study.burn, study.thin, study.chains)
+
+
 def run_unit(study: Study, ci: int, b: int, log=None) -> pd.DataFrame:
-    """Generate, impute, analyse and pool one batch: its per-replication records."""
+    """Generate, impute, analyse and pool one batch: its per-replication records. Each method
+    is one device program over the batch (``study_program``); only pooled numbers come back."""
     from .simulate import records_frame
 
     cond = study.conditions[ci]
     d = cond.design
     start = b * study.batch
     reps = np.arange(start, min(start + study.batch, study.reps))
-    full, inc = generate_batch(study.seed, ci, reps, d)
-    g = np.repeat(np.arange(d.clusters), d.cluster_size)
     frames = []
     for method in study.methods:
         t0 = time.perf_counter()
         eseed = None if method in DIRECT_METHODS else _engine_seed(study, ci, b, method)
-        rec, psr, _ = method_records(method, full, inc, d, g, nimps=study.nimps, burn=study.burn,
-                                     thin=study.thin, chains=study.chains, seed=eseed,
-                                     models=IMPUTATION_MODELS)
+        out = run_batch(d, _imputation(study, method), reps, seed=study.seed, condition=ci,
+                        condition_reps=study.reps, engine_seed=eseed)
+        if method in DIRECT_METHODS:
+            rec, psr = records_direct(out, d), None
+        else:
+            _check_batch(out, cond, method, reps)
+            rec, psr = pooled_records(out, out["converged"], out["variances"]), out["psr"]
         secs = time.perf_counter() - t0
         fr = records_frame(rec, method, start, psr, condition=cond.name)
         frames.append(fr.assign(seconds=secs / len(reps)))
         if log:
             log(f"  {cond.name}: {method}, replications {start + 1}-{reps[-1] + 1}: {secs:.1f} s")
     return pd.concat(frames, ignore_index=True)
+
+
+def _check_batch(out: dict, cond: Condition, method: str, reps) -> None:
+    """Stop with the replication named if a data set did not fit its condition's program or
+    came out of it with cells still missing (study_program's module docstring)."""
+    for flag, what in (("fits_program", "does not fit the model set up from the condition's "
+                                        "template replication (an incomplete variable complete "
+                                        "there, or an ordinal code it lacks)"),
+                       ("complete", "was left with missing values after imputation")):
+        bad = np.flatnonzero(~out[flag])
+        if bad.size:
+            raise JaxImputeError(f"{cond.name}, {method}: replication {reps[bad[0]] + 1} {what}")
 
 
 def device_memory_limit() -> tuple[int | None, str]:
@@ -334,25 +289,20 @@ def device_memory_limit() -> tuple[int | None, str]:
 
 def memory_plan(study: Study, log=None) -> pd.DataFrame:
     """Device memory of each condition's imputation programs, by XLA's own account
-    (api.impute_many_memory: compiled, not run) for batches of 1 and of the config's size; the
-    growth per data set is their difference over batch - 1, and the largest batch that fits the
-    device is (limit - fixed part) / growth. Rows per condition and imputation method."""
-    from .api import impute_many_memory
-
+    (study_program.program_memory: the whole batch program, generate to pool, compiled, not
+    run) for batches of 1 and of the config's size; the growth per data set is their
+    difference over batch - 1, and the largest batch that fits the device is
+    (limit - fixed part) / growth. Rows per condition and imputation method."""
     limit, source = device_memory_limit()
     rows = []
     for ci, cond in enumerate(study.conditions):
-        d = cond.design
-        _, inc = generate_batch(study.seed, ci, np.arange(study.batch), d)
         for method in study.methods:
             if method in DIRECT_METHODS:
                 continue
-            model, outcome = IMPUTATION_MODELS[method]
-            ordinal = ("x",) if d.cuts and method == "focal" else ()
-            kw = dict(outcome=outcome, ordinal=ordinal, nimps=study.nimps, burn=study.burn,
-                      thin=study.thin, chains=study.chains, seed=1)
-            one = impute_many_memory(inc[:1], list(NAMES), model, **kw)
-            full = impute_many_memory(inc, list(NAMES), model, **kw) if study.batch > 1 else one
+            size = lambda b: program_memory(cond.design, _imputation(study, method), b, seed=study.seed,  # noqa: E731
+                                            condition=ci, condition_reps=study.reps)
+            one = size(1)
+            full = size(study.batch) if study.batch > 1 else one
             per = (full - one) / max(study.batch - 1, 1) if None not in (one, full) else None
             fits = int((limit - (one - per)) // per) if per and limit else None
             rows.append({"condition": cond.name, "method": method, "batch": study.batch,

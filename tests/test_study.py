@@ -12,6 +12,7 @@ import pytest
 from jaximpute import study as S
 from jaximpute.cli import main
 from jaximpute.simulate_slope import Design
+from conftest import run_with_devices
 
 TINY = """
 [study]
@@ -220,17 +221,10 @@ def test_batch_sharded_over_four_devices_equals_one_device(tmp_path):
     it gets on one device. Not bit for bit: XLA:CPU compiles the per-device program for another
     batch shape, and its vectorised float32 math rounds differently (observed max difference
     8e-6 on values of order 1 after 80 sweeps); a wrong key or data set would differ by O(1)."""
-    import os
-    import subprocess
-    import sys
     out = {}
     for n in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
-        path = tmp_path / f"d{n}.npz"
-        r = subprocess.run([sys.executable, "-c", SHARD_CHILD, str(path)], env=env, capture_output=True,
-                           text=True, timeout=600)
-        assert r.returncode == 0, r.stderr[-2000:]
-        out[n] = np.load(path)
+        run_with_devices(SHARD_CHILD, tmp_path / f"d{n}.npz", n)
+        out[n] = np.load(tmp_path / f"d{n}.npz")
     assert int(out[1]["ndev"]) == 1 and int(out[4]["ndev"]) == 4
     one, four = out[1]["imp"], out[4]["imp"]
     assert one.shape == four.shape == (3, 2, 48, 4)
