@@ -1,7 +1,8 @@
 """Benchmark: simulation-study throughput, `jaximpute simulate` against the R pipelines (issue 6).
 
-    python benchmarks/bench_simulate.py              # 100 replications ours, 2 each in R (~8 min)
-    python benchmarks/bench_simulate.py --quick      # 20 ours, 1 each in R (~3 min)
+    python benchmarks/bench_simulate.py              # 1,000 replications ours per chain count,
+                                                     # 2 each in R (~8 min)
+    python benchmarks/bench_simulate.py --quick      # 3 x 20 ours, 1 each in R (~3 min)
     python benchmarks/bench_simulate.py --no-r
 
 The replications are those of `configs/sim_slope.toml`'s first condition (50 clusters of 20, the
@@ -10,8 +11,8 @@ generator; the R pipelines get the same incomplete data sets (a CSV), so all thr
 work per replication: impute (20 imputations, 2,000 burn-in iterations, 100 between
 imputations), fit `y ~ x + w + x:w + (1 + x | cluster)` to every imputed data set (REML), pool.
 
-- **jaximpute**: `jaximpute simulate` on a config holding only the `focal` method, 3 batches of
-  R replications, as a user runs it: a fresh process with an empty compilation cache. Reported:
+- **jaximpute**: `jaximpute simulate` on a config holding only the `focal` method, 10 batches of
+  100 replications (a condition of the example study), as a user runs it: a fresh process with an empty compilation cache. Reported:
   the first batch (it compiles), the later batches (a study's steady state: they reuse the
   compiled programs), and the whole process's wall time per replication.
 - **jomo.lmer + lme4 + mitml** (R, one replication after another): `jomo.lmer(y ~ x + w + x:w +
@@ -100,10 +101,14 @@ def parse_args(argv=None):
                    help="jaximpute chain counts to run, comma-separated (default 1,2: one chain runs "
                         "jomo's 4,000 sweeps per data set exactly, burn-in + 20 x 100, i.e. matched "
                         "settings; two is the config's setting, 3,000 sweeps per chain)")
+    p.add_argument("--batches", type=int, default=None,
+                   help="batches per jaximpute process (default 10: with 100 per batch, one condition "
+                        "of configs/sim_slope.toml, 1,000 replications; --quick: 3)")
     p.add_argument("--no-r", action="store_true", help="skip R")
     a = p.parse_args(argv)
     a.reps = a.reps or (20 if a.quick else 100)
     a.r_reps = a.r_reps or (1 if a.quick else 2)
+    a.batches = a.batches or (3 if a.quick else 10)
     a.chains = [int(c) for c in str(a.chains).split(",")]
     return a
 
@@ -176,7 +181,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="jaximpute-bench-sim-") as tmp:
         tmp = Path(tmp)
         for c in a.chains:
-            runs[c] = ours(st, a.reps, tmp / f"chains{c}", c)
+            runs[c] = ours(st, a.reps, tmp / f"chains{c}", c, a.batches)
         _, inc = S.generate_batch(st.seed, 0, np.arange(a.r_reps), d)
         num = lambda v: "NA" if np.isnan(v) else repr(float(v))  # noqa: E731
         rows = ["rep,cluster,y,x,w"] + [f"{r + 1},{int(c)},{num(y)},{num(x)},{num(w)}"

@@ -324,8 +324,8 @@ def memory_text(plan: pd.DataFrame) -> str:
     if len(plan):
         lines.append(f"\nLimit: {mib(plan['limit_bytes'].iloc[0])} MiB ({plan['limit_source'].iloc[0]}). "
                      "Device memory by XLA's account of the compiled programs (arguments, outputs "
-                     "and temporaries). The analysis fits run in chunks of 2,000 data sets: "
-                     "float64 design arrays of 56 bytes per row and data set (110 MB for 1,000 rows).")
+                     "and temporaries) of the whole batch program: generate, impute, and the "
+                     "float64 analysis fits of every imputed data set.")
     return "\n".join(lines)
 
 

@@ -64,7 +64,8 @@ def test_condition_plan_covers_every_replication():
     covering = np.flatnonzero((miss.any(axis=1) == ever).all(axis=1))
     if covering.size:
         assert plan.template_rep == covering[0]
-        np.testing.assert_array_equal(plan.template, inc[covering[0]])
+        # the pilot's generator is compiled without XLA's optimisations: float32 rounding differs
+        np.testing.assert_allclose(plan.template, inc[covering[0]], rtol=1e-5, atol=1e-6)
 
 
 def test_a_data_set_that_does_not_fit_is_named():
