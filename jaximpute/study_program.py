@@ -48,7 +48,8 @@ from .kernels.state import Data
 from .kernels.sweep import diagnostics, make_runner
 from .lmm import batched_fitter
 from .pool import rules
-from .run import Settings, _bucket, _compile_options, _knows, chain_keys, parallel_split
+from .run import (Settings, _bucket, _compile_options, _knows, _pad_sets, chain_keys,
+                  parallel_split)
 from .simulate_slope import MODELS, NAMES, Design, design_arrays, variances
 
 INT_FILL = np.iinfo(np.int32).max         # an out-of-range index: the sampler drops it
@@ -364,11 +365,6 @@ def _compiled(key, build, gen_keys, keys):
     return hit
 
 
-def _pad(a, multiple: int):
-    pad = (-a.shape[0]) % multiple
-    return a if not pad else jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
-
-
 def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, condition_reps: int,
               engine_seed: int | None = None) -> dict:
     """Run one method on replications `reps` of a condition (of `condition_reps` replications
@@ -392,7 +388,7 @@ def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, co
     base = (seed, condition, d, condition_reps, imp)
     if len(devices) > 1 and num > 1:
         n = len(devices)
-        gk, kk = _pad(gen_keys, n), _pad(keys, n)
+        kk, gk = _pad_sets(keys, gen_keys, n)
         mesh = jax.sharding.Mesh(np.array(devices), ("sets",))
         spec = jax.sharding.PartitionSpec("sets")
 
@@ -406,7 +402,7 @@ def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, co
     else:
         groups = parallel_split(settings, imp.chains, num)[0] if settings else 1
         groups = groups if num >= groups else 1
-        gk, kk = _pad(gen_keys, groups), _pad(keys, groups)
+        kk, gk = _pad_sets(keys, gen_keys, groups)
         size = gk.shape[0] // groups
         parts = [(gk[i * size:(i + 1) * size], kk[i * size:(i + 1) * size]) for i in range(groups)]
         prog = _compiled(base + (parts[0][0].shape,), build, *parts[0])
