@@ -68,8 +68,8 @@ import pandas as pd
 
 from .errors import JaxImputeError, did_you_mean
 from .simulate_slope import Design, pooled_records, records_direct, summarise
-from .study_program import (DIRECT_METHODS, IMPUTATION_MODELS, Imputation, generate,  # noqa: F401
-                            generate_batch, program_memory, run_batch)
+from .study_program import (DIRECT_METHODS, IMPUTATION_MODELS, Imputation, condition_plan,  # noqa: F401
+                            generate, generate_batch, program_memory, run_batch)
 
 try:                      # Python 3.11+
     import tomllib
@@ -462,11 +462,13 @@ def write_summary(study: Study, folders, dest: str | Path, *, parquet: bool = Fa
 
 
 def missing_rates(study: Study, reps: int | None = None) -> dict[str, dict[str, float]]:
-    """Realised missing rates of y, x and w per condition (the generator redrawn on device)."""
+    """Realised missing rates of y, x and w per condition, over its first `reps` replications
+    (default all): the condition's pilot counts them (``condition_plan``), so a process that
+    ran the study has them already."""
     out = {}
     for ci, cond in enumerate(study.conditions):
-        _, inc = generate_batch(study.seed, ci, np.arange(reps or study.reps), cond.design)
-        out[cond.name] = dict(zip(("y", "x", "w"), np.isnan(inc[..., 1:]).mean(axis=(0, 1)).tolist()))
+        plan = condition_plan(study.seed, ci, cond.design, reps or study.reps)
+        out[cond.name] = dict(zip(("y", "x", "w"), plan.missing_rates[1:].tolist()))
     return out
 
 
