@@ -258,6 +258,22 @@ def test_memory_plan_grows_with_the_batch(tmp_path, capsys):
     assert "largest batch that fits" in capsys.readouterr().out
 
 
+def _free_slurm_job_id() -> str:
+    """A SLURM job id whose coordinator port is free now: jax.distributed's SLURM detection
+    takes the port from the job id (id % 4096 + 61440), so an id from the pid could land on a
+    port in use, and the processes would fail to meet."""
+    import random
+    import socket
+    for offset in random.sample(range(4096), 64):
+        with socket.socket() as s:
+            try:
+                s.bind(("localhost", 61440 + offset))
+            except OSError:
+                continue
+        return str(40960 + offset)                    # 40960 = 10 x 4096
+    raise RuntimeError("no free port in 61440-65535 for the coordinator")
+
+
 @pytest.mark.slow
 def test_distributed_processes_equal_one_run(tmp_path, compile_cache, capsys):
     """`--distributed` as under SLURM: two processes, started together on this host with the
@@ -272,7 +288,7 @@ def test_distributed_processes_equal_one_run(tmp_path, compile_cache, capsys):
     ref = pd.read_csv(whole / "reps.csv").drop(columns="seconds")
 
     shared = tmp_path / "shared"
-    job = str(40000 + os.getpid() % 4000)           # the coordinator's port follows the job id
+    job = _free_slurm_job_id()
     procs = []
     for k in range(2):
         env = dict(os.environ, JAX_PLATFORMS="cpu", SLURM_JOB_ID=job, SLURM_STEP_NODELIST="localhost",
