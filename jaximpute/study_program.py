@@ -378,6 +378,12 @@ def _compiled(key, build, gen_keys, keys):
     return hit
 
 
+def _results(out: dict) -> dict:
+    """A program's outputs less those kept only for the compiler's sake (named with a leading
+    underscore: `_final` in ``_imputation_program``), so they never cross to the host."""
+    return {k: v for k, v in out.items() if not k.startswith("_")}
+
+
 def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, condition_reps: int,
               engine_seed: int | None = None) -> dict:
     """Run one method on replications `reps` of a condition (of `condition_reps` replications
@@ -411,7 +417,7 @@ def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, co
         shard = jax.sharding.NamedSharding(mesh, spec)
         gk, kk = jax.device_put(gk, shard), jax.device_put(kk, shard)
         prog = _compiled(base + (gk.shape, "sharded", n), build_sharded, gk, kk)
-        out = jax.device_get({k: v for k, v in prog(gk, kk).items() if not k.startswith("_")})
+        out = jax.device_get(_results(prog(gk, kk)))
     else:
         groups = parallel_split(settings, imp.chains, num)[0] if settings else 1
         groups = groups if num >= groups else 1
@@ -424,7 +430,7 @@ def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, co
         else:
             with ThreadPoolExecutor(groups) as pool:
                 outs = list(pool.map(lambda p: jax.block_until_ready(prog(*p)), parts))
-        outs = jax.device_get([{k: v for k, v in o.items() if not k.startswith("_")} for o in outs])
+        outs = jax.device_get([_results(o) for o in outs])
         out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     return {k: np.asarray(v)[:num] for k, v in out.items()}
 

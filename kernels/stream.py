@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 GAMMA_TRIES = 4
+MAX_GAMMA_CALLS = 4096        # per stream: the fallback loops' keys are fold_in(key, i * this + call)
 
 
 class Stream:
@@ -104,8 +105,8 @@ def gamma(stream: Stream, a, shape=(), dtype=jnp.float32):
     boost_u = 1.0 - stream.uniform(tuple(shape))      # in (0, 1]
     call = stream.fallbacks
     stream.fallbacks += 1
-    if call >= 4096:
-        raise ValueError("more than 4096 gamma draws from one stream")
+    if call >= MAX_GAMMA_CALLS:
+        raise ValueError(f"more than {MAX_GAMMA_CALLS} gamma draws from one stream")
     value = jnp.zeros(shape, dtype)
     done = jnp.zeros(shape, bool)
     for i in range(GAMMA_TRIES):                       # the first accepted proposal wins
@@ -119,9 +120,10 @@ def gamma(stream: Stream, a, shape=(), dtype=jnp.float32):
     def propose(state):
         i, value, done = state
         # keys are made inside the loop, so the common case (no extra proposal) costs none;
-        # one key per (call, proposal): `call` is below 4096 (checked at trace time), and a
-        # loop would have to reject 2^20 proposals in a row to reuse one
-        xs, us = _variates(jax.random.fold_in(stream.key, i * 4096 + call), prod(shape), prod(shape), dtype)
+        # one key per (call, proposal): `call` is below MAX_GAMMA_CALLS (checked at trace
+        # time), and a loop would have to reject 2^20 proposals in a row to reuse one
+        key = jax.random.fold_in(stream.key, i * MAX_GAMMA_CALLS + call)
+        xs, us = _variates(key, prod(shape), prod(shape), dtype)
         cand, ok = _mt_candidate(a1, xs.reshape(shape), us.reshape(shape))
         return i + 1, jnp.where(done, value, cand), done | ok
 

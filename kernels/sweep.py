@@ -43,7 +43,8 @@ def init_state(key, st: Structure, data: Data) -> State:
     were 2.2 s of the 14 s that LLVM spent compiling a simulation batch's program.
     """
     x = data.x
-    rng = Stream.from_key(key, *init_draw_counts(st, data), x.dtype)
+    counts = init_draw_counts(st, data)
+    rng = Stream.from_key(key, *counts, x.dtype)
     for k, v in enumerate(st.incomplete):
         idx = data.miss_index[k]
         z = rng.normal(idx.shape)
@@ -77,7 +78,7 @@ def init_state(key, st: Structure, data: Data) -> State:
             sigma=sig,
             s2=s2,
         ))
-    rng.check_used_up(*init_draw_counts(st, data))
+    rng.check_used_up(*counts)
     return State(x, tuple(blocks))
 
 
