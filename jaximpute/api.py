@@ -108,7 +108,7 @@ def _words(names) -> list[str]:
 
 
 def _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome,
-                  processors=None) -> list[str]:
+                  processors=None, options=()) -> list[str]:
     """The Blimp-style script that `impute` and `impute_many` run, as statements."""
     procs = f" processors {processors}" if processors else ""
     lines = [f"VARIABLES: {' '.join(names)};", f"MODEL: {model};", f"BURN: {burn};",
@@ -120,6 +120,8 @@ def _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal,
             lines.append(f"{cmd}: {' '.join(_words(listed))};")
     if outcome:
         lines.append(f"OUTCOME: {outcome};")
+    if options:
+        lines.append(f"OPTIONS: {' '.join(_words(options))};")
     return lines
 
 
@@ -137,22 +139,20 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
     table = data if isinstance(data, DataTable) else (
         from_dataframe(data, missing) if isinstance(data, pd.DataFrame) else read_table(data, None, missing))
     lines = _script_lines(table.names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome,
-                          processors)
+                          processors, options)
     if iterations or not nimps:
         lines.append(f"ITERATIONS: {iterations or max(thin, 1000)};")
-    if options:
-        lines.append(f"OPTIONS: {' '.join(_words(options))};")
     script = parse_script("\n".join(lines), None)
     return run(script, table, progress=progress, stream=stream)
 
 
 def _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, ordinal, outcome,
-               processors=None):
+               processors=None, options=()):
     """The spec and settings of impute_many's batch (the model set up from the first data set)."""
     table = DataTable(tuple(names), datasets[0], "<simulated>",
                       np.zeros(len(names), bool), None, False)
     lines = _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome,
-                          processors)
+                          processors, options)
     spec = build_spec(parse_script("\n".join(lines), None), table)
     settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed,
                         processors=processors)
@@ -167,30 +167,30 @@ def _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, o
 
 def impute_many_memory(datasets, names, model: str, *, nimps: int = 20, burn: int = 1000,
                        thin: int = 100, chains: int = 2, seed: int = 0, fixed=(), ordinal=(),
-                       outcome: str | None = None) -> int | None:
+                       outcome: str | None = None, options=()) -> int | None:
     """Device bytes impute_many's compiled program needs for this batch (XLA's account; the
     program is compiled, not run): for choosing a simulation study's batch size."""
     from .run import program_memory
     datasets = np.asarray(datasets, dtype=np.float64)
     spec, settings = _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed,
-                                ordinal, outcome)
+                                ordinal, outcome, options=options)
     return program_memory(spec, settings, list(datasets))
 
 
 def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
                 chains: int = 2, seed: int = 0, fixed=(), ordinal=(), outcome: str | None = None,
-                progress: bool = False, stream=None, processors: int | None = None):
+                options=(), progress: bool = False, stream=None, processors: int | None = None):
     """Impute a batch of same-shaped data sets in one compiled program (simulation studies).
 
     `datasets` is a (D, N, V) array (np.nan = missing) with columns `names`; every data set must
     have the same rows and clusters (only the values and which cells are missing may differ).
     The model (levels, standardisation) is set up from the first data set. Returns a
     (D, NIMPS, N, V) array of imputed data sets and the (D, 20, P) burn-in PSR array.
-    `processors`: as in `impute`.
+    `options` (a prior: ``"prior1"``, ``"prior2"``, ``"prior3"``) and `processors`: as in `impute`.
     """
     datasets = np.asarray(datasets, dtype=np.float64)
     spec, settings = _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed,
-                                ordinal, outcome, processors)
+                                ordinal, outcome, processors, options)
     prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress) if progress else None
     raw = sample(spec, settings, datasets=list(datasets), progress=prog)
     out = np.stack([imputed_tables(spec, raw, nimps, chains, dataset=d, values=datasets[d])
@@ -264,10 +264,18 @@ def _check_finite(spec: ModelSpec, raw: RawDraws, labels) -> None:
                              raw.post_trace.reshape(-1, raw.post_trace.shape[-1])])
     bad = ~np.isfinite(params).all(axis=0)
     if bad.any() or not np.isfinite(raw.imputations).all():
-        where = ""
+        where, block = "", None
         if bad.any():
             block, group, term = labels[int(np.flatnonzero(bad)[0])]
             where = f" (first in the model of '{block}': {GROUP_TITLES[group].lower()} '{term}')"
+        random = any(g == "ranvar" for b, g, _ in labels if block is None or b == block)
+        if spec.prior.name == "prior3" and random:
+            # kernels.structure.Prior: prior3's posterior is improper for a weak random effect
+            raise ModelError(f"{spec.script.path or 'the model'}: the sampler produced non-finite "
+                             f"draws{where}: under prior3 (IW(0, 0)) the posterior is improper when "
+                             "a random effect's variance may be near zero, and a chain drifted "
+                             "into a zero variance; expected prior2 (the default, flat) or prior1 "
+                             "for this model. No file was written")
         raise ModelError(f"{spec.script.path or 'the model'}: the sampler produced non-finite draws"
                          f"{where}; expected a model whose predictors are not (nearly) collinear "
                          "and whose variables vary: check the predictors of that block. No file "

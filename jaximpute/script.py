@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from jaximpute.errors import ScriptError, did_you_mean
+from jaximpute.kernels.structure import PRIORS
 
 __all__ = ["Pos", "Name", "ModelTerm", "Script", "parse_script", "read_script"]
 
@@ -151,7 +152,7 @@ OPTION_WORDS = (
 )
 _FORMAT_OF_OPTION = {"stacked": "stacked", "stacked0": "stacked", "separate": "separate",
                      "sep": "separate"}
-_PRIORS = ("prior1", "prior2", "prior3")
+_PRIORS = PRIORS
 _SAVE_KEYS = ("stacked", "separate")
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -239,10 +239,11 @@ def _frame(records: dict, cond: str, method: str, rep0: int, psr=None) -> pd.Dat
 
 
 def method_records(method: str, full, inc, d: Design, g, *, nimps: int, burn: int, thin: int,
-                   chains: int, seed: int | None, models=MODELS):
+                   chains: int, seed: int | None, models=MODELS, options=()):
     """One method on a batch of replications: (records, last-window PSR per replication or None,
     imputation seconds or None). `full` and `inc` are the (B, N, 4) complete and incomplete data
-    sets, `g` the cluster index of each row; `models` maps imputation methods to (MODEL, OUTCOME)."""
+    sets, `g` the cluster index of each row; `models` maps imputation methods to (MODEL, OUTCOME);
+    `options` as in `impute_many` (a prior)."""
     from .api import impute_many   # JAX starts only when imputing
 
     if method == "complete":
@@ -254,7 +255,8 @@ def method_records(method: str, full, inc, d: Design, g, *, nimps: int, burn: in
     model, outcome = models[method]
     ordinal = ("x",) if d.ordinal and method == "focal" else ()
     imputed, burn_psr = impute_many(inc, list(NAMES), model, outcome=outcome, ordinal=ordinal,
-                                    nimps=nimps, burn=burn, thin=thin, chains=chains, seed=seed)
+                                    nimps=nimps, burn=burn, thin=thin, chains=chains, seed=seed,
+                                    options=options)
     if np.isnan(imputed).any():
         raise RuntimeError(f"{method} imputation left missing values")
     psr = np.nanmax(np.asarray(burn_psr)[:, -1, :], axis=-1)

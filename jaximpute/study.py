@@ -66,7 +66,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .api import PRIOR_TEXT
 from .errors import JaxImputeError, did_you_mean
+from .kernels.structure import PRIORS
 from .simulate_slope import Design, pooled_records, records_direct, summarise
 from .study_program import (DIRECT_METHODS, IMPUTATION_MODELS, Imputation, condition_plan,  # noqa: F401
                             generate, generate_batch, program_memory, run_batch)
@@ -106,6 +108,7 @@ class Study:
     burn: int = 2000
     thin: int = 100
     chains: int = 2
+    prior: str = "prior2"
     source: str = field(default="<config>", compare=False)
 
     @property
@@ -120,6 +123,8 @@ class Study:
         """A hash of everything that determines the results (not the source path)."""
         d = dataclasses.asdict(self)
         d.pop("source")
+        if d["prior"] == "prior2":      # the default: studies checkpointed before the key existed resume
+            d.pop("prior")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -127,7 +132,7 @@ class Study:
 
 _DESIGN_FIELDS = {f.name: f for f in dataclasses.fields(Design)}
 _SECTIONS = {"study": ("reps", "batch", "seed", "methods"),
-             "imputation": ("nimps", "burn", "thin", "chains"),
+             "imputation": ("nimps", "burn", "thin", "chains", "prior"),
              "population": tuple(_DESIGN_FIELDS) + ("mechanism",),
              "conditions": ()}
 
@@ -199,6 +204,11 @@ def load_study(path: str | Path) -> Study:
                                           f"{did_you_mean(str(m), ALL_METHODS)}; expected some of "
                                           f"{', '.join(ALL_METHODS)}")
                 kw[k] = tuple(dict.fromkeys(v))
+            elif k == "prior":
+                if v not in PRIORS:
+                    raise ConfigError(f"{path}: [imputation].prior: {v!r}{did_you_mean(str(v), PRIORS)}; "
+                                      f"expected one of {', '.join(PRIORS)} (as in a script's OPTIONS)")
+                kw[k] = v
             elif not isinstance(v, int) or isinstance(v, bool) or v < (0 if k == "seed" else 1):
                 raise ConfigError(f"{path}: [{sec}].{k}: expected a positive whole number, got {v!r}")
             else:
@@ -229,7 +239,7 @@ def _engine_seed(study: Study, ci: int, b: int, method: str) -> int:
 
 
 def _imputation(study: Study, method: str) -> Imputation:
-    return Imputation(method, study.nimps, study.burn, study.thin, study.chains)
+    return Imputation(method, study.nimps, study.burn, study.thin, study.chains, study.prior)
 
 
 def run_unit(study: Study, ci: int, b: int, log=None) -> pd.DataFrame:
@@ -250,7 +260,7 @@ def run_unit(study: Study, ci: int, b: int, log=None) -> pd.DataFrame:
         if method in DIRECT_METHODS:
             rec, psr = records_direct(out, d), None
         else:
-            _check_batch(out, cond, method, reps)
+            _check_batch(out, cond, method, reps, study.prior)
             rec, psr = pooled_records(out, out["converged"], out["variances"]), out["psr"]
         secs = time.perf_counter() - t0
         fr = records_frame(rec, method, start, psr, condition=cond.name)
@@ -260,13 +270,17 @@ def run_unit(study: Study, ci: int, b: int, log=None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _check_batch(out: dict, cond: Condition, method: str, reps) -> None:
+def _check_batch(out: dict, cond: Condition, method: str, reps, prior: str = "prior2") -> None:
     """Stop with the replication named if a data set did not fit its condition's program or
     came out of it with cells still missing (study_program's module docstring)."""
+    # NaN draws under prior3 are its improper posterior at work (kernels.structure.Prior)
+    nan_why = ("; under prior3 (IW(0, 0)) the posterior is improper when a random effect's "
+               "variance may be near zero, and a chain drifted into a zero variance: expected "
+               "prior = \"prior2\" (the default) or \"prior1\"" if prior == "prior3" else "")
     for flag, what in (("fits_program", "does not fit the model set up from the condition's "
                                         "template replication (an incomplete variable complete "
                                         "there, or an ordinal code it lacks)"),
-                       ("complete", "was left with missing values after imputation")):
+                       ("complete", "was left with missing values after imputation" + nan_why)):
         bad = np.flatnonzero(~out[flag])
         if bad.size:
             raise JaxImputeError(f"{cond.name}, {method}: replication {reps[bad[0]] + 1} {what}")
@@ -485,12 +499,13 @@ def summary_page(study: Study, summ: pd.DataFrame, reps: pd.DataFrame, *, plots:
         f"{int(n_done.get(c.name, 0))} of {study.reps} |" for c in study.conditions)
     secs = reps.groupby("method")["seconds"].mean()
     time_rows = "\n".join(f"| {m} | {secs[m]:.3f} |" for m in study.methods if m in secs)
+    prior_text = "" if study.prior == "prior2" else f", {PRIOR_TEXT[study.prior].split(' (')[0]}"
     figs = ("\n## Plots\n\n![standardised bias](bias.png)\n\n![coverage](coverage.png)\n"
             if plots else "")
     return f"""# Simulation study: {Path(study.source).name}
 
 {study.reps} replications per condition in batches of {study.batch}; imputation: {study.nimps}
-imputations, burn-in {study.burn}, {study.thin} sweeps between imputations, {study.chains} chains;
+imputations, burn-in {study.burn}, {study.thin} sweeps between imputations, {study.chains} chains{prior_text};
 analysis `y ~ x + w + x:w + (x | cluster)` by REML, pooled by Rubin's rules (df.com = J - 2).
 Methods: {", ".join(study.methods)}. Seed {study.seed}.
 

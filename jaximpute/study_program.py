@@ -208,6 +208,7 @@ class Imputation:
     burn: int
     thin: int
     chains: int
+    prior: str = "prior2"     # the random-effect covariance prior (kernels.structure.Prior)
 
 
 def _fit(data, g, num_clusters: int, weight=None):
@@ -241,7 +242,7 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
     model, outcome = IMPUTATION_MODELS[imp.method]
     ordinal = ("x",) if d.cuts and imp.method == "focal" else ()
     spec, settings = _many_spec(plan.template[None], list(NAMES), model, imp.nimps, imp.burn,
-                                imp.thin, imp.chains, 0, (), ordinal, outcome)
+                                imp.thin, imp.chains, 0, (), ordinal, outcome, options=(imp.prior,))
     st, layout, data0, _ = prepare(spec, plan.template)
     xv = spec.x_vars
     level2 = [st.var_levels[k] == 2 for k in range(len(xv))]

@@ -63,9 +63,24 @@ class Block(NamedTuple):
         return any(t.uses_latent(b) for t in self.terms + self.random)
 
 
+PRIORS = ("prior1", "prior2", "prior3")
+
+
 class Prior(NamedTuple):
     """Inverse-Wishart prior IW(scale * I, df) for random-effect covariances (Blimp's prior1-3);
-    the residual variances use the same family with q = 1 (on the standardised scale)."""
+    the residual variances use the same family with q = 1 (on the standardised scale).
+
+    - prior1, IW(I, q+1): proper; pulls the covariance towards I on the standardised scale.
+    - prior2, IW(0, -(q+1)): flat, p(Sigma) constant (the default, as in Blimp). With few
+      clusters its posterior mean of Sigma sits above the ML estimate: given the random effects,
+      E(Sigma | u) = S / (J - 2q - 2) against S / J (Gelman et al. 2013, BDA3, sec. 3.6).
+    - prior3, IW(0, 0): p(Sigma) ~ |Sigma|^-(q+1)/2. Its posterior is improper whenever a random
+      effect's (conditional) variance is weakly identified: the likelihood stays positive as that
+      variance goes to 0 while the prior's density is not integrable there (Gelman 2006, Bayesian
+      Analysis 1, "Prior distributions for variance parameters in hierarchical models"), and a
+      chain can then drift into a zero variance until the draws fail (jaximpute stops with an
+      error that says so). It suits well-identified covariances only.
+    """
 
     name: str                    # 'prior1' | 'prior2' | 'prior3'
 

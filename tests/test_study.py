@@ -62,6 +62,7 @@ def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
     (("nimps = 2", "nimps = 0"), "[imputation].nimps: expected a positive whole number"),
     (("name = \"MCAR\"", "name = \"J=12, n=4\""), "both named 'J=12, n=4'"),
     (("reps = 4", "reps = 4 ="), "not valid TOML"),
+    (("chains = 2", "chains = 2\nprior = \"prior4\""), "[imputation].prior: 'prior4' (did you mean 'prior3'?); expected one of prior1, prior2, prior3"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, edit, fragment):
     p = write(tmp_path, TINY.replace(*edit))
@@ -104,6 +105,28 @@ def test_output_folder_claims(tmp_path):
     with pytest.raises(S.ConfigError, match="not a study folder"):
         S._claim_folder(st, busy)
     assert (busy / "notes.txt").read_text() == "mine"
+
+
+def test_prior_is_part_of_the_study(tmp_path):
+    """A prior other than the default is a different study (its own fingerprint, so a folder
+    of prior2 results is not resumed with prior1) and reaches the model that the imputation
+    programs are built from; the default leaves the fingerprint of studies written before the
+    key existed unchanged."""
+    from jaximpute.api import _many_spec
+    st2 = S.load_study(write(tmp_path, TINY))
+    st1 = S.load_study(write(tmp_path, TINY.replace("chains = 2", "chains = 2\nprior = \"prior1\""), "p1.toml"))
+    assert (st2.prior, st1.prior) == ("prior2", "prior1")
+    assert st1.fingerprint() != st2.fingerprint()
+    legacy = S.dataclasses.asdict(st2)
+    legacy.pop("source"), legacy.pop("prior")
+    assert st2.fingerprint() == S.hashlib.sha256(
+        S.json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    _, inc = S.generate_batch(3, 0, np.arange(1), Design(12, 4))
+    model, outcome = S.IMPUTATION_MODELS["focal"]
+    for prior in ("prior1", "prior2", "prior3"):
+        spec, _ = _many_spec(inc, ["cluster", "y", "x", "w"], model, 2, 10, 5, 1, 0, (), (), outcome,
+                             options=(prior,))
+        assert spec.prior.name == prior
 
 
 def test_example_config_loads():

@@ -19,21 +19,24 @@ SEED, REPS = 7, 4
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["focal", "random intercept", "single-level", "listwise", "complete"])
-def test_batch_program_equals_host_pipeline(method):
+@pytest.mark.parametrize("method,prior", [("focal", "prior2"), ("focal", "prior1"),
+                                          ("random intercept", "prior2"), ("single-level", "prior2"),
+                                          ("listwise", "prior2"), ("complete", "prior2")])
+def test_batch_program_equals_host_pipeline(method, prior):
     """Same keys, same engine seed, same data: the one-program batch and the host pipeline
     agree to float32 rounding of the sampler (it runs split differently: data sets here, chains
     there), far below what a wrong key, cell or code would change (O(0.1) in an estimate).
     300 rows, so the missing-cell lists are padded to a multiple of N/8 (run._bucket), and an
-    ordinal x for the focal model (codes snapped back on device)."""
+    ordinal x for the focal model (codes snapped back on device); and a prior other than the
+    default reaches both (api._many_spec's OPTIONS line)."""
     d = Design(clusters=30, cluster_size=10, cuts=(-0.5, 0.5))
-    imp = P.Imputation(method, 4, 60, 20, 2)
+    imp = P.Imputation(method, 4, 60, 20, 2, prior)
     reps = np.arange(REPS)
     out = P.run_batch(d, imp, reps, seed=SEED, condition=0, condition_reps=REPS, engine_seed=123)
     full, inc = P.generate_batch(SEED, 0, reps, d)
     g = np.repeat(np.arange(d.clusters), d.cluster_size)
     ref, ref_psr, _ = method_records(method, full, inc, d, g, nimps=4, burn=60, thin=20, chains=2,
-                                     seed=123, models=S.IMPUTATION_MODELS)
+                                     seed=123, models=S.IMPUTATION_MODELS, options=(prior,))
     if method in S.DIRECT_METHODS:
         got, tol = records_direct(out, d), 1e-7
     else:
