@@ -329,6 +329,10 @@ def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report
         sizes = raw.layout.cluster_sizes
         data_d["clusters"] = (f"{raw.layout.num_clusters} (cluster id: {spec.cluster}); rows per "
                               f"cluster {sizes.min()} to {sizes.max()}, mean {sizes.mean():.1f}")
+    if spec.unit:
+        per_unit = np.bincount(raw.layout.unit_of_cluster)
+        data_d["level-3 units"] = (f"{raw.layout.num_units} (id: {spec.unit}); clusters per unit "
+                                   f"{per_unit.min()} to {per_unit.max()}, mean {per_unit.mean():.1f}")
     data_d["missing code"] = f"{table.missing_code:g}" if table.missing_code is not None else "none"
     var_df = pd.DataFrame({
         "variable": [v.name for v in spec.variables],
@@ -341,7 +345,10 @@ def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report
     for bi in spec.block_info:
         rhs = " + ".join(bi.terms)
         ran = f" + random {' + '.join(bi.random)} | {spec.cluster}" if bi.random else ""
-        where = "level 1" if bi.level == 1 else f"level 2, one row per {spec.cluster}"
+        if spec.unit and bi.level < 3:
+            ran += f" + random Intercept | {spec.unit}"
+        where = ("level 1" if bi.level == 1 else
+                 f"level {bi.level}, one row per {spec.cluster if bi.level == 2 else spec.unit}")
         role = {"focal": "focal model, ", "supporting": "supporting, "}.get(bi.role, "")
         blocks.append(f"{bi.outcome} ({role}{where}) ~ {rhs}{ran}")
     psr_df, warnings = None, []

@@ -31,17 +31,38 @@ class Layout:
     rows_per_cluster: int        # dense grid width, 0 for the segment layout
     cluster_ids: np.ndarray      # (J,) original id of each cluster
     cluster_sizes: np.ndarray    # (J,)
+    # three-level data (else None / 0): clusters are numbered unit by unit
+    unit_of_cluster: np.ndarray | None = None   # (J,) level-3 unit (0..K-1) of each cluster
+    num_units: int = 0                          # K
+    unit_ids: np.ndarray | None = None          # (K,) original id of each unit
+
+    def unit_of_row(self) -> np.ndarray:
+        """(N_real,) level-3 unit of each table row (three-level data)."""
+        return self.unit_of_cluster[self.cluster_of_row]
 
 
 # the dense grid is used while padding adds at most this fraction of the rows
 DENSE_WASTE = 0.5
 
 
-def build_layout(cluster_values: np.ndarray | None, n_rows: int, dense_waste: float | None = None) -> Layout:
+def build_layout(cluster_values: np.ndarray | None, n_rows: int, dense_waste: float | None = None,
+                 unit_values: np.ndarray | None = None) -> Layout:
+    """Rows grouped by cluster (module docstring). With `unit_values` (three-level data) a
+    cluster is a (unit, cluster id) pair, so an id may repeat across units, and clusters are
+    numbered unit by unit: the level-3 sums are then sorted segment sums over clusters."""
     dense_waste = DENSE_WASTE if dense_waste is None else dense_waste
     if cluster_values is None:
         cluster_values = np.zeros(n_rows)
-    ids, inverse, sizes = np.unique(cluster_values, return_inverse=True, return_counts=True)
+    three = {}
+    if unit_values is not None:
+        pairs, inverse, sizes = np.unique(np.column_stack([unit_values, cluster_values]), axis=0,
+                                          return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        unit_ids, unit_of_cluster = np.unique(pairs[:, 0], return_inverse=True)
+        ids = pairs[:, 1]
+        three = dict(unit_of_cluster=unit_of_cluster.reshape(-1), num_units=len(unit_ids), unit_ids=unit_ids)
+    else:
+        ids, inverse, sizes = np.unique(cluster_values, return_inverse=True, return_counts=True)
     j = len(ids)
     order = np.argsort(inverse, kind="stable")             # rows sorted by cluster, stable
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -50,10 +71,10 @@ def build_layout(cluster_values: np.ndarray | None, n_rows: int, dense_waste: fl
     n_max = int(sizes.max()) if j else 1
     if j * n_max <= (1.0 + dense_waste) * n_rows:
         positions = inverse * n_max + within
-        return Layout(positions, inverse, j * n_max, j, n_max, ids, sizes)
+        return Layout(positions, inverse, j * n_max, j, n_max, ids, sizes, **three)
     positions = np.empty(n_rows, dtype=np.int64)
     positions[order] = np.arange(n_rows)
-    return Layout(positions, inverse, n_rows, j, 0, ids, sizes)
+    return Layout(positions, inverse, n_rows, j, 0, ids, sizes, **three)
 
 
 def cluster_arrays(layout: Layout) -> ClusterArrays:
@@ -66,8 +87,13 @@ def cluster_arrays(layout: Layout) -> ClusterArrays:
         first = np.concatenate([[0], np.cumsum(layout.cluster_sizes)[:-1]])
     row_weight = np.zeros(layout.num_rows, np.float32)
     row_weight[layout.positions] = 1.0
+    three = ()
+    if layout.num_units:
+        unit = layout.unit_of_cluster
+        first_cluster = np.searchsorted(unit, np.arange(layout.num_units))
+        three = (unit.astype(np.int32), first_cluster.astype(np.int32), np.ones(layout.num_units, np.float32))
     return ClusterArrays(cluster.astype(np.int32), first.astype(np.int32), row_weight,
-                         np.ones(j, np.float32))
+                         np.ones(j, np.float32), *three)
 
 
 @dataclass(frozen=True)
@@ -86,25 +112,27 @@ def prepare(spec: ModelSpec, values: np.ndarray | None = None, layout: Layout | 
     n = values.shape[0]
     if layout is None:
         cl = values[:, spec.var(spec.cluster).column] if spec.cluster else None
-        layout = build_layout(cl, n)
+        unit = values[:, spec.var(spec.unit).column] if spec.unit else None
+        layout = build_layout(cl, n, unit_values=unit)
     xv = spec.x_vars
     x = np.zeros((layout.num_rows, len(xv)), np.float32)
     miss_index, table_rows, counts = [], [], []
     for k, v in enumerate(xv):
         col = (values[:, v.column] - v.mean) / v.sd
-        if v.level == 2 and spec.cluster:
-            # a level-2 value observed on any row of its cluster holds for the whole cluster
-            per_cluster = np.full(layout.num_clusters, np.nan)
+        if v.level >= 2 and spec.cluster:
+            # a level-2 (3) value observed on any row of its cluster (unit) holds for all of it
+            owner = layout.cluster_of_row if v.level == 2 else layout.unit_of_row()
+            per_owner = np.full(layout.num_clusters if v.level == 2 else layout.num_units, np.nan)
             obs = ~np.isnan(col)
-            per_cluster[layout.cluster_of_row[obs]] = col[obs]
-            col = per_cluster[layout.cluster_of_row]
+            per_owner[owner[obs]] = col[obs]
+            col = per_owner[owner]
         missing = np.isnan(col)
         x[layout.positions, k] = np.where(missing, 0.0, col)
         if k in spec.incomplete:
-            if v.level == 2 and spec.cluster:
-                clusters = np.unique(layout.cluster_of_row[missing])
-                miss_index.append(clusters.astype(np.int32))
-                table_rows.append([np.flatnonzero(layout.cluster_of_row == c) for c in clusters])
+            if v.level >= 2 and spec.cluster:
+                owners = np.unique(owner[missing])
+                miss_index.append(owners.astype(np.int32))
+                table_rows.append([np.flatnonzero(owner == c) for c in owners])
             else:
                 rows = np.flatnonzero(missing)
                 miss_index.append(layout.positions[rows].astype(np.int32))
@@ -120,6 +148,7 @@ def prepare(spec: ModelSpec, values: np.ndarray | None = None, layout: Layout | 
         num_clusters=layout.num_clusters,
         rows_per_cluster=layout.rows_per_cluster,
         num_missing=tuple(counts),
+        num_units=layout.num_units,
     )
     # x columns run in imputation order (spec.x_names), so miss_index lines up with incomplete
     data = Data(x, cluster_arrays(layout), tuple(miss_index))

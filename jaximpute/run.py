@@ -139,7 +139,7 @@ def stack_data(datas: list[Data]) -> Data:
                  for k in range(len(first.miss_index)))
 
     return Data(np.stack([d.x for d in datas]),
-                type(first.clusters)(*[np.stack(parts) for parts in zip(*[d.clusters for d in datas])]),
+                jax.tree_util.tree_map(lambda *parts: np.stack(parts), *[d.clusters for d in datas]),
                 miss)
 
 
@@ -358,6 +358,9 @@ def imputed_tables(spec: ModelSpec, raw: RawDraws, nimps: int, chains: int, data
     return out
 
 
+LEVEL3_INTERCEPT = "Intercept (level 3)"     # the label of a block's level-3 intercept variance
+
+
 def parameter_table(spec: ModelSpec, st: Structure):
     """Labels of the monitored parameters: (block outcome, group, term) per position."""
     rows = []
@@ -365,6 +368,8 @@ def parameter_table(spec: ModelSpec, st: Structure):
         bi = spec.block_info[lab.block]
         if lab.group == "fixed":
             term = bi.terms[lab.index[0]]
+        elif lab.group == "ranvar" and lab.index == ("level3",):
+            term = LEVEL3_INTERCEPT
         elif lab.group == "ranvar":
             i, j = lab.index
             term = f"{bi.random[i]}" if i == j else f"{bi.random[i]}~{bi.random[j]}"
@@ -431,6 +436,9 @@ def to_original_units(spec: ModelSpec, st: Structure, params: np.ndarray) -> np.
             sig = a @ sig @ a.T
             out[..., pos:pos + len(rows)] = sig[..., rows, cols]
             pos += len(rows)
+        if st.has_level3(blk):
+            out[..., pos] = params[..., pos] * so * so         # the level-3 intercept variance
+            pos += 1
         if blk.codes:
             pos += blk.categories - 2          # thresholds: already on the latent scale
             continue

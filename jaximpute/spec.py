@@ -5,12 +5,14 @@ which variable is modelled at which level, which blocks exist and what each is r
 it records everything the report prints about the model. The result is static: a `Structure`
 for the device program plus the names and scales needed to read the draws back.
 
-Supported: continuous variables in two-level data; the `cluster ~ y x ...` joint mapping with
-random intercepts and latent cluster means; single-level models (`MODEL: y x;`); and focal models
-(`OUTCOME: y;` with `y:x` random slopes, `a*b` products and supporting blocks for incomplete
-predictors at both levels). What the script language parses but the engine does not do yet
-(ORDINAL variables in MODEL, NOMINAL, three-level ids) raises a clear "not supported yet" error
-here rather than fitting a different model.
+Supported: continuous and ordinal variables in two- and three-level data; the `cluster ~ y x ...`
+joint mapping with random intercepts and latent cluster means; single-level models
+(`MODEL: y x;`); and focal models (`OUTCOME: y;` with `y:x` random slopes, `a*b` products and
+supporting blocks for incomplete predictors at every level). Three-level data (two ids left of
+`~`) add a level-3 random intercept to every level-1 and level-2 block and give level-3
+variables blocks of their own (MODEL.md). What the script language parses but the engine does
+not do yet (NOMINAL, an OUTCOME above level 1 with lower-level predictors) raises a clear "not
+supported yet" error here rather than fitting a different model.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class ModelSpec:
     incomplete: list[int]               # x columns with missing values, imputation order
     prior: Prior
     notes: list[str] = field(default_factory=list)
+    unit: str | None = None             # level-3 id name (three-level data), else None
 
     def var(self, name: str) -> VariableInfo:
         return next(v for v in self.variables if v.name == name)
@@ -108,9 +111,6 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
     # ---- what the script asks for, and what is not supported yet
     if script.nominal:
         raise _not_yet(script, script.nominal[0].pos, "NOMINAL", "nominal variables: a later issue")
-    if len(script.cluster_ids) > 1:
-        raise _not_yet(script, script.cluster_ids[1].pos, "three-level data (two cluster ids)",
-                       "a later issue")
     focal = script.outcome is not None
     if not focal:
         for term in script.model:
@@ -139,17 +139,32 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
     # ---- cluster id and levels
     values = table.values
     n_rows = values.shape[0]
-    cluster_col = col(script.cluster_ids[0]) if script.cluster_ids else None
+    id_cols = [col(n) for n in script.cluster_ids]
+    for c, tok in zip(id_cols, script.cluster_ids):
+        bad = np.flatnonzero(~np.isfinite(values[:, c]))
+        if bad.size:
+            raise DataError(f"{table.source}: row {_file_row(table, bad[0])}, column {c + 1} "
+                            f"({names[c]}): the cluster id is missing; expected an id on every row")
+        if c in named + fixed_cols:
+            raise ModelError(str(script.error(tok.pos,
+                             "the cluster id is also listed as a variable; expected it only left of '~'")))
+    cluster_col, unit_col, nesting = (id_cols + [None])[0], None, ""
+    if len(id_cols) == 2:
+        for c in id_cols:
+            frac = np.flatnonzero(values[:, c] != np.round(values[:, c]))
+            if frac.size:
+                raise DataError(f"{table.source}: row {_file_row(table, frac[0])}, column {c + 1} "
+                                f"({names[c]}): {values[frac[0], c]:g} is not an id; expected whole-number "
+                                "ids for the two cluster ids of three-level data")
+        cluster_col, unit_col, nesting = _level_ids(script, table, id_cols)
     if cluster_col is not None:
         cl = values[:, cluster_col]
-        bad = np.flatnonzero(~np.isfinite(cl))
-        if bad.size:
-            raise DataError(f"{table.source}: row {_file_row(table, bad[0])}, column {cluster_col + 1} "
-                            f"({names[cluster_col]}): the cluster id is missing; expected an id on every row")
-        if cluster_col in named + fixed_cols:
-            raise ModelError(str(script.error(script.cluster_ids[0].pos,
-                             "the cluster id is also listed as a variable; expected it only left of '~'")))
+        if unit_col is not None:
+            # a cluster is a (unit, id) pair: the same student id may recur in another school
+            cl = np.unique(values[:, [unit_col, cluster_col]], axis=0, return_inverse=True)[1].reshape(-1)
         levels = detect_levels(values, cl)
+        if unit_col is not None:
+            levels = np.where((levels == 2) & _constant_within(values, values[:, unit_col], cl), 3, levels)
     else:
         cl = np.zeros(n_rows)
         levels = np.ones(values.shape[1], dtype=int)
@@ -163,9 +178,10 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
     variables = []
     for i, n in enumerate(names):
         miss = int(n_missing[i])
-        role = ("cluster" if i == cluster_col else "modelled" if i in listed
+        role = ("cluster" if i in (cluster_col, unit_col) else "modelled" if i in listed
                 else "fixed" if i in fixed_cols else "carried")
-        variables.append(VariableInfo(n, i, role, int(levels[i]) if i != cluster_col else 2,
+        level = 2 if i == cluster_col else 3 if i == unit_col else int(levels[i])
+        variables.append(VariableInfo(n, i, role, level,
                                       "ordinal" if i in ordinal_cols else "continuous",
                                       miss, 100.0 * miss / max(n_rows, 1)))
 
@@ -189,7 +205,8 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
     multilevel = cluster_col is not None
     build = _focal_blocks if focal else _joint_blocks
     order, blocks, info = build(script, col, variables, listed, fixed_cols, outcome_col, multilevel)
-    _check_collinear(script, table, blocks, info, variables, cl if multilevel else None)
+    units = values[:, unit_col] if unit_col is not None else None
+    _check_collinear(script, table, blocks, info, variables, cl if multilevel else None, units)
     x_cols = order + [c for c in fixed_cols if c not in order]
     xi = {c: k for k, c in enumerate(x_cols)}
     # blocks were built with table columns; the device sees columns of x (x_cols order)
@@ -199,6 +216,9 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
 
     incomplete = [xi[c] for c in order if variables[c].n_missing > 0]
     notes = []
+    if unit_col is not None:
+        notes.append(f"three-level data: {names[cluster_col]} (level 2) within {names[unit_col]} "
+                     f"(level 3), {nesting}")
     if focal and any(t.kind == "product" for t in script.model):
         notes.append("product terms are added as written; their main effects are not added for you "
                      "(as in Blimp): list them in MODEL if the analysis has them")
@@ -208,7 +228,45 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
             notes.append("ORDINAL variables outside MODEL are carried to the output: " + " ".join(carried))
     return ModelSpec(script, table, names[cluster_col] if multilevel else None, variables,
                      [names[c] for c in x_cols], blocks, info, incomplete, Prior(script.prior),
-                     notes)
+                     notes, names[unit_col] if unit_col is not None else None)
+
+
+def _level_ids(script: Script, table: DataTable, id_cols: list[int]) -> tuple[int, int, str]:
+    """(level-2 id column, level-3 id column) of three-level data: the level-3 id is the one
+    that is constant within every cluster of the other (each student in one school), in either
+    order (SCRIPT.md). If the level-2 ids recur across units (student 1 of each school), the
+    data cannot say which id holds the other, and the order as written decides, outer first
+    (`school student ~`, SCRIPT.md's example); a cluster is then a (unit, id) pair. The third
+    item says which way it was decided, for the report."""
+    values = table.values
+    a, b = id_cols
+    def within(outer, inner):        # is id `outer` constant within every group of id `inner`?
+        return bool(pd.Series(values[:, outer]).groupby(values[:, inner]).nunique().max() == 1)
+    a_in_b, b_in_a = within(a, b), within(b, a)
+    if a_in_b and b_in_a:
+        raise DataError(f"{table.source}: the ids {table.names[a]} and {table.names[b]} name the same "
+                        "clusters (one to one); expected level-2 clusters nested in level-3 units "
+                        "(several clusters in some unit), or one id for two-level data")
+    if a_in_b != b_in_a:
+        return (b, a, "detected from the data") if a_in_b else (a, b, "detected from the data")
+    return b, a, (f"taken from the order written: {table.names[b]} ids recur across {table.names[a]} "
+                  f"units, so a cluster is a ({table.names[a]}, {table.names[b]}) pair")
+
+
+def _constant_within(values: np.ndarray, units: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Per column: are its observed values constant within every unit, with some unit holding
+    observed values in two or more clusters (else the data cannot tell level 3 from level 2)?"""
+    out = np.zeros(values.shape[1], bool)
+    for c in range(values.shape[1]):
+        obs = ~np.isnan(values[:, c])
+        if not obs.any():
+            continue
+        df = pd.DataFrame({"u": units[obs], "g": clusters[obs], "v": values[obs, c]})
+        by = df.groupby("u")
+        scale = max(1.0, float(np.abs(df.v).max()))
+        constant = bool(((by.v.max() - by.v.min()) <= 1e-9 * scale).all())
+        out[c] = constant and bool((by.g.nunique() >= 2).any())
+    return out
 
 
 def _var(c: int) -> Term:
@@ -218,16 +276,15 @@ def _var(c: int) -> Term:
 def _joint_blocks(script, col, variables, listed, fixed_cols, outcome_col, multilevel):
     """`cluster ~ y x ...` without OUTCOME: every listed variable gets a block. Level-1 variables
     come first in the listed order, each regressed on the later ones, their latent cluster means
-    and the FIXED predictors; level-2 ones follow (p(L1 | L2) p(L2)). Blocks hold table columns."""
-    l1 = [i for i in listed if variables[i].level == 1]
-    l2 = [i for i in listed if variables[i].level == 2]
-    order = l1 + l2
-    fixed_l1 = [i for i in fixed_cols if variables[i].level == 1]
-    fixed_l2 = [i for i in fixed_cols if variables[i].level == 2]
+    and the FIXED predictors; level-2 ones follow (p(L1 | L2) p(L2)), then level-3 ones in
+    three-level data. Each block is regressed on FIXED predictors of its own level or above.
+    Blocks hold table columns."""
+    order = sorted(listed, key=lambda i: variables[i].level)          # stable: listed order within
+    by_level = sorted(fixed_cols, key=lambda i: variables[i].level)
     blocks, info = [], []
     for b, c in enumerate(order):
         lvl = variables[c].level
-        fixed = fixed_l1 + fixed_l2 if lvl == 1 else fixed_l2
+        fixed = [i for i in by_level if variables[i].level >= lvl]
         blk, bi = _sequential_block(variables, order, b, fixed, multilevel, "joint")
         blocks.append(blk)
         info.append(bi)
@@ -296,9 +353,11 @@ def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
                                  "cluster id; expected MODEL: cluster ~ ...")))
             if variables[x].level != 1 or y_level != 1:
                 which = names[x] if variables[x].level != 1 else names[y]
+                level = max(variables[x].level, y_level)
+                holder = next(v.name for v in variables if v.role == "cluster" and v.level == level)
                 raise ModelError(str(script.error(t.pos, f"the random slope '{_text(t)}' needs level-1 "
-                                 f"variables, but '{which}' is constant within every {script.cluster_ids[0].text} "
-                                 "(level 2); expected a variable that varies within clusters")))
+                                 f"variables, but '{which}' is constant within every {holder} "
+                                 f"(level {level}); expected a variable that varies within clusters")))
             add(_var(x), names[x])
             if _var(x) not in random:
                 random.append(_var(x))
@@ -309,16 +368,15 @@ def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
                                  f"'{names[y]}'; expected a product of predictors")))
             add(Term(tuple(Factor(VAR, c) for c in cols)), "*".join(names[c] for c in cols))
     predictors = [c for c in dict.fromkeys(f.index for t in terms for f in t.factors)]
-    if y_level == 2 and multilevel:
-        low = [c for c in predictors if variables[c].level == 1]
+    if y_level >= 2 and multilevel:
+        low = [c for c in predictors if variables[c].level < y_level]
         if low:
             raise _not_yet(script, script.outcome.pos,
-                           f"a level-2 OUTCOME ('{names[y]}') with level-1 predictors ({names[low[0]]})",
-                           "a later issue")
+                           f"a level-{y_level} OUTCOME ('{names[y]}') with lower-level predictors "
+                           f"({names[low[0]]})", "a later issue")
     incomplete = [c for c in predictors if c in listed]
+    order = [y] + sorted(incomplete, key=lambda c: variables[c].level)   # L1, then L2, then L3
     sup_l1 = [c for c in incomplete if variables[c].level == 1]
-    sup_l2 = [c for c in incomplete if variables[c].level == 2]
-    order = [y] + sup_l1 + sup_l2
     complete = [c for c in predictors if c not in listed] + [c for c in fixed_cols if c not in predictors]
 
     if "latent" in script.options and multilevel:
@@ -361,7 +419,7 @@ def _ordinal_blocks(script, col, blocks, xvars, values):
     return out
 
 
-def _check_collinear(script, table, blocks, info, variables, cluster) -> None:
+def _check_collinear(script, table, blocks, info, variables, cluster, units=None) -> None:
     """Refuse a block whose complete predictors are exactly collinear (e.g. months and wave =
     months + 1): its fixed effects are not identified, and the sampler would only produce NaN.
     Terms that hold a modelled (possibly imputed) variable or a latent mean are skipped here:
@@ -369,8 +427,9 @@ def _check_collinear(script, table, blocks, info, variables, cluster) -> None:
     values = table.values
     for blk, bi in zip(blocks, info):
         rows = np.ones(len(values), bool)
-        if blk.level == 2 and cluster is not None:
-            _, first = np.unique(cluster, return_index=True)
+        owner = {2: cluster, 3: units}.get(blk.level)
+        if owner is not None:                   # one row per cluster (unit) of a level-2 (3) block
+            _, first = np.unique(owner, return_index=True)
             rows = np.zeros(len(values), bool)
             rows[first] = True
         cols, labels = [], []

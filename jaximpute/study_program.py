@@ -43,7 +43,6 @@ import numpy as np
 
 from .api import _many_spec
 from .compile import prepare
-from .kernels.clusters import ClusterArrays
 from .kernels.state import Data
 from .kernels.stream import Stream
 from .kernels.sweep import diagnostics, make_runner
@@ -255,7 +254,7 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
     n_rows, j = plan.template.shape[0], st.num_clusters
     positions = jnp.asarray(np.append(layout.positions, INT_FILL).astype(np.int32))
     row_cluster = jnp.asarray(layout.cluster_of_row.astype(np.int32))
-    clusters = ClusterArrays(*map(jnp.asarray, data0.clusters))
+    clusters = jax.tree_util.tree_map(jnp.asarray, data0.clusters)   # None: two-level data
     codes = {k: np.unique(plan.template[~np.isnan(plan.template[:, xv[k].column]), xv[k].column])
              for k in range(len(xv)) if xv[k].kind == "ordinal"}
     std_codes = {k: jnp.asarray(((c - xv[k].mean) / xv[k].sd).astype(np.float32)) for k, c in codes.items()}

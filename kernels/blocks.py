@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from . import draws, ordinal
 from .linalg import spd_inverse
-from .clusters import ClusterArrays, cluster_sum, expand, first
+from .clusters import ClusterArrays, cluster_sum, expand, first, first_of_unit, unit_expand, unit_sum
 from .state import BlockState
 from .stream import Stream, gamma_draw_counts
 from .structure import LATENT, VAR, Block, Factor, Structure, Term
@@ -42,11 +42,41 @@ from .structure import LATENT, VAR, Block, Factor, Structure, Term
 
 # ---------------------------------------------------------------- linear predictors
 
+def values_at(st: Structure, x, ca: ClusterArrays, level: int):
+    """The value matrix (N, ...) at the rows of a level: rows, clusters or level-3 units
+    (a level-2 or level-3 value is stored on every row of its cluster or unit)."""
+    if level == 1:
+        return x
+    per_cluster = first(x, ca, st.rows_per_cluster)
+    return per_cluster if level == 2 else first_of_unit(per_cluster, ca)
+
+
+def spread(st: Structure, values, ca: ClusterArrays, level: int):
+    """Per-level values (J or K, ...) back onto the rows (N, ...); level-1 values unchanged."""
+    if level == 3:
+        values = unit_expand(values, ca)
+    return expand(values, ca, st.rows_per_cluster) if level >= 2 else values
+
+
+def sum_up(st: Structure, a, ca: ClusterArrays, level: int, to: int):
+    """Sums of per-row (level `level`) values `a` over the units of level `to` >= `level`."""
+    if level == 1 and to >= 2:
+        a, level = cluster_sum(a, ca, st.num_clusters, st.rows_per_cluster), 2
+    if level == 2 and to == 3:
+        a = unit_sum(a, ca, st.num_units)
+    return a
+
+
 def rows_of(st: Structure, blk: Block, x, ca: ClusterArrays):
     """The block's rows of the value matrix and their weights (0 for padding)."""
-    if blk.level == 1:
-        return x, ca.row_weight
-    return first(x, ca, st.rows_per_cluster), ca.cluster_weight
+    weight = (ca.row_weight, ca.cluster_weight, ca.unit_weight)[blk.level - 1]
+    return values_at(st, x, ca, blk.level), weight
+
+
+def level3_part(st: Structure, blk: Block, v3, ca: ClusterArrays):
+    """A block's level-3 random intercepts (K,) at its rows (level-1 rows or clusters)."""
+    per_cluster = unit_expand(v3, ca)
+    return expand(per_cluster, ca, st.rows_per_cluster) if blk.level == 1 else per_cluster
 
 
 def latents_at(st: Structure, blk: Block, blocks: tuple[BlockState, ...], ca: ClusterArrays):
@@ -99,8 +129,9 @@ def random_part(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca: Clus
 
 
 def linear_predictor(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca):
-    return (_combine(blk.terms, lambda k: bs.beta[k], x_rows, lat)
-            + random_part(st, blk, bs, x_rows, lat, ca))
+    eta = (_combine(blk.terms, lambda k: bs.beta[k], x_rows, lat)
+           + random_part(st, blk, bs, x_rows, lat, ca))
+    return eta + level3_part(st, blk, bs.v3, ca) if st.has_level3(blk) else eta
 
 
 def affine_in(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca, factor, current):
@@ -150,11 +181,28 @@ def draw_beta(rng: Stream, bs: BlockState, y, t, w):
     return draws.mvn_from_precision_dense(rng, prec, lin)
 
 
-def draw_beta_u(rng: Stream, st: Structure, blk: Block, bs: BlockState, y, t, z, w, ca, child_prec, child_lin):
+def draw_beta_u(rng: Stream, st: Structure, blk: Block, bs: BlockState, y, t, z, w, ca, child_prec, child_lin,
+                level3=None):
     """Fixed and random effects of a block with random effects, as one blocked draw.
 
     All per-cluster algebra is elementwise over the cluster axis (q x q unrolled), and the
     P x P system is unrolled too; see the module docstring for the formulas.
+
+    `level3` = s3, the variance of the block's level-3 random intercepts, for a level-1 block of
+    three-level data: then (beta, v3, u) are drawn as one block, beta with u and v3 integrated
+    out, v3 given beta with u integrated out, then u given both; returns (beta, u, v3). v3_k,
+    the random intercepts of unit k's clusters and the intercept are confounded (only sums of
+    them meet the data), and Gibbs steps between them would move in tiny, correlated steps
+    (Gelfand, Sahu & Carlin 1995); the blocked draw has no such coupling. With
+    V_j = Z_j P_j^-1 Z_j' + s2 I the marginal covariance of cluster j's rows given beta and v3
+    (P_j the prior precision of u_j, child terms included), c_j = Z_j'1/s2, and the Woodbury
+    identity, 1'V_j^-1 1 = n_j/s2 - c_j'Q_j^-1 c_j and T_j'V_j^-1 1 = T_j'1/s2 - T_j'Z_j/s2 Q_j^-1 c_j;
+    over a unit, V_k = diag(V_j) + s3 11', so (Woodbury again, p3_k = 1/s3 + sum_j 1'V_j^-1 1)
+        beta's precision loses sum_k h_k h_k' / p3_k and its linear term sum_k h_k m_k / p3_k,
+            h_k = sum_{j in k} T_j'V_j^-1 1,  m_k = sum_{j in k} 1'V_j^-1 (v_j - Z_j P_j^-1 b_j),
+        v3_k | beta ~ N(l3_k / p3_k, 1 / p3_k),  l3_k = sum_{j in k} (1'r_j/s2 - c_j'Q_j^-1 l_j),
+    with r = v - T beta and l_j = Z_j'r_j/s2 plus the child terms b_j (as for u_j); then u_j is
+    drawn as without v3, its linear term less c_j v3_k.
     """
     p, q = blk.num_fixed, blk.num_random
     csum = lambda a: cluster_sum(a, ca, st.num_clusters, st.rows_per_cluster)
@@ -182,14 +230,27 @@ def draw_beta_u(rng: Stream, st: Structure, blk: Block, bs: BlockState, y, t, z,
     corr = _cross_products(tz, g)              # sum over clusters of T_j'Z_j Q_j^-1 Z_j'T_j / s2
     prec_beta = (ttt - corr) / bs.s2
     lin_beta = _sums([c * y for c in wt]) / bs.s2 - _sums([gi * lin0 for gi in g])
+    if level3 is not None:
+        usum = lambda a: unit_sum(a, ca, st.num_units)  # noqa: E731
+        c = ztz[:, :, 0] / bs.s2                       # Z_j'1 / s2 (the first random term is 1)
+        cq = jnp.stack([sum(cov_u[:, a, m] * c[:, m] for m in range(q)) for a in range(q)], -1)
+        p3 = 1.0 / level3 + usum(c[:, 0] - jnp.sum(c * cq, -1))
+        # 1'V_j^-1 (.) of a cluster's linear term l (J, q): 1'r/s2 is l[:, 0] less the child term
+        one_v = lambda l: l[:, 0] - child_lin - jnp.sum(cq * l, -1)  # noqa: E731
+        h = [usum(tz[i][:, 0] / bs.s2 - jnp.sum(g[i] * c, -1)) for i in range(p)]   # P x (K,)
+        prec_beta = prec_beta - _cross_products(h, [hi / p3 for hi in h])
+        lin_beta = lin_beta - _sums([hi * usum(one_v(lin0)) / p3 for hi in h])
     beta = draws.mvn_from_precision_dense(rng, prec_beta, lin_beta)
     lin_u = lin0 - sum(tz[i] * beta[i] for i in range(p)) / bs.s2
+    if level3 is not None:
+        v3 = usum(one_v(lin_u)) / p3 + rng.normal(p3.shape) * jax.lax.rsqrt(p3)
+        lin_u = lin_u - c * unit_expand(v3, ca)[:, None]
     if q == 1:
         z0 = rng.normal(lin_u.shape)
         u = lin_u * cov_u[:, :, 0] + z0 * jnp.sqrt(cov_u[:, :, 0])
     else:
         u = draws.mvn_from_precision(rng, prec_u, lin_u)
-    return beta, u
+    return (beta, u) if level3 is None else (beta, u, v3)
 
 
 def _inverse(sigma):
@@ -201,6 +262,12 @@ def draw_sigma(rng: Stream, st: Structure, blk: Block, u, cw):
     ss = jnp.einsum("j,ja,jb->ab", cw, u, u)
     scale = ss + st.prior.scale(q) * jnp.eye(q, dtype=u.dtype)
     return draws.inverse_wishart(rng, scale, st.prior.df(q) + jnp.sum(cw))
+
+
+def draw_s3(rng: Stream, st: Structure, v3, uw):
+    """The variance of a block's level-3 random intercepts: the q = 1 inverse-Wishart draw."""
+    return draws.scaled_inv_chi2(rng, jnp.sum(uw * v3 * v3) + st.prior.scale(1),
+                                 st.prior.df(1) + jnp.sum(uw))
 
 
 def draw_s2(rng: Stream, st: Structure, resid, w):
@@ -277,11 +344,15 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
         latent_state = dict(z=y, tau=tau, tau_scale=scale, moves=moves)
     else:
         y = x_rows[:, blk.outcome]
-    u, sigma = bs.u, bs.sigma
+    u, sigma, v3 = bs.u, bs.sigma, bs.v3
+    level3 = st.has_level3(blk)
     if blk.random:
         z = design(blk.random, x_rows, lat)
         c_prec, c_lin = latent_child_terms(st, b, blocks, x, ca)
-        beta, u = draw_beta_u(rng, st, blk, bs, y, t, z, w, ca, c_prec, c_lin)
+        if level3:
+            beta, u, v3 = draw_beta_u(rng, st, blk, bs, y, t, z, w, ca, c_prec, c_lin, bs.s3)
+        else:
+            beta, u = draw_beta_u(rng, st, blk, bs, y, t, z, w, ca, c_prec, c_lin)
         sigma = draw_sigma(rng, st, blk, u, ca.cluster_weight)
         if blk.num_random > 1:
             # warm start (burn-in only): hold the random slopes near zero for the first sweeps.
@@ -294,19 +365,32 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
         u_rows = expand(u, ca, st.rows_per_cluster)
         parts = [z[:, k] * u_rows[:, k] for k in range(blk.num_random)]
         resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed)) - sum(parts)
+        if level3:
+            resid = resid - level3_part(st, blk, v3, ca)
         if blk.num_random > 1:
             u_px, sigma_px, resid_px = scale_slopes(rng, st, b, u, sigma, bs.s2, resid, parts, w,
                                                     ca.cluster_weight)
             u = jnp.where(warm, u, u_px)
             sigma = jnp.where(warm, small, sigma_px)
             resid = jnp.where(warm, resid, resid_px)
+    elif level3:
+        # a level-2 block of three-level data: its level-3 intercept is a random intercept one
+        # level up (clusters as rows, units as clusters), and takes the same blocked draw
+        up = st._replace(num_rows=st.num_clusters, num_clusters=st.num_units, rows_per_cluster=0)
+        zeros = jnp.zeros((st.num_units,), y.dtype)
+        beta, u_up = draw_beta_u(rng, up, blk._replace(random=(Term(()),)),
+                                 bs._replace(sigma=bs.s3.reshape(1, 1)), y, t,
+                                 jnp.ones((y.shape[0], 1), y.dtype), w, ca.up(), zeros, zeros)
+        v3 = u_up[:, 0]
+        resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed)) - level3_part(st, blk, v3, ca)
     else:
         beta = draw_beta(rng, bs, y, t, w)
         resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
+    extra = dict(v3=v3, s3=draw_s3(rng, st, v3, ca.unit_weight)) if level3 else {}
     if blk.codes:
-        return BlockState(beta, u, sigma, bs.s2, **latent_state)
+        return BlockState(beta, u, sigma, bs.s2, **latent_state, **extra)
     s2 = draw_s2(rng, st, resid, w)
-    return BlockState(beta, u, sigma, s2)
+    return BlockState(beta, u, sigma, s2, **extra)
 
 
 def category_of(values, codes):
@@ -385,8 +469,11 @@ def block_draw_counts(st: Structure, b: int) -> tuple[int, int]:
         if q > 1:
             scaled = q - (1 if st.children_of_latent(b) else 0)
             n, u = n + scaled, u + scaled
+    if st.has_level3(blk):
+        n += st.num_units                                   # the level-3 intercepts
+        n, u = n + g_n, u + g_u                             # and their variance
     if blk.codes:
-        rows = st.num_rows if blk.level == 1 else st.num_clusters
+        rows = st.rows(blk.level)
         thresholds = blk.categories - 1 if blk.categories > 2 else 0   # K - 2 proposals + 1
         ridge = 1 if blk.categories > 2 else 0                          # the ridge move
         return n + ridge, u + thresholds + ridge + rows                 # no residual variance

@@ -25,6 +25,31 @@ class ClusterArrays(NamedTuple):
     first_row: jax.Array       # (J,) int32 index of each cluster's first row
     row_weight: jax.Array      # (N,) 1 for a real row, 0 for padding
     cluster_weight: jax.Array  # (J,) 1 for a real cluster, 0 for padding
+    # three-level data only (None otherwise): clusters are sorted by level-3 unit
+    unit: jax.Array | None = None           # (J,) int32 level-3 unit of each cluster (sorted)
+    first_cluster: jax.Array | None = None  # (K,) int32 index of each unit's first cluster
+    unit_weight: jax.Array | None = None    # (K,) 1 for a real unit
+
+    def up(self) -> "ClusterArrays":
+        """The same arrays one level up: clusters as the rows, level-3 units as the clusters
+        (a level-2 block's level-3 random intercept is a level-1 block's random intercept
+        there, and takes the same draws)."""
+        return ClusterArrays(self.unit, self.first_cluster, self.cluster_weight, self.unit_weight)
+
+
+def unit_sum(a, ca: ClusterArrays, num_units: int):
+    """Sum per-cluster values `a` (J, ...) within each level-3 unit -> (K, ...)."""
+    return jax.ops.segment_sum(a, ca.unit, num_units, indices_are_sorted=True)
+
+
+def unit_expand(a, ca: ClusterArrays):
+    """Broadcast a per-unit array (K, ...) to the clusters (J, ...)."""
+    return a[ca.unit]
+
+
+def first_of_unit(a, ca: ClusterArrays):
+    """The first cluster of each unit (level-3 values are stored on every cluster of a unit)."""
+    return a[ca.first_cluster]
 
 
 def cluster_sum(x, ca: ClusterArrays, num_clusters: int, rows_per_cluster: int):

@@ -21,19 +21,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .blocks import affine_in, child_response, latents_at, linear_predictor, rows_of
+from .blocks import affine_in, child_response, latents_at, linear_predictor, rows_of, spread, sum_up, values_at
 from . import ordinal
-from .clusters import ClusterArrays, cluster_sum, expand, first
+from .clusters import ClusterArrays
 from .state import BlockState
 from .stream import Stream
 from .structure import VAR, Factor, Structure
 
 
 def child_terms(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: ClusterArrays):
-    """(precision, linear) terms that v's child blocks add to its conditional, at rows (level 1)
-    or clusters (level 2): sum_c b_c^2 / s2_c and sum_c b_c (v_c - a_c) / s2_c."""
+    """(precision, linear) terms that v's child blocks add to its conditional, at rows (level 1),
+    clusters (level 2) or level-3 units: sum_c b_c^2 / s2_c and sum_c b_c (v_c - a_c) / s2_c,
+    a child's rows summed over each cluster or unit of a higher-level v."""
     level = st.var_levels[v]
-    n = st.num_rows if level == 1 else st.num_clusters
+    n = st.rows(level)
     prec = jnp.zeros((n,), x.dtype)
     lin = jnp.zeros((n,), x.dtype)
     for c in st.children_of_var(v):
@@ -44,9 +45,8 @@ def child_terms(st: Structure, v: int, blocks: tuple[BlockState, ...], x, ca: Cl
         a, slope = affine_in(st, child, cs, rows, lat, ca, Factor(VAR, v), rows[:, v])
         resid = child_response(child, cs, rows) - a
         p_rows, l_rows = w * slope * slope / cs.s2, w * slope * resid / cs.s2
-        if level == 2 and child.level == 1:
-            p_rows = cluster_sum(p_rows, ca, st.num_clusters, st.rows_per_cluster)
-            l_rows = cluster_sum(l_rows, ca, st.num_clusters, st.rows_per_cluster)
+        p_rows = sum_up(st, p_rows, ca, child.level, level)
+        l_rows = sum_up(st, l_rows, ca, child.level, level)
         prec, lin = prec + p_rows, lin + l_rows
     return prec, lin
 
@@ -111,10 +111,11 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
     if own.codes:
         z_new = blocks[b].z.at[per_chain(idx, latent)].set(latent, mode="drop")
         blocks = blocks[:b] + (blocks[b]._replace(z=z_new),) + blocks[b + 1:]
-    if st.var_levels[v] == 1:
+    level = st.var_levels[v]
+    if level == 1:
         return x.at[per_chain(idx, draw), v].set(draw, mode="drop"), blocks
-    col = first(x, ca, st.rows_per_cluster)[:, v].at[per_chain(idx, draw)].set(draw, mode="drop")
-    return x.at[:, v].set(expand(col, ca, st.rows_per_cluster)), blocks
+    col = values_at(st, x, ca, level)[:, v].at[per_chain(idx, draw)].set(draw, mode="drop")
+    return x.at[:, v].set(spread(st, col, ca, level)), blocks
 
 
 def per_chain(idx, values):
@@ -154,6 +155,6 @@ def missing_values(st: Structure, x, ca: ClusterArrays, miss_index):
     """The current values at every missing cell, concatenated over incomplete variables."""
     parts = []
     for k, v in enumerate(st.incomplete):
-        col = x[:, v] if st.var_levels[v] == 1 else first(x, ca, st.rows_per_cluster)[:, v]
+        col = values_at(st, x, ca, st.var_levels[v])[:, v]
         parts.append(col.at[miss_index[k]].get(mode="fill", fill_value=jnp.nan))
     return jnp.concatenate(parts) if parts else jnp.zeros((0,), x.dtype)

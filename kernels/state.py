@@ -20,6 +20,9 @@ class BlockState(NamedTuple):
                                         # the ridge move (tuned in burn-in)
     moves: jax.Array | None = None      # ordinal block, K > 2: (2, 2) accepted Metropolis moves,
                                         # rows burn-in / after, columns thresholds / ridge
+    v3: jax.Array | None = None         # three-level data, level-1/2 block: (K,) level-3 random
+                                        # intercepts
+    s3: jax.Array | None = None         # and their variance ()
 
 
 class State(NamedTuple):
@@ -32,5 +35,6 @@ class Data(NamedTuple):
 
     x: jax.Array                     # (N, V) standardised values, 0 where missing or padding
     clusters: ClusterArrays
-    miss_index: tuple[jax.Array, ...]  # per incomplete column: (M_v,) rows (level 1) or clusters
-                                       # (level 2) holding a missing value; padded out of range
+    miss_index: tuple[jax.Array, ...]  # per incomplete column: (M_v,) rows (level 1), clusters
+                                       # (level 2) or units (level 3) holding a missing value;
+                                       # padded out of range

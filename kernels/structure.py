@@ -37,7 +37,7 @@ class Block(NamedTuple):
     """One regression of the factored specification (MODEL.md)."""
 
     outcome: int                 # column of x
-    level: int                   # 1: rows are level-1 units; 2: rows are clusters
+    level: int                   # 1: rows are level-1 units; 2: clusters; 3: level-3 units
     terms: tuple[Term, ...]      # fixed-effect terms, the intercept first
     random: tuple[Term, ...]     # random-effect terms (level-1 blocks; the intercept first), or ()
     name: str = ""
@@ -103,6 +103,16 @@ class Structure(NamedTuple):
     num_clusters: int                    # J (padded)
     rows_per_cluster: int                # dense layout: rows per cluster; 0 = segment layout
     num_missing: tuple[int, ...]         # static length of each incomplete column's index list
+    num_units: int = 0                   # K level-3 units (three-level data), else 0
+
+    def has_level3(self, blk: Block) -> bool:
+        """Whether block `blk` has a level-3 random intercept: every level-1 and level-2 block
+        of three-level data (MODEL.md, last paragraph of the sweep)."""
+        return self.num_units > 0 and blk.level < 3
+
+    def rows(self, level: int) -> int:
+        """How many rows a block or variable of `level` has: N, J or K."""
+        return (self.num_rows, self.num_clusters, self.num_units)[level - 1]
 
     def block_of(self, v: int) -> int:
         for i, b in enumerate(self.blocks):

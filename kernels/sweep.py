@@ -16,9 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from . import rhat
-from .blocks import block_draw_counts, update_block
+from .blocks import block_draw_counts, spread, update_block, values_at
 from .stream import Stream
-from .clusters import expand, first
 from .impute import impute_draw_counts, impute_variable, missing_values
 from .state import BlockState, Data, State
 from .structure import Structure
@@ -27,7 +26,8 @@ from .structure import Structure
 def init_draw_counts(st: Structure, data: Data) -> tuple[int, int]:
     """(normals, uniforms) that `init_state` takes from its stream."""
     normals = sum(idx.shape[0] for idx in data.miss_index)
-    normals += sum(st.num_clusters * blk.num_random for blk in st.blocks)
+    normals += sum(st.num_clusters * blk.num_random + (st.num_units if st.has_level3(blk) else 0)
+                   for blk in st.blocks)
     return normals, 2 * len(st.blocks)
 
 
@@ -48,11 +48,12 @@ def init_state(key, st: Structure, data: Data) -> State:
     for k, v in enumerate(st.incomplete):
         idx = data.miss_index[k]
         z = rng.normal(idx.shape)
-        if st.var_levels[v] == 1:
+        level = st.var_levels[v]
+        if level == 1:
             x = x.at[idx, v].set(z, mode="drop")
         else:
-            col = first(x, data.clusters, st.rows_per_cluster)[:, v].at[idx].set(z, mode="drop")
-            x = x.at[:, v].set(expand(col, data.clusters, st.rows_per_cluster))
+            col = values_at(st, x, data.clusters, level)[:, v].at[idx].set(z, mode="drop")
+            x = x.at[:, v].set(spread(st, col, data.clusters, level))
     blocks = []
     for blk in st.blocks:
         q = blk.num_random
@@ -62,21 +63,24 @@ def init_state(key, st: Structure, data: Data) -> State:
         # random effects start as prior draws, not zeros: a child block that uses this block's
         # latent cluster means would otherwise see an all-zero predictor column
         u = jnp.sqrt(scale) * rng.normal((st.num_clusters, q))
+        # three-level data: level-3 intercepts start the same way, with the same variance
+        extra = (dict(v3=jnp.sqrt(scale) * rng.normal((st.num_units,)), s3=scale)
+                 if st.has_level3(blk) else {})
         if blk.codes:
             # probit scale: unit residual variance; thresholds one latent SD apart to start
             k = blk.categories
             inner = jnp.arange(k - 1, dtype=x.dtype)                   # tau_1 = 0, tau_2 = 1, ...
             tau = jnp.concatenate([jnp.array([-jnp.inf], x.dtype), inner, jnp.array([jnp.inf], x.dtype)])
-            n_rows = st.num_rows if blk.level == 1 else st.num_clusters
             blocks.append(BlockState(jnp.zeros((blk.num_fixed,), x.dtype), u, sig,
-                                     jnp.ones((), x.dtype), jnp.zeros((n_rows,), x.dtype), tau,
-                                     jnp.full((2,), 0.2, x.dtype), jnp.zeros((2, 2), jnp.int32)))
+                                     jnp.ones((), x.dtype), jnp.zeros((st.rows(blk.level),), x.dtype), tau,
+                                     jnp.full((2,), 0.2, x.dtype), jnp.zeros((2, 2), jnp.int32), **extra))
             continue
         blocks.append(BlockState(
             beta=jnp.zeros((blk.num_fixed,), x.dtype),
             u=u,
             sigma=sig,
             s2=s2,
+            **extra,
         ))
     rng.check_used_up(*counts)
     return State(x, tuple(blocks))
@@ -122,6 +126,8 @@ def monitored(st: Structure, state: State):
         if q:
             rows, cols = jnp.tril_indices(q)
             parts.append(bs.sigma[rows, cols])
+        if st.has_level3(blk):
+            parts.append(bs.s3[None])
         if blk.codes:
             parts.append(bs.tau[2:blk.categories])        # the free thresholds tau_2..tau_(K-1)
         else:
@@ -132,7 +138,7 @@ def monitored(st: Structure, state: State):
 class ParameterLabel(NamedTuple):
     block: int
     group: str      # 'fixed' | 'ranvar' | 'errvar' | 'threshold'
-    index: tuple    # term index, or (row, col) of Sigma, or ()
+    index: tuple    # term index, or (row, col) of Sigma, or ("level3",), or ()
 
 
 def parameter_labels(st: Structure) -> list[ParameterLabel]:
@@ -141,6 +147,8 @@ def parameter_labels(st: Structure) -> list[ParameterLabel]:
         out += [ParameterLabel(b, "fixed", (p,)) for p in range(blk.num_fixed)]
         q = blk.num_random
         out += [ParameterLabel(b, "ranvar", (i, j)) for i in range(q) for j in range(i + 1)]
+        if st.has_level3(blk):
+            out.append(ParameterLabel(b, "ranvar", ("level3",)))
         if blk.codes:
             out += [ParameterLabel(b, "threshold", (k,)) for k in range(2, blk.categories)]
         else:

@@ -56,8 +56,11 @@ CASES = [
          data="".join(f"{j},{i * 8 + j},{'-99' if (i + j) % 4 == 0 else (i * 3 + j) % 7 + 0.25}\n"
                       for j in range(1, 9) for i in range(6))),
     case("nominal-not-yet", BASE + "NOMINAL: x;\n", ["script.imp:10", "NOMINAL", "not supported yet"]),
-    case("three-level-not-yet", BASE.replace("VARIABLES: cluster y x;", "VARIABLES: cluster y x;").replace(
-        "cluster ~ y x;", "cluster y ~ x;"), ["script.imp:4", "three-level", "not supported yet"]),
+    case("three-level-id-not-whole", BASE.replace("cluster ~ y x;", "cluster y ~ x;"),
+         ["data.csv", "column 2 (y)", "whole-number ids"]),
+    case("three-level-ids-one-to-one", BASE.replace("VARIABLES: cluster y x;", "VARIABLES: cluster room y x;")
+         .replace("cluster ~ y x;", "cluster room ~ y x;"), ["data.csv", "cluster and room", "same clusters"],
+         data="".join(f"{j},{j + 10},{(i * 3 + j) % 7 + 0.25},{i + j}\n" for j in range(1, 9) for i in range(6))),
     case("nimps-without-outfile", BASE.replace("OUTFILE: imps.csv;\n", ""), ["OUTFILE", "required"]),
     case("outfile-folder-missing", BASE.replace("OUTFILE: imps.csv;", "OUTFILE: nowhere/imps.csv;"), ["nowhere", "does not exist"]),
     case("outfile-is-data", BASE.replace("OUTFILE: imps.csv;", "OUTFILE: data.csv;"), ["data.csv", "overwrite"]),
