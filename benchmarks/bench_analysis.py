@@ -492,7 +492,7 @@ def eval_costs(frames, formula):
     try:
         from jaximpute import lmm
         f = lmm.parse_formula(formula)
-        ys, xs, zs, g = lmm.design_arrays(f, frames)
+        ys, xs, zs, g, _ = lmm.design_arrays(f, frames)
         j, q = int(g.max()) + 1, len(f.random)
         with jax.enable_x64(True):
             import jax.numpy as jnp

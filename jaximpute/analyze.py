@@ -51,7 +51,9 @@ class AnalysisResult:
         fx.columns = ["Estimate", "Std.Error", "t.value", "df", "P(>|t|)", "RIV", "FMI"]
         lines = [f"Final parameter estimates and inferences obtained from {self.m} imputed data sets.",
                  f"Model: {self.formula.text}  ({'REML' if self.fit.reml else 'ML'}; "
-                 f"{self.fit.nobs} rows, {self.fit.ngroups} groups)", ""]
+                 f"{self.fit.nobs} rows, {self.fit.ngroups} groups"
+                 + (f" in {self.fit.ngroups3} {self.fit.formula.group3} groups" if self.fit.ngroups3 else "")
+                 + ")", ""]
         lines += fx.to_string(float_format=lambda v: f"{v:.3f}").splitlines()
         lines += ["", "Variance components (mean over imputations):"]
         lines += [f"  {k:<32s} {v:10.3f}" for k, v in self.variance_components.items()]

@@ -4,6 +4,9 @@ One grouping factor, a random intercept and random slopes with an unstructured c
 
     y = X beta + Z b + e,   b_j ~ N(0, sigma2 Lambda Lambda'),   e ~ N(0, sigma2 I)
 
+and, for three-level data, a random intercept across the level-3 units that hold the groups,
+``y ~ x + (x | student) + (1 | school)``: v_k ~ N(0, sigma2 lambda3^2) (``_profiled3``).
+
 The deviance is profiled over beta and sigma2 and minimised over theta, the lower triangle of the
 relative covariance factor Lambda (column-major, as lme4 orders it), exactly as lme4 does (Bates,
 Maechler, Bolker & Walker 2015, J. Stat. Softw. 67(1), sec. 3). Because the clusters are
@@ -55,6 +58,7 @@ class Formula:
     fixed: tuple[tuple[str, ...], ...]     # () is the intercept; ('a', 'b') is a:b
     random: tuple[tuple[str, ...], ...]    # random-effect terms, () the intercept
     group: str | None
+    group3: str | None = None              # three-level data: the level-3 group, (1 | group3)
 
     @staticmethod
     def term_name(term: tuple[str, ...], intercept: str = "(Intercept)") -> str:
@@ -71,8 +75,7 @@ class Formula:
     @property
     def variables(self) -> list[str]:
         names = [self.response] + [v for t in self.fixed + self.random for v in t]
-        if self.group:
-            names.append(self.group)
+        names += [g for g in (self.group, self.group3) if g]
         return list(dict.fromkeys(names))
 
 
@@ -122,16 +125,32 @@ def _parse_terms(text: str, where: str, full: str) -> tuple[list[tuple[str, ...]
 
 
 def parse_formula(text: str) -> Formula:
-    """Parse `y ~ a + b + a:b + (a | g)` (one random-effects group at most)."""
+    """Parse `y ~ a + b + a:b + (a | g)`: one random-effects group, or two nested ones for
+    three-level data, `(a | student) + (1 | school)`, the level-3 group with an intercept only.
+    When both have an intercept only, the data decide which holds the other (``nested_codes``)."""
     if text.count("~") != 1:
         raise FormulaError(f"formula '{text}': expected one '~' between the response and the terms")
     lhs, rhs = (s.strip() for s in text.split("~"))
     if not re.fullmatch(_NAME, lhs):
         raise FormulaError(f"formula '{text}': the response '{lhs}' is not a column name")
     bars = re.findall(r"\(([^()]*)\|([^()]*)\)", rhs)
-    if len(bars) > 1:
-        raise FormulaError(f"formula '{text}': only one random-effects term (... | group) is "
-                           "supported; crossed and nested factors come later")
+    if len(bars) > 2:
+        raise FormulaError(f"formula '{text}': at most two random-effects terms (... | group) are "
+                           "supported, for three-level data; crossed factors come later")
+    group3 = None
+    if len(bars) == 2:
+        simple = [_parse_terms(b[0], "random part", text) == ([], True) for b in bars]
+        if not any(simple):
+            raise FormulaError(f"formula '{text}': with two random-effects terms, one must be a "
+                               "random intercept of the level-3 group, e.g. (x | student) + (1 | school)")
+        outer = 1 if simple[1] else 0                  # the level-3 term: intercept only
+        group3 = bars[outer][1].strip()
+        if not re.fullmatch(_NAME, group3):
+            raise FormulaError(f"formula '{text}': the grouping factor '{group3}' is not a column name")
+        bars = [bars[1 - outer]]
+        if bars[0][1].strip() == group3:
+            raise FormulaError(f"formula '{text}': the two random-effects terms share the group "
+                               f"'{group3}'; expected a level-2 and a level-3 group")
     fixed_text = re.sub(r"\+?\s*\([^()]*\|[^()]*\)", "", rhs).strip()
     fixed_text = fixed_text.strip("+ ").strip() or "1"
     if "(" in fixed_text or "|" in fixed_text:
@@ -151,11 +170,40 @@ def parse_formula(text: str) -> Formula:
             raise FormulaError(f"formula '{text}': the random part has no terms")
     if not fixed:
         raise FormulaError(f"formula '{text}': no fixed effects")
-    return Formula(text, lhs, tuple(fixed), tuple(random), group)
+    return Formula(text, lhs, tuple(fixed), tuple(random), group, group3)
+
+
+def nested_codes(formula: Formula, frame: pd.DataFrame):
+    """(formula, level-2 codes (N,), level-3 unit of each level-2 group (J,) or None) for one
+    frame. A level-2 group is a (level-3 group, level-2 id) pair, so ids may recur across
+    units, numbered unit by unit. With two intercept-only terms the id constant within the
+    other's groups is level 3 (the formula comes back with the groups in that order); ids that
+    neither nest nor recur (crossed factors) are refused."""
+    if not formula.group3:
+        g = (pd.factorize(frame[formula.group], sort=True)[0] if formula.group
+             else np.zeros(len(frame), int))
+        return formula, g, None
+    a, b = frame[formula.group].to_numpy(), frame[formula.group3].to_numpy()
+
+    def within(outer, inner):          # is `outer` constant within every group of `inner`?
+        return bool(pd.Series(outer).groupby(inner).nunique().max() == 1)
+    if formula.random == ((),) and within(a, b) and not within(b, a):
+        # two random intercepts, written inner last: swap so that group3 holds group
+        formula = Formula(formula.text, formula.response, formula.fixed, formula.random,
+                          formula.group3, formula.group)
+        a, b = b, a
+    if within(a, b):
+        raise FormulaError(f"formula '{formula.text}': every {formula.group3} holds a single "
+                           f"{formula.group}; expected {formula.group} groups nested in "
+                           f"{formula.group3}, several in some")
+    pairs, g = np.unique(np.column_stack([pd.factorize(b, sort=True)[0], pd.factorize(a, sort=True)[0]]),
+                         axis=0, return_inverse=True)
+    return formula, g.reshape(-1), pairs[:, 0]
 
 
 def model_matrices(formula: Formula, frame: pd.DataFrame):
-    """(y, X, Z, group codes) for one data frame; errors name unknown columns."""
+    """(y, X, Z, group codes, level-3 unit of each group or None) for one data frame; errors
+    name unknown columns."""
     cols = list(frame.columns)
     for v in formula.variables:
         if v not in frame.columns:
@@ -172,31 +220,32 @@ def model_matrices(formula: Formula, frame: pd.DataFrame):
     y = frame[formula.response].to_numpy(dtype=float)
     x = build(formula.fixed)
     z = build(formula.random) if formula.group else np.zeros((len(frame), 0))
-    g = (pd.factorize(frame[formula.group], sort=True)[0] if formula.group
-         else np.zeros(len(frame), int))
+    _, g, unit = nested_codes(formula, frame)
     bad = ~np.isfinite(y) | ~np.isfinite(x).all(1) | ~np.isfinite(z).all(1)
     if bad.any():
         raise FormulaError(f"formula '{formula.text}': row {int(np.flatnonzero(bad)[0]) + 1} has a "
                            "missing or non-finite value in a model variable; expected complete data "
                            "(analyse imputed data sets)")
-    return y, x, z, g
+    return y, x, z, g, unit
 
 
 def design_arrays(formula: Formula, frames: list[pd.DataFrame]):
-    """(ys (M, N), xs (M, N, p), zs (M, N, q), group codes (N,)) for M same-shaped data sets.
+    """(ys (M, N), xs (M, N, p), zs (M, N, q), group codes (N,), level-3 unit of each group (J,)
+    or None) for M same-shaped data sets.
 
     The data sets must share their rows and clusters (imputations of one data set do); the
     first one's group codes serve all, and a data set whose length or grouping column differs
     is an error naming it. Equivalent to stacking ``model_matrices`` of each frame, built from
     one (M, N, variables) array rather than frame by frame (1,000 small frames took 0.3 s).
     """
-    y0, x0, z0, g = model_matrices(formula, frames[0])
+    y0, x0, z0, g, unit = model_matrices(formula, frames[0])
     if len(frames) == 1:
-        return y0[None], x0[None], z0[None], g
-    names = [v for v in formula.variables if v != formula.group]
+        return y0[None], x0[None], z0[None], g, unit
+    ids = [c for c in (formula.group, formula.group3) if c]
+    names = [v for v in formula.variables if v not in ids]
     n = len(frames[0])
     vals = np.empty((len(frames), n, len(names)))
-    first_group = frames[0][formula.group].to_numpy() if formula.group else None
+    first_group = [frames[0][c].to_numpy() for c in ids]
     for k, fr in enumerate(frames):
         missing = [v for v in formula.variables if v not in fr.columns]
         if missing or len(fr) != n:
@@ -205,10 +254,11 @@ def design_arrays(formula: Formula, frames: list[pd.DataFrame]):
             raise FormulaError(f"formula '{formula.text}': data set {k + 1} has {len(fr)} rows, "
                                f"data set 1 has {n}; expected imputations of one data set "
                                "(same rows and clusters)")
-        if formula.group and not np.array_equal(fr[formula.group].to_numpy(), first_group):
-            raise FormulaError(f"formula '{formula.text}': data set {k + 1}'s '{formula.group}' "
-                               "column differs from data set 1's; expected imputations of one data "
-                               "set (same rows and clusters)")
+        for c, first in zip(ids, first_group):
+            if not np.array_equal(fr[c].to_numpy(), first):
+                raise FormulaError(f"formula '{formula.text}': data set {k + 1}'s '{c}' column "
+                                   "differs from data set 1's; expected imputations of one data "
+                                   "set (same rows and clusters)")
         for i, v in enumerate(names):        # column by column: fr[names] costs a pandas take
             vals[k, :, i] = fr[v].to_numpy(dtype=float)
     col = {v: vals[:, :, i] for i, v in enumerate(names)}
@@ -228,7 +278,7 @@ def design_arrays(formula: Formula, frames: list[pd.DataFrame]):
         raise FormulaError(f"formula '{formula.text}': data set {k + 1}, row {row + 1} has a missing "
                            "or non-finite value in a model variable; expected complete data "
                            "(analyse imputed data sets)")
-    return ys, xs, zs, g
+    return ys, xs, zs, g, unit
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -253,6 +303,8 @@ def cluster_stats(y, x, z, g, num_clusters: int, weight=None):
         "zy": seg(z * y[:, None]),
         "yy": seg(y * y),
         "n": seg(jnp.ones_like(y) if weight is None else keep.astype(y.dtype)),
+        # plain sums, for three-level fits (unused, and so compiled away, otherwise)
+        "x1": seg(x), "y1": seg(y), "z1": seg(z),
     }
 
 
@@ -281,7 +333,9 @@ def cluster_layout(s):
     ww = jnp.block([[jnp.sum(s["xx"], 0), xy[:, None]], [xy[None, :], jnp.sum(s["yy"])[None, None]]])
     return {"zz": [[s["zz"][:, k, m] for m in range(q)] for k in range(q)],
             "wz": [jnp.concatenate([s["xz"][:, :, k], s["zy"][:, k:k + 1]], -1) for k in range(q)],
-            "ww": ww, "n": jnp.sum(s["n"])}
+            "ww": ww, "n": jnp.sum(s["n"]),
+            "w1": jnp.concatenate([s["x1"], s["y1"][:, None]], -1), "z1": [s["z1"][:, k] for k in range(q)],
+            "nj": s["n"]}
 
 
 def _lower_of(theta, q: int):
@@ -402,6 +456,56 @@ def _profiled(theta, s, q: int, reml: bool):
     return dev, grad, {"beta": beta, "xvx": xvx, "sigma2": r2 / dof}
 
 
+def _profiled3(theta, s, q: int, reml: bool, unit, num_units: int):
+    """`_profiled` for three-level data: theta is lme4's theta of Lambda followed by lambda3,
+    the level-3 intercept's SD relative to sigma; `unit` (J,) holds each group's level-3 unit.
+
+    Units are independent, and a unit's V_k = diag_j(V_j) + lambda3^2 11' (units of sigma2), so
+    the matrix determinant lemma and the Woodbury identity over each unit give
+        log|V_k|   = sum_j log|A_j| + log(1 + lambda3^2 c_k),      c_k = sum_j 1'V_j^-1 1,
+        W'V_k^-1 W = sum_j W_j'V_j^-1 W_j - lambda3^2 / (1 + lambda3^2 c_k) h_k h_k',
+                                                                   h_k = sum_j W_j'V_j^-1 1,
+    with, as in `_profiled`, W_j'V_j^-1 1 = W_j'1 - U_j't_j and 1'V_j^-1 1 = n_j - t_j't_j,
+    t_j = L_j^-1 Lambda'Z_j'1 (Searle, Casella & McCulloch 1992, Variance Components, app. M).
+    The rest (GLS beta, profiled sigma2, ML or REML deviance) is `_profiled`'s. The gradient
+    is taken by reverse-mode autodiff: the three-level deviance is new and this keeps it in
+    one place; `_profiled`'s written-out gradient was 3x faster, which three-level analyses may
+    want later.
+    """
+    def value(th):
+        lam = _lower_of(th[:-1], q)
+        l3sq = th[-1] * th[-1]
+        zz, wz = s["zz"], s["wz"]
+        p = wz[0].shape[-1] - 1
+        zzl = [[sum(zz[k][m] * lam[m][b] for m in range(b, q)) for b in range(q)] for k in range(q)]
+        a = [[None] * q for _ in range(q)]
+        for i in range(q):
+            for j in range(i + 1):
+                a[i][j] = a[j][i] = (sum(lam[k][i] * zzl[k][j] for k in range(i, q))
+                                     + (1.0 if i == j else 0.0))
+        la = _cholesky_lists(a)
+        logdet_a = 2.0 * sum(jnp.sum(jnp.log(la[i][i])) for i in range(q))
+        lam_t = lambda v: [sum(lam[k][c] * v[k] for k in range(c, q)) for c in range(q)]  # noqa: E731
+        la_cols = [[None if e is None else e[:, None] for e in row] for row in la]
+        u = _forward_lists(la_cols, lam_t(wz))                  # q x (J, p + 1)
+        t1 = _forward_lists(la, lam_t(s["z1"]))                  # q x (J,)
+        h = jax.ops.segment_sum(s["w1"] - sum(uk * tk[:, None] for uk, tk in zip(u, t1)), unit, num_units)
+        c = jax.ops.segment_sum(s["nj"] - sum(tk * tk for tk in t1), unit, num_units)
+        f = l3sq / (1.0 + l3sq * c)
+        g = s["ww"] - sum(uc.T @ uc for uc in u) - (h * f[:, None]).T @ h
+        xvx, xvy, yvy = g[:p, :p], g[:p, p], g[p, p]
+        lx = jnp.linalg.cholesky(xvx)
+        beta = jax.scipy.linalg.cho_solve((lx, True), xvy)
+        r2 = yvy - beta @ xvy
+        dof = s["n"] - p if reml else s["n"]
+        dev = logdet_a + jnp.sum(jnp.log1p(l3sq * c)) + dof * (1.0 + jnp.log(2.0 * jnp.pi * r2 / dof))
+        if reml:
+            dev = dev + 2.0 * jnp.sum(jnp.log(jnp.diagonal(lx)))
+        return dev, {"beta": beta, "xvx": xvx, "sigma2": r2 / dof}
+    (dev, aux), grad = jax.value_and_grad(value, has_aux=True)(theta)
+    return dev, grad, aux
+
+
 GTOL = 1e-5      # |d deviance / d theta| below which a fit has converged (deviance units)
 ARMIJO = 1e-4    # sufficient-decrease constant of the backtracking line search
 MIN_STEP = 1e-12  # a line search that has shrunk its step below this has stalled
@@ -443,7 +547,7 @@ def _fit_start(theta0, p: int):
                 stalled=jnp.array(False), moves=jnp.array(-1))
 
 
-def _fit_step(s, c, q: int, reml: bool):
+def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
     """One deviance evaluation of a fit: try theta + step * d; accept it if it decreases the
     deviance enough (Armijo), then take optax's L-BFGS direction from there; otherwise shrink the
     step by safeguarded quadratic interpolation (Nocedal & Wright 2006, sec. 3.5).
@@ -456,7 +560,7 @@ def _fit_step(s, c, q: int, reml: bool):
     """
     opt = optax.scale_by_lbfgs()
     trial = c["theta"] + c["step"] * c["d"]
-    dev, grad, aux = _profiled(trial, s, q, reml)     # the program's only deviance evaluation
+    dev, grad, aux = profiled(trial, s, q, reml)      # the program's only deviance evaluation
     slope = c["grad"] @ c["d"]
     active = ~(c["done"] | c["stalled"])
     ok = jnp.isfinite(dev) & jnp.all(jnp.isfinite(grad)) & (dev <= c["dev"] + ARMIJO * c["step"] * slope)
@@ -496,6 +600,8 @@ class LMMFit:
     converged: np.ndarray   # (M,) bool: gradient of the deviance below tolerance
     nobs: int
     ngroups: int
+    psi3: np.ndarray | None = None   # (M,) level-3 intercept variance (three-level formulas)
+    ngroups3: int = 0
 
     @property
     def se(self) -> np.ndarray:
@@ -509,8 +615,10 @@ class LMMFit:
         for i in range(len(names)):
             for j in range(i + 1):
                 out[f"{names[j]}~~{names[i]}|{g}"] = self.psi[:, j, i]
+        if self.formula.group3:
+            out[f"Intercept~~Intercept|{self.formula.group3}"] = self.psi3
         out["Residual~~Residual"] = self.sigma2
-        if names and names[0] == "Intercept":
+        if names and names[0] == "Intercept" and not self.formula.group3:   # as mitml: one group only
             out[f"ICC|{g}"] = self.psi[:, 0, 0] / (self.psi[:, 0, 0] + self.sigma2)
         return out
 
@@ -535,25 +643,29 @@ def _compile_options() -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-def _batched_fit(q: int, reml: bool, steps: int, num_clusters: int, weighted: bool):
+def _batched_fit(q: int, reml: bool, steps: int, num_clusters: int, weighted: bool, num_units: int = 0):
     """One jitted, vmapped fitter per static setting, so repeated analyses of same-shaped data
     reuse the compiled program instead of tracing a fresh closure each call."""
-    return jax.jit(batched_fitter(q, reml, steps, num_clusters, weighted),
+    return jax.jit(batched_fitter(q, reml, steps, num_clusters, weighted, num_units),
                    compiler_options=dict(_compile_options()) or None)
 
 
-def batched_fitter(q: int, reml: bool, steps: int, num_clusters: int, weighted: bool):
+def batched_fitter(q: int, reml: bool, steps: int, num_clusters: int, weighted: bool, num_units: int = 0):
     """The vmapped fitter as a plain function, for a program of its caller's (a simulation
     batch fits inside its own program): fit(ys (M, N), xs (M, N, p), zs (M, N, q), g (N,),
-    weight (M, N) or None, theta0) -> dict of (M, ...) arrays, the cross-products formed in the
-    same program. Trace it with 64-bit types on."""
-    def fit(ys, xs, zs, g, weight, theta0):
+    weight (M, N) or None, theta0, unit) -> dict of (M, ...) arrays, the cross-products formed
+    in the same program. Trace it with 64-bit types on. With `num_units` (three-level data)
+    `unit` (J,) gives each group's level-3 unit, theta0 ends with lambda3, and the result
+    holds psi3, the level-3 intercept variance."""
+    def fit(ys, xs, zs, g, weight, theta0, unit=None):
         if weighted:
             stats = jax.vmap(lambda y, x, z, w: cluster_stats(y, x, z, g, num_clusters, w))(ys, xs, zs, weight)
         else:
             stats = jax.vmap(lambda y, x, z: cluster_stats(y, x, z, g, num_clusters))(ys, xs, zs)
         lay = jax.vmap(cluster_layout)(stats)
-        step = jax.vmap(lambda st, c: _fit_step(st, c, q, reml))
+        prof = ((lambda th, st_, q_, r_: _profiled3(th, st_, q_, r_, unit, num_units)) if num_units
+                else _profiled)
+        step = jax.vmap(lambda st, c: _fit_step(st, c, q, reml, prof))
         carry = jax.vmap(lambda _: _fit_start(theta0, xs.shape[-1]))(stats["yy"])
 
         # iterate until every fit in the batch has converged or stalled, or has taken `steps`
@@ -569,9 +681,11 @@ def batched_fitter(q: int, reml: bool, steps: int, num_clusters: int, weighted: 
             return it + 1, step(lay, carry)
 
         evals, c = jax.lax.while_loop(cond, body, (0, carry))
-        lam = jax.vmap(lambda t: theta_to_lambda(t, q))(c["theta"])
+        theta2 = c["theta"][:, :-1] if num_units else c["theta"]
+        lam = jax.vmap(lambda t: theta_to_lambda(t, q))(theta2)
         sigma2 = c["aux"]["sigma2"]
-        return {"theta": c["theta"], "deviance": c["dev"], "beta": c["aux"]["beta"],
+        extra = {"psi3": sigma2 * c["theta"][:, -1] ** 2} if num_units else {}
+        return {**extra, "theta": c["theta"], "deviance": c["dev"], "beta": c["aux"]["beta"],
                 "vcov": sigma2[:, None, None] * jnp.linalg.inv(c["aux"]["xvx"]),
                 "sigma2": sigma2, "psi": sigma2[:, None, None] * jnp.einsum("mab,mcb->mac", lam, lam),
                 "grad_norm": jnp.max(jnp.abs(c["grad"]), -1), "done": c["done"],
@@ -603,29 +717,34 @@ def fit_lmm(formula: str | Formula, frames, *, reml: bool = False, steps: int = 
     q = len(f.random)
     if q == 0:
         raise FormulaError(f"formula '{f.text}': no random effects; expected a term like (1 | group)")
-    ys, xs, zs, g = design_arrays(f, frames)
+    f = nested_codes(f, frames[0])[0]                # three-level: which group holds which
+    ys, xs, zs, g, unit = design_arrays(f, frames)
     j = int(g.max()) + 1 if len(g) else 1
-    fit = fit_arrays(ys, xs, zs, g, j, reml=reml, steps=steps)
+    fit = fit_arrays(ys, xs, zs, g, j, reml=reml, steps=steps, unit=unit)
     return LMMFit(f, reml, fit["beta"], fit["vcov"], fit["psi"], fit["sigma2"],
                   -0.5 * fit["deviance"], fit["theta"], _flag_converged(fit, tol),
-                  len(g), j)
+                  len(g), j, fit.get("psi3"), 0 if unit is None else int(unit.max()) + 1)
 
 
 def fit_arrays(ys, xs, zs, g, num_clusters: int, *, weight=None, reml: bool = False,
-               steps: int = 100) -> dict[str, np.ndarray]:
+               steps: int = 100, unit=None) -> dict[str, np.ndarray]:
     """The fitter on design arrays: ys (M, N), xs (M, N, p), zs (M, N, q), cluster index g (N,)
-    in 0..num_clusters-1, optional 0/1 row weights (M, N). Returns numpy arrays with a leading
-    M axis: beta, vcov, psi, sigma2, deviance, theta, grad_norm, done. For simulation studies,
-    where the design matrices are built directly rather than from a formula and data frames."""
+    in 0..num_clusters-1, optional 0/1 row weights (M, N), and for three-level data the level-3
+    unit of each cluster (J,). Returns numpy arrays with a leading M axis: beta, vcov, psi,
+    sigma2, deviance, theta, grad_norm, done (and psi3). For simulation studies, where the
+    design matrices are built directly rather than from a formula and data frames."""
     q = np.shape(zs)[-1]
     with jax.enable_x64(True):
         # numpy in, so the jitted program does the one transfer (no eager conversion programs)
         arr = lambda a: np.asarray(a, np.float64)
-        # lme4's start: Lambda = I
-        theta0 = np.asarray([1.0 if r == c else 0.0 for c in range(q) for r in range(c, q)])
-        fitter = _batched_fit(q, reml, steps, int(num_clusters), weight is not None)
+        # lme4's start: Lambda = I (and lambda3 = 1)
+        theta0 = np.asarray([1.0 if r == c else 0.0 for c in range(q) for r in range(c, q)]
+                            + ([1.0] if unit is not None else []))
+        k = 0 if unit is None else int(np.max(unit)) + 1
+        fitter = _batched_fit(q, reml, steps, int(num_clusters), weight is not None, k)
         fit = jax.device_get(fitter(arr(ys), arr(xs), arr(zs), np.asarray(g),
-                                    None if weight is None else arr(weight), theta0))
+                                    None if weight is None else arr(weight), theta0,
+                                    None if unit is None else np.asarray(unit, np.int32)))
     return {k: np.asarray(v) for k, v in fit.items()}
 
 
@@ -667,6 +786,9 @@ def loglik_at(formula: str | Formula, frames, beta, psi, sigma2, *, reml: bool =
     """
     f = parse_formula(formula) if isinstance(formula, str) else formula
     frames = [frames] if isinstance(frames, pd.DataFrame) else list(frames)
+    if f.group3:
+        raise FormulaError(f"formula '{f.text}': the log-likelihood at given parameters (D3) is not "
+                           "supported yet for three-level formulas; expected D1 or D2")
     n_sets = len(frames)
     p, q = len(f.fixed), len(f.random)
     if q == 0:
@@ -679,7 +801,7 @@ def loglik_at(formula: str | Formula, frames, beta, psi, sigma2, *, reml: bool =
         beta = np.broadcast_to(np.asarray(beta, dtype=np.float64), (n_sets, p))
     out = np.empty(n_sets)
     for i, frame in enumerate(frames):
-        y, x, z, g = model_matrices(f, frame)
+        y, x, z, g, _ = model_matrices(f, frame)
         j = int(g.max()) + 1 if len(g) else 1
         s2 = float(sigma2[i])
         w, vecs = np.linalg.eigh(psi[i] / s2)

@@ -106,7 +106,9 @@ def test_singular_fit_has_zero_slope_variance():
 
 @pytest.mark.parametrize("text,fragment", [
     ("y x + (1|g)", "one '~'"),
-    ("y ~ x + (1|g) + (1|h)", "only one random-effects term"),
+    ("y ~ x + (1|g) + (1|h) + (1|k)", "at most two random-effects terms"),
+    ("y ~ x + (x|g) + (x|h)", "one must be a random intercept of the level-3 group"),
+    ("y ~ x + (x|g) + (1|g)", "share the group 'g'"),
     ("y ~ x + z^2 + (1|g)", "cannot read the term"),
     ("y ~ x - z + (1|g)", "removing"),
 ])
@@ -159,9 +161,9 @@ def test_design_arrays_match_model_matrices_and_name_bad_sets():
     df = pd.read_csv(FIX / "rs.csv")
     f = parse_formula("y ~ x*x + (x | g)")
     frames = [df, df.assign(y=df.y + 1.0, x=df.x * 2.0)]
-    ys, xs, zs, g = design_arrays(f, frames)
+    ys, xs, zs, g, _ = design_arrays(f, frames)
     for k, fr in enumerate(frames):
-        y, x, z, g1 = model_matrices(f, fr)
+        y, x, z, g1, _ = model_matrices(f, fr)
         np.testing.assert_array_equal(ys[k], y)
         np.testing.assert_array_equal(xs[k], x)
         np.testing.assert_array_equal(zs[k], z)

@@ -353,3 +353,85 @@ write.csv(out, "{tmp_path / 'ml.csv'}", row.names = FALSE)
         assert abs(means[i] - value) < tol, (lab, means[i], value, tol)
         if lab.startswith("fixed"):
             assert abs(sds[i] / float(ml.loc[name, "se"]) - 1) < 0.15, (lab, sds[i], ml.loc[name, "se"])
+
+
+# ------------------------------------------------------------------ the three-level analysis model
+
+def _lmm_frame(seed=5, k=10, m=3, n=3):
+    df = three_level_frame(seed=seed, k=k, m=m, n=n, recurring=True)
+    df["x"] = np.random.default_rng(seed).normal(size=len(df))
+    df["y"] = df.y + 0.5 * df.x * (1 + 0.3 * np.random.default_rng(seed + 1).normal(size=k * m)[
+        np.repeat(np.arange(k * m), n)])
+    return df
+
+
+def test_three_level_deviance_is_the_dense_likelihood():
+    """`fit_lmm` with (x | student) + (1 | school): at its estimates the log-likelihood equals
+    the Gaussian density of y with the dense marginal covariance (every row of a school
+    correlated) written in numpy, and it is a maximum: moving any variance parameter or a fixed
+    effect lowers it. Students recur across schools (ids 0-2 in each), so groups are pairs."""
+    from scipy import stats
+    from jaximpute.lmm import fit_lmm
+    df = _lmm_frame()
+    fit = fit_lmm("y ~ x + w2 + w3 + (x | student) + (1 | school)", df)
+    assert fit.converged[0] and fit.ngroups == 30 and fit.ngroups3 == 10
+
+    def loglik(beta, psi, psi3, s2):
+        x = np.column_stack([np.ones(len(df)), df.x, df.w2, df.w3])
+        z = np.column_stack([np.ones(len(df)), df.x])
+        pair = df.school.to_numpy() * 100 + df.student.to_numpy()
+        same2 = pair[:, None] == pair[None, :]
+        same3 = df.school.to_numpy()[:, None] == df.school.to_numpy()[None, :]
+        v = same2 * (z @ psi @ z.T) + same3 * psi3 + s2 * np.eye(len(df))
+        return stats.multivariate_normal(x @ beta, v).logpdf(df.y.to_numpy())
+    best = loglik(fit.beta[0], fit.psi[0], fit.psi3[0], fit.sigma2[0])
+    np.testing.assert_allclose(fit.loglik[0], best, rtol=1e-8)
+    for d in (np.array([0.02, 0, 0, 0]), np.array([0, 0, 0, -0.02])):
+        assert loglik(fit.beta[0] + d, fit.psi[0], fit.psi3[0], fit.sigma2[0]) < best
+    for scale in (0.9, 1.1):
+        assert loglik(fit.beta[0], fit.psi[0], fit.psi3[0] * scale, fit.sigma2[0]) < best
+        assert loglik(fit.beta[0], fit.psi[0] * scale, fit.psi3[0], fit.sigma2[0]) < best
+
+
+def test_two_random_intercepts_in_either_order():
+    from jaximpute.lmm import fit_lmm
+    df = _lmm_frame(seed=6)
+    df["sid"] = df.school * 10 + df.student                  # unique student ids
+    a = fit_lmm("y ~ x + (1 | sid) + (1 | school)", df, reml=True)
+    b = fit_lmm("y ~ x + (1 | school) + (1 | sid)", df, reml=True)
+    assert (b.formula.group, b.formula.group3) == ("sid", "school")
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-6)
+    np.testing.assert_allclose(a.psi3, b.psi3, rtol=1e-5)
+    assert list(a.variance_components()) == ["Intercept~~Intercept|sid", "Intercept~~Intercept|school",
+                                             "Residual~~Residual"]
+
+
+@pytest.mark.peer
+def test_three_level_fit_matches_lme4(tmp_path):
+    """ML and REML fits of y ~ x + w2 + w3 + (x | student) + (1 | school) against lme4 (bobyqa,
+    tight tolerance): estimates, variance components and log-likelihoods to 1e-5 relative."""
+    if shutil.which("Rscript") is None:
+        pytest.skip("R is not installed (CI installs it)")
+    from jaximpute.lmm import fit_lmm
+    df = _lmm_frame(seed=8, k=30, m=4, n=4)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    r = f"""
+suppressMessages(library(lme4))
+d <- read.csv("{tmp_path / 'd.csv'}")
+out <- NULL
+for (reml in c(FALSE, TRUE)) {{
+  f <- lmer(y ~ x + w2 + w3 + (x | school:student) + (1 | school), data = d, REML = reml,
+            control = lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e6)))
+  vc <- as.data.frame(VarCorr(f))$vcov
+  out <- rbind(out, c(reml, fixef(f), vc, as.numeric(logLik(f))))
+}}
+write.csv(out, "{tmp_path / 'r.csv'}", row.names = FALSE)
+"""
+    proc = subprocess.run(["Rscript", "-e", r], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    ref = pd.read_csv(tmp_path / "r.csv").to_numpy()
+    for row in ref:
+        fit = fit_lmm("y ~ x + w2 + w3 + (x | student) + (1 | school)", df, reml=bool(row[0]))
+        ours = np.concatenate([fit.beta[0], [fit.psi[0, 0, 0], fit.psi[0, 1, 1], fit.psi[0, 0, 1],
+                                             fit.psi3[0], fit.sigma2[0]], fit.loglik])
+        np.testing.assert_allclose(ours, row[1:], rtol=1e-5, atol=1e-6)
