@@ -77,10 +77,12 @@ from scipy import stats
 from .pool import rubin
 from .simulate import markdown_table, records_frame
 
-METHODS = ("focal", "focal, x continuous", "random intercept", "single-level", "listwise", "complete")
+METHODS = ("focal", "focal, x continuous", "focal, two-level", "random intercept", "single-level",
+           "listwise", "complete")
 FIXED = ("(Intercept)", "x", "w", "x:w")
 VARIANCES = ("var(u0)", "var(u1)", "cov(u0,u1)", "residual")
-PARAMETERS = FIXED + VARIANCES
+VARIANCE3 = "var(v)"              # three-level designs: the level-3 intercept variance
+PARAMETERS = FIXED + VARIANCES + (VARIANCE3,)
 MODELS = {"focal": ("cluster ~ y:x w x*w", "y"), "focal, x continuous": ("cluster ~ y:x w x*w", "y"),
           "random intercept": ("cluster ~ y x w", None)}
 NAMES = ("cluster", "y", "x", "w")
@@ -104,10 +106,18 @@ class Design:
     cuts: tuple = ()      # ordinal x: the latent x is cut here into codes 0..len(cuts)
     mechanism: str = "MAR"   # MAR, MCAR or MNAR (jaximpute.study.generate; this module's own
                              # numpy generator draws MAR only)
+    units: int = 0        # three-level designs: K level-3 units of clusters / K clusters each
+    tau3: float = 0.2     # and the variance of y's level-3 random intercept
+    var_x3: float = 0.1   # and of x's level-3 part
 
     @property
     def name(self) -> str:
-        return f"J={self.clusters}, n={self.cluster_size}"
+        return (f"K={self.units}, " if self.units else "") + f"J={self.clusters}, n={self.cluster_size}"
+
+    @property
+    def unit_of_cluster(self) -> np.ndarray:
+        """(J,) the level-3 unit (0..K-1) of each cluster: consecutive clusters share a unit."""
+        return np.arange(self.clusters) // (self.clusters // self.units)
 
     @property
     def ordinal(self) -> bool:
@@ -128,11 +138,16 @@ class Design:
         out = dict(zip(FIXED, self.b))
         out.update({"var(u0)": self.tau00, "var(u1)": self.tau11, "cov(u0,u1)": self.tau01,
                     "residual": self.s2})
+        if self.units:
+            out[VARIANCE3] = self.tau3
         return out
 
 
 def generate_and_delete(d: Design, rng: np.random.Generator):
-    """One replication: complete (N, 4) and incomplete (N, 4) arrays, columns NAMES."""
+    """One replication: complete (N, 4) and incomplete (N, 4) arrays, columns NAMES (two-level
+    designs; three-level ones are drawn on device only, ``study_program.generate``)."""
+    if d.units:
+        raise ValueError("generate_and_delete draws two-level designs; use study_program.generate")
     j, n = d.clusters, d.cluster_size
     w = rng.normal(0.0, 1.0, j)
     x = (d.g * w + rng.normal(0.0, np.sqrt(d.var_a), j))[:, None] + rng.normal(0.0, np.sqrt(d.var_f), (j, n))
@@ -184,9 +199,16 @@ def fit_batch(data, cluster_index, num_clusters, weight=None, chunk: int = 2000)
 
 
 def variances(fit, xp=np):
-    """The variance components of VARIANCES from fits' psi and sigma2: (M, 4)."""
+    """The variance components of VARIANCES (and VARIANCE3 for three-level fits) from fits'
+    psi, sigma2 (and psi3): (M, 4) or (M, 5)."""
     psi = fit["psi"]
-    return xp.stack([psi[:, 0, 0], psi[:, 1, 1], psi[:, 0, 1], fit["sigma2"]], -1)
+    parts = [psi[:, 0, 0], psi[:, 1, 1], psi[:, 0, 1], fit["sigma2"]]
+    return xp.stack(parts + ([fit["psi3"]] if "psi3" in fit else []), -1)
+
+
+def variance_names(count: int) -> tuple:
+    """The names of the columns of `variances`."""
+    return VARIANCES + ((VARIANCE3,) if count > len(VARIANCES) else ())
 
 
 def _t_interval(est, se, df, level=0.95):
@@ -204,7 +226,7 @@ def records_direct(fit, d: Design) -> dict:
            for k, p in enumerate(FIXED)}
     var = variances(fit)
     nan = np.full(len(est), np.nan)
-    for k, p in enumerate(VARIANCES):
+    for k, p in enumerate(variance_names(var.shape[1])):
         out[p] = {"estimate": var[:, k], "se": nan, "lower": nan, "upper": nan, "fmi": nan,
                   "converged": out[FIXED[0]]["converged"]}
     return out
@@ -222,13 +244,13 @@ def records_pooled(fit, reps: int, nimps: int, d: Design) -> dict:
 def pooled_records(r: dict, converged, variances) -> dict:
     """Per-replication records from pooled fixed effects (`r`: Rubin's estimate, std_error, df
     and fmi, each (reps, 4)), whether every imputation's fit converged (reps,), and the variance
-    components' means over imputations (reps, 4)."""
+    components' means over imputations (reps, 4 or 5)."""
     lo, hi = _t_interval(r["estimate"], r["std_error"], r["df"])
     out = {p: {"estimate": r["estimate"][:, k], "se": r["std_error"][:, k], "lower": lo[:, k],
                "upper": hi[:, k], "fmi": r["fmi"][:, k], "converged": converged}
            for k, p in enumerate(FIXED)}
     nan = np.full(len(converged), np.nan)
-    for k, p in enumerate(VARIANCES):
+    for k, p in enumerate(variance_names(variances.shape[1])):
         out[p] = {"estimate": variances[:, k], "se": nan, "lower": nan, "upper": nan, "fmi": nan,
                   "converged": converged}
     return out

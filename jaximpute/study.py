@@ -70,7 +70,7 @@ from .api import PRIOR_TEXT
 from .errors import JaxImputeError, did_you_mean
 from .kernels.structure import PRIORS
 from .simulate_slope import Design, pooled_records, records_direct, summarise
-from .study_program import (DIRECT_METHODS, IMPUTATION_MODELS, Imputation, condition_plan,  # noqa: F401
+from .study_program import (DIRECT_METHODS, IMPUTATION_MODELS, THREE_LEVEL_ONLY, Imputation, condition_plan,  # noqa: F401
                             generate, generate_batch, program_memory, run_batch)
 
 try:                      # Python 3.11+
@@ -123,8 +123,14 @@ class Study:
         """A hash of everything that determines the results (not the source path)."""
         d = dataclasses.asdict(self)
         d.pop("source")
-        if d["prior"] == "prior2":      # the default: studies checkpointed before the key existed resume
+        # keys added later, at their defaults, leave out: studies checkpointed before they
+        # existed still resume
+        if d["prior"] == "prior2":
             d.pop("prior")
+        for c in d["conditions"]:
+            if not c["design"]["units"]:
+                for k in ("units", "tau3", "var_x3"):
+                    c["design"].pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -168,6 +174,9 @@ def _design(values: dict, where: str, path: str) -> Design:
     d = Design(**kw)
     if d.cluster_size < 2 or d.clusters < 3:
         raise ConfigError(f"{path}: {where}: expected at least 3 clusters of at least 2 rows")
+    if d.units and (d.units < 3 or d.clusters % d.units or d.clusters // d.units < 2):
+        raise ConfigError(f"{path}: {where}: units = {d.units} with clusters = {d.clusters}; expected "
+                          "at least 3 level-3 units that share the clusters equally, 2 or more each")
     return d
 
 
@@ -223,6 +232,12 @@ def load_study(path: str | Path) -> Study:
         d = _design({**base, **c}, f"[[conditions]] #{i + 1}", str(path))
         name = c.get("name") or (d.name + ("" if d.mechanism == "MAR" else f", {d.mechanism}"))
         out.append(Condition(str(name), d))
+    two_level = [c.name for c in out if not c.design.units]
+    for m in kw.get("methods", ()):
+        if m in THREE_LEVEL_ONLY and two_level:
+            raise ConfigError(f"{path}: [study].methods: '{m}' compares with the three-level model, "
+                              f"but condition '{two_level[0]}' is two-level; expected units = K in "
+                              "every condition, or no such method")
     names = [c.name for c in out]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two conditions are both named '{next(n for n in names if names.count(n) > 1)}';"
@@ -499,6 +514,8 @@ def summary_page(study: Study, summ: pd.DataFrame, reps: pd.DataFrame, *, plots:
         f"{int(n_done.get(c.name, 0))} of {study.reps} |" for c in study.conditions)
     secs = reps.groupby("method")["seconds"].mean()
     time_rows = "\n".join(f"| {m} | {secs[m]:.3f} |" for m in study.methods if m in secs)
+    unit_term = (" (+ (1 | unit) in three-level conditions)" if any(c.design.units for c in study.conditions)
+                 else "")
     prior_text = "" if study.prior == "prior2" else f", {PRIOR_TEXT[study.prior].split(' (')[0]}"
     figs = ("\n## Plots\n\n![standardised bias](bias.png)\n\n![coverage](coverage.png)\n"
             if plots else "")
@@ -506,7 +523,7 @@ def summary_page(study: Study, summ: pd.DataFrame, reps: pd.DataFrame, *, plots:
 
 {study.reps} replications per condition in batches of {study.batch}; imputation: {study.nimps}
 imputations, burn-in {study.burn}, {study.thin} sweeps between imputations, {study.chains} chains{prior_text};
-analysis `y ~ x + w + x:w + (x | cluster)` by REML, pooled by Rubin's rules (df.com = J - 2).
+analysis `y ~ x + w + x:w + (x | cluster)`{unit_term} by REML, pooled by Rubin's rules (df.com = J - 2).
 Methods: {", ".join(study.methods)}. Seed {study.seed}.
 
 | condition | clusters x size | mechanism | missing y | missing x | missing w | replications done |

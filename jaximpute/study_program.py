@@ -53,7 +53,26 @@ from .run import (Settings, _bucket, _compile_options, _knows, _pad_sets, chain_
 from .simulate_slope import MODELS, NAMES, Design, design_arrays, variances
 
 INT_FILL = np.iinfo(np.int32).max         # an out-of-range index: the sampler drops it
-IMPUTATION_MODELS = dict(MODELS, **{"single-level": ("y x w", None)})
+IMPUTATION_MODELS = dict(MODELS, **{"single-level": ("y x w", None),
+                                    "focal, two-level": ("cluster ~ y:x w x*w", "y")})
+THREE_LEVEL_ONLY = ("focal, two-level",)   # the focal model without the level-3 units
+
+
+def imputation_model(method: str, d: Design) -> tuple[str, str | None]:
+    """(MODEL, OUTCOME) of an imputation method for a design: in a three-level design the
+    multilevel models name the level-3 units too (`unit cluster ~ ...`), except "focal,
+    two-level", the focal model that ignores them (the comparison a two-level tool gives)."""
+    model, outcome = IMPUTATION_MODELS[method]
+    if d.units and "~" in model and method not in THREE_LEVEL_ONLY:
+        model = "unit " + model
+    return model, outcome
+
+
+def table_names(d: Design) -> tuple[str, ...]:
+    """The columns of a replication's table as the imputation models see it: NAMES, with the
+    level-3 unit first in a three-level design (the generator's arrays hold NAMES only; the
+    unit follows from the cluster)."""
+    return (("unit",) if d.units else ()) + NAMES
 DIRECT_METHODS = ("listwise", "complete")
 
 
@@ -63,7 +82,8 @@ def generate(key, d: Design):
     """One replication drawn on device: complete and incomplete (N, 4) arrays, columns NAMES.
 
     The population and the MAR deletion are those of ``simulate_slope.generate_and_delete``
-    (module docstring there); MCAR deletes y and x with probability 1/2 within their halves of
+    (module docstring there); a three-level design (``units``) adds to x and y level-3 random
+    intercepts of variances ``var_x3`` and ``tau3``, shared by the clusters of a unit. MCAR deletes y and x with probability 1/2 within their halves of
     the rows and w with probability ``w_rate``; MNAR deletes each by logistic selection on its
     own value (y on y, x on x, w on w, centred as under MAR)."""
     j, n = d.clusters, d.cluster_size
@@ -72,15 +92,20 @@ def generate(key, d: Design):
     counts = generator_draw_counts(d)
     rng = Stream.from_key(key, *counts, jnp.result_type(float))
     w = rng.normal((j,))
-    x = ((d.g * w + jnp.sqrt(d.var_a) * rng.normal((j,)))[:, None]
-         + jnp.sqrt(d.var_f) * rng.normal((j, n)))
-    if d.cuts:
-        x = jnp.searchsorted(jnp.asarray(d.cuts), x).astype(x.dtype)
+    a = rng.normal((j,))
+    f = rng.normal((j, n))
     cov = jnp.asarray([[d.tau00, d.tau01], [d.tau01, d.tau11]])
     u = rng.normal((j, 2)) @ jnp.linalg.cholesky(cov).T
+    e = rng.normal((j, n))
+    # three-level designs: level-3 parts of x and y, drawn after the two-level draws so that a
+    # two-level design's stream is what it was
+    v = rng.normal((2, d.units))[:, d.unit_of_cluster] if d.units else jnp.zeros((2, j))
+    x = ((d.g * w + jnp.sqrt(d.var_a) * a + jnp.sqrt(d.var_x3) * v[0])[:, None] + jnp.sqrt(d.var_f) * f)
+    if d.cuts:
+        x = jnp.searchsorted(jnp.asarray(d.cuts), x).astype(x.dtype)
     b0, b1, b2, b3 = d.b
-    y = (b0 + b1 * x + (b2 * w)[:, None] + b3 * x * w[:, None] + u[:, :1] + u[:, 1:] * x
-         + jnp.sqrt(d.s2) * rng.normal((j, n)))
+    y = (b0 + b1 * x + (b2 * w + jnp.sqrt(d.tau3) * v[1])[:, None] + b3 * x * w[:, None] + u[:, :1]
+         + u[:, 1:] * x + jnp.sqrt(d.s2) * e)
     ww = jnp.broadcast_to(w[:, None], (j, n))
     cl = jnp.broadcast_to(jnp.arange(1, j + 1, dtype=x.dtype)[:, None], (j, n))
     full = jnp.stack([cl, y, x, ww], axis=-1).reshape(j * n, 4)
@@ -114,7 +139,7 @@ def generate(key, d: Design):
 def generator_draw_counts(d: Design) -> tuple[int, int]:
     """(normals, uniforms) that `generate` takes from its stream."""
     j, n = d.clusters, d.cluster_size
-    return 4 * j + 2 * j * n, 3 * j * n + j
+    return 4 * j + 2 * j * n + 2 * d.units, 3 * j * n + j
 
 
 @functools.lru_cache(maxsize=None)
@@ -210,43 +235,53 @@ class Imputation:
     prior: str = "prior2"     # the random-effect covariance prior (kernels.structure.Prior)
 
 
-def _fit(data, g, num_clusters: int, weight=None):
-    """REML fits of y ~ x + w + x:w + (x | cluster) to (M, N, 4) float64 data sets, on device
-    (``lmm.batched_fitter``, the vmapped fitter, traced into the calling program)."""
+def _fit(data, d: Design, weight=None):
+    """REML fits of y ~ x + w + x:w + (x | cluster) (+ (1 | unit) in a three-level design) to
+    (M, N, 4) float64 data sets, on device (``lmm.batched_fitter``, the vmapped fitter, traced
+    into the calling program)."""
     y, xs, zs = design_arrays(data, jnp)
-    theta0 = jnp.asarray([1.0, 0.0, 1.0])                     # lme4's start: Lambda = I
-    return batched_fitter(2, True, 100, num_clusters, weight is not None)(y, xs, zs, g, weight, theta0)
+    g = jnp.asarray(np.repeat(np.arange(d.clusters), d.cluster_size))
+    theta0 = jnp.asarray([1.0, 0.0, 1.0] + ([1.0] if d.units else []))   # lme4's start: Lambda = I
+    unit = jnp.asarray(d.unit_of_cluster, jnp.int32) if d.units else None
+    fitter = batched_fitter(2, True, 100, d.clusters, weight is not None, d.units)
+    return fitter(y, xs, zs, g, weight, theta0, unit)
+
+
+FIT_OUTPUTS = ("beta", "vcov", "psi", "sigma2", "done", "grad_norm", "psi3")
 
 
 def _direct_program(d: Design, method: str):
     """generate -> fit, for listwise deletion or the complete data: keys (B, 2) -> fit arrays."""
-    g = jnp.asarray(np.repeat(np.arange(d.clusters), d.cluster_size))
-
     def program(gen_keys, _chain_keys):
         with jax.enable_x64(False):
             full, inc = jax.vmap(lambda k: generate(k, d))(gen_keys)
         if method == "complete":
-            fit = _fit(full.astype(jnp.float64), g, d.clusters)
+            fit = _fit(full.astype(jnp.float64), d)
         else:
             keep = ~jnp.isnan(inc[..., 1:]).any(axis=-1)
-            fit = _fit(jnp.nan_to_num(inc.astype(jnp.float64)), g, d.clusters,
-                       weight=keep.astype(jnp.float64))
-        return {k: fit[k] for k in ("beta", "vcov", "psi", "sigma2", "done", "grad_norm")}
+            fit = _fit(jnp.nan_to_num(inc.astype(jnp.float64)), d, weight=keep.astype(jnp.float64))
+        return {k: fit[k] for k in FIT_OUTPUTS if k in fit}
     return program
 
 
 def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
     """generate -> standardise and index -> sample -> imputed data sets -> fit -> pool:
     (generator keys (B, 2), chain keys (B, C)) -> per-replication pooled results and checks."""
-    model, outcome = IMPUTATION_MODELS[imp.method]
+    model, outcome = imputation_model(imp.method, d)
     ordinal = ("x",) if d.cuts and imp.method == "focal" else ()
-    spec, settings = _many_spec(plan.template[None], list(NAMES), model, imp.nimps, imp.burn,
+    # a three-level design's table has the unit first (table_names); `off` shifts the
+    # generator's columns (NAMES) to the table's
+    off = 1 if d.units else 0
+    unit_col = np.repeat(d.unit_of_cluster + 1.0, d.cluster_size) if d.units else None
+    with_unit = (lambda a: np.column_stack([unit_col, a])) if d.units else (lambda a: a)  # noqa: E731
+    template = with_unit(plan.template)
+    spec, settings = _many_spec(template[None], list(table_names(d)), model, imp.nimps, imp.burn,
                                 imp.thin, imp.chains, 0, (), ordinal, outcome, options=(imp.prior,))
-    st, layout, data0, _ = prepare(spec, plan.template)
+    st, layout, data0, _ = prepare(spec, template)
     xv = spec.x_vars
     level2 = [st.var_levels[k] == 2 for k in range(len(xv))]
-    caps = tuple(_bucket(int(plan.clusters_missing[xv[k].column] if level2[k] else
-                             plan.rows_missing[xv[k].column]),
+    caps = tuple(_bucket(int(plan.clusters_missing[xv[k].column - off] if level2[k] else
+                             plan.rows_missing[xv[k].column - off]),
                          st.num_clusters if level2[k] else st.num_rows) for k in st.incomplete)
     st = st._replace(num_missing=caps)
     runner = make_runner(st, settings.burn, settings.sweeps_per_save, settings.num_saves,
@@ -255,10 +290,9 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
     positions = jnp.asarray(np.append(layout.positions, INT_FILL).astype(np.int32))
     row_cluster = jnp.asarray(layout.cluster_of_row.astype(np.int32))
     clusters = jax.tree_util.tree_map(jnp.asarray, data0.clusters)   # None: two-level data
-    codes = {k: np.unique(plan.template[~np.isnan(plan.template[:, xv[k].column]), xv[k].column])
+    codes = {k: np.unique(template[~np.isnan(template[:, xv[k].column]), xv[k].column])
              for k in range(len(xv)) if xv[k].kind == "ordinal"}
     std_codes = {k: jnp.asarray(((c - xv[k].mean) / xv[k].sd).astype(np.float32)) for k, c in codes.items()}
-    g = jnp.asarray(np.repeat(np.arange(d.clusters), d.cluster_size))   # the analysis's clusters
     nimps, chains = imp.nimps, imp.chains
 
     def to_data(inc):
@@ -335,13 +369,16 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
         with jax.enable_x64(False):
             _, inc32 = jax.vmap(lambda k: generate(k, d))(gen_keys)
         inc = inc32.astype(jnp.float64)
+        if d.units:
+            inc = jnp.concatenate([jnp.broadcast_to(jnp.asarray(unit_col)[:, None], inc.shape[:-1] + (1,)),
+                                   inc], -1)
         data, places, ok = jax.vmap(to_data)(inc)
         with jax.enable_x64(False):
             out = sample_flat(keys, data)
         # imputations (S, B, C, cells) -> per data set (S, C, cells)
-        imputed = jax.vmap(fill, (0, 1, 0))(inc, out.imputations, places)      # (B, M, N, 4)
+        imputed = jax.vmap(fill, (0, 1, 0))(inc, out.imputations, places)[..., off:]   # (B, M, N, 4)
         b = imputed.shape[0]
-        fit = _fit(imputed.reshape((b * nimps,) + imputed.shape[2:]), g, d.clusters)
+        fit = _fit(imputed.reshape((b * nimps,) + imputed.shape[2:]), d)
         est = fit["beta"].reshape(b, nimps, -1)
         var = jnp.diagonal(fit["vcov"], axis1=-2, axis2=-1).reshape(b, nimps, -1)
         pooled = rules(est, var, d.clusters - 2.0, jnp)

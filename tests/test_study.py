@@ -62,6 +62,9 @@ def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
     (("nimps = 2", "nimps = 0"), "[imputation].nimps: expected a positive whole number"),
     (("name = \"MCAR\"", "name = \"J=12, n=4\""), "both named 'J=12, n=4'"),
     (("reps = 4", "reps = 4 ="), "not valid TOML"),
+    (("clusters = 12\ncluster_size = 4\n[[", "clusters = 12\ncluster_size = 4\nunits = 5\n[["),
+     "#1: units = 5 with clusters = 12; expected at least 3 level-3 units"),
+    (("methods = [", "methods = [\"focal, two-level\", "), "'focal, two-level' compares with the three-level"),
     (("chains = 2", "chains = 2\nprior = \"prior4\""), "[imputation].prior: 'prior4' (did you mean 'prior3'?); expected one of prior1, prior2, prior3"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, edit, fragment):
@@ -110,8 +113,8 @@ def test_output_folder_claims(tmp_path):
 def test_prior_is_part_of_the_study(tmp_path):
     """A prior other than the default is a different study (its own fingerprint, so a folder
     of prior2 results is not resumed with prior1) and reaches the model that the imputation
-    programs are built from; the default leaves the fingerprint of studies written before the
-    key existed unchanged."""
+    programs are built from; the default prior and two-level designs leave the fingerprint of
+    studies written before those keys existed unchanged."""
     from jaximpute.api import _many_spec
     st2 = S.load_study(write(tmp_path, TINY))
     st1 = S.load_study(write(tmp_path, TINY.replace("chains = 2", "chains = 2\nprior = \"prior1\""), "p1.toml"))
@@ -119,6 +122,9 @@ def test_prior_is_part_of_the_study(tmp_path):
     assert st1.fingerprint() != st2.fingerprint()
     legacy = S.dataclasses.asdict(st2)
     legacy.pop("source"), legacy.pop("prior")
+    for c in legacy["conditions"]:                 # two-level designs: no three-level keys
+        for k in ("units", "tau3", "var_x3"):
+            c["design"].pop(k)
     assert st2.fingerprint() == S.hashlib.sha256(
         S.json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
     _, inc = S.generate_batch(3, 0, np.arange(1), Design(12, 4))

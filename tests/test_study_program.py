@@ -113,3 +113,66 @@ def test_batch_program_over_four_devices_equals_one_device(tmp_path):
     for k in out[1]:
         if k != "ndev":
             np.testing.assert_allclose(out[4][k], out[1][k], atol=1e-3, err_msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["focal", "focal, two-level", "complete"])
+def test_three_level_batch_program_equals_host_pipeline(method):
+    """A three-level design (units): the one-program batch (the unit column added on device,
+    the three-level or two-level model, the three-level analysis fitted in the program) equals
+    the host pipeline run step by step: ``impute_many`` on the table with its unit column, then
+    ``lmm.fit_arrays`` with the units, then Rubin's rules; to float32 rounding of the sampler."""
+    from jaximpute.api import impute_many
+    from jaximpute.lmm import fit_arrays
+    from jaximpute.pool import rubin
+    from jaximpute.simulate_slope import design_arrays, variances
+
+    d = Design(clusters=20, cluster_size=6, units=5)
+    reps = np.arange(3)
+    imp = P.Imputation(method, 4, 60, 20, 2)
+    out = P.run_batch(d, imp, reps, seed=SEED, condition=0, condition_reps=3, engine_seed=123)
+    full, inc = P.generate_batch(SEED, 0, reps, d)
+    g = np.repeat(np.arange(d.clusters), d.cluster_size)
+    unit = d.unit_of_cluster
+    if method == "complete":
+        y, xm, zm = design_arrays(full)
+        fit = fit_arrays(y, xm, zm, g, d.clusters, reml=True, unit=unit)
+        np.testing.assert_allclose(out["beta"], fit["beta"], atol=1e-7)
+        np.testing.assert_allclose(out["psi3"], fit["psi3"], atol=1e-7)
+        assert np.ptp(fit["psi3"]) > 0.01
+        return
+    assert out["fits_program"].all() and out["complete"].all()
+    table = np.concatenate([np.broadcast_to(np.repeat(unit + 1.0, d.cluster_size)[None, :, None],
+                                            inc.shape[:2] + (1,)), inc], -1)
+    model, outcome = P.imputation_model(method, d)
+    assert model.startswith("unit ") == (method == "focal")
+    imputed, _ = impute_many(table, list(P.table_names(d)), model, outcome=outcome, nimps=4, burn=60,
+                             thin=20, chains=2, seed=123)
+    y, xm, zm = design_arrays(imputed[..., 1:].reshape(-1, table.shape[1], 4))
+    fit = fit_arrays(y, xm, zm, g, d.clusters, reml=True, unit=unit)
+    pooled = rubin(fit["beta"].reshape(3, 4, -1),
+                   np.diagonal(fit["vcov"], axis1=-2, axis2=-1).reshape(3, 4, -1), df_com=d.clusters - 2.0)
+    np.testing.assert_allclose(out["estimate"], pooled["estimate"], atol=1e-3)
+    np.testing.assert_allclose(out["std_error"], pooled["std_error"], atol=1e-3)
+    np.testing.assert_allclose(out["variances"], variances(fit).reshape(3, 4, -1).mean(axis=1), atol=1e-3)
+    assert out["variances"].shape == (3, 5)
+
+
+def test_three_level_generator_draws_the_level3_variance():
+    """The complete data of a three-level design, fitted with the analysis model (REML), give
+    the population's level-3 variance and fixed effects on average over 200 replications
+    (tolerance 4 Monte Carlo SEs); a two-level design's generator stream is unchanged by the
+    three-level draws (they come last)."""
+    from jaximpute.lmm import fit_arrays
+    from jaximpute.simulate_slope import design_arrays
+    d = Design(clusters=60, cluster_size=5, units=20, tau3=0.3)
+    full, _ = P.generate_batch(9, 0, np.arange(200), d)
+    y, xm, zm = design_arrays(full)
+    fit = fit_arrays(y, xm, zm, np.repeat(np.arange(60), 5), 60, reml=True, unit=d.unit_of_cluster)
+    for est, true in ((fit["psi3"], 0.3), (fit["beta"][:, 1], d.b[1]), (fit["beta"][:, 3], d.b[3])):
+        assert abs(est.mean() - true) < 4 * est.std(ddof=1) / np.sqrt(len(est)), (est.mean(), true)
+    two = Design(clusters=60, cluster_size=5)
+    f2, _ = P.generate_batch(9, 0, np.arange(3), two)
+    f3, _ = P.generate_batch(9, 0, np.arange(3), Design(clusters=60, cluster_size=5, units=20, tau3=0.0,
+                                                        var_x3=0.0))
+    np.testing.assert_allclose(f3, f2, atol=1e-6)
