@@ -283,19 +283,21 @@ def design_arrays(formula: Formula, frames: list[pd.DataFrame]):
 
 # ------------------------------------------------------------------------------ statistics
 
-def cluster_stats(y, x, z, g, num_clusters: int, weight=None):
+def cluster_stats(y, x, z, g, num_clusters: int, weight=None, sums: bool = False):
     """Per-cluster cross-products, float64; x (N, p), z (N, q), y (N,), g (N,) -> dict.
 
     `weight` (N,) of 0/1 leaves rows out (listwise deletion in a batch of same-shaped data
     sets); the deviance sees only these sums and the row count, so the fit is the fit of the
-    kept rows."""
+    kept rows. `sums` adds the plain per-cluster sums of x, y and z that three-level fits need."""
     seg = lambda a: jax.ops.segment_sum(a, g, num_clusters)
     if weight is not None:
         keep = weight > 0
         y = jnp.where(keep, y, 0.0)
         x = jnp.where(keep[:, None], x, 0.0)
         z = jnp.where(keep[:, None], z, 0.0)
+    extra = {"x1": seg(x), "y1": seg(y), "z1": seg(z)} if sums else {}
     return {
+        **extra,
         "xx": seg(x[:, :, None] * x[:, None, :]),
         "xz": seg(x[:, :, None] * z[:, None, :]),
         "zz": seg(z[:, :, None] * z[:, None, :]),
@@ -303,8 +305,6 @@ def cluster_stats(y, x, z, g, num_clusters: int, weight=None):
         "zy": seg(z * y[:, None]),
         "yy": seg(y * y),
         "n": seg(jnp.ones_like(y) if weight is None else keep.astype(y.dtype)),
-        # plain sums, for three-level fits (unused, and so compiled away, otherwise)
-        "x1": seg(x), "y1": seg(y), "z1": seg(z),
     }
 
 
@@ -331,11 +331,13 @@ def cluster_layout(s):
     q = s["zz"].shape[-1]
     xy = jnp.sum(s["xy"], 0)
     ww = jnp.block([[jnp.sum(s["xx"], 0), xy[:, None]], [xy[None, :], jnp.sum(s["yy"])[None, None]]])
-    return {"zz": [[s["zz"][:, k, m] for m in range(q)] for k in range(q)],
-            "wz": [jnp.concatenate([s["xz"][:, :, k], s["zy"][:, k:k + 1]], -1) for k in range(q)],
-            "ww": ww, "n": jnp.sum(s["n"]),
-            "w1": jnp.concatenate([s["x1"], s["y1"][:, None]], -1), "z1": [s["z1"][:, k] for k in range(q)],
-            "nj": s["n"]}
+    out = {"zz": [[s["zz"][:, k, m] for m in range(q)] for k in range(q)],
+           "wz": [jnp.concatenate([s["xz"][:, :, k], s["zy"][:, k:k + 1]], -1) for k in range(q)],
+           "ww": ww, "n": jnp.sum(s["n"])}
+    if "x1" in s:         # three-level fits: per-cluster sums of [X y] and Z, and the row counts
+        out.update(w1=jnp.concatenate([s["x1"], s["y1"][:, None]], -1), z1=[s["z1"][:, k] for k in range(q)],
+                   nj=s["n"])
+    return out
 
 
 def _lower_of(theta, q: int):
@@ -658,10 +660,12 @@ def batched_fitter(q: int, reml: bool, steps: int, num_clusters: int, weighted: 
     `unit` (J,) gives each group's level-3 unit, theta0 ends with lambda3, and the result
     holds psi3, the level-3 intercept variance."""
     def fit(ys, xs, zs, g, weight, theta0, unit=None):
+        three = bool(num_units)
         if weighted:
-            stats = jax.vmap(lambda y, x, z, w: cluster_stats(y, x, z, g, num_clusters, w))(ys, xs, zs, weight)
+            stats = jax.vmap(lambda y, x, z, w: cluster_stats(y, x, z, g, num_clusters, w, three))(
+                ys, xs, zs, weight)
         else:
-            stats = jax.vmap(lambda y, x, z: cluster_stats(y, x, z, g, num_clusters))(ys, xs, zs)
+            stats = jax.vmap(lambda y, x, z: cluster_stats(y, x, z, g, num_clusters, sums=three))(ys, xs, zs)
         lay = jax.vmap(cluster_layout)(stats)
         prof = ((lambda th, st_, q_, r_: _profiled3(th, st_, q_, r_, unit, num_units)) if num_units
                 else _profiled)
