@@ -390,6 +390,25 @@ def _inverse_lists(low):
     return [[sum(li[k][b] * li[k][c] for k in range(max(b, c), n)) for c in range(n)] for b in range(n)]
 
 
+def _cluster_factors(lam, s, q: int):
+    """The per-cluster pieces of the profiled deviance at Lambda (`lam`, lists): Z'Z Lambda,
+    the Cholesky factor L_j of A_j = Lambda'Z_j'Z_j Lambda + I (as lists of (J,) arrays and of
+    (J, 1) columns), sum_j log|A_j|, v -> Lambda'v, and U_j = L_j^-1 Lambda'Z_j'W_j, q x (J, p + 1)."""
+    zz, wz = s["zz"], s["wz"]
+    zzl = [[sum(zz[k][m] * lam[m][b] for m in range(b, q)) for b in range(q)] for k in range(q)]
+    a = [[None] * q for _ in range(q)]
+    for i in range(q):
+        for j in range(i + 1):
+            a[i][j] = a[j][i] = (sum(lam[k][i] * zzl[k][j] for k in range(i, q))
+                                 + (1.0 if i == j else 0.0))
+    la = _cholesky_lists(a)
+    logdet_a = 2.0 * sum(jnp.sum(jnp.log(la[i][i])) for i in range(q))
+    lam_t = lambda v: [sum(lam[k][c] * v[k] for k in range(c, q)) for c in range(q)]   # noqa: E731
+    la_cols = [[None if e is None else e[:, None] for e in row] for row in la]
+    u = _forward_lists(la_cols, lam_t(wz))                   # L^-1 Lambda'Z'W: q x (J, p + 1)
+    return zzl, la, la_cols, logdet_a, lam_t, u
+
+
 def _profiled(theta, s, q: int, reml: bool):
     """Profiled deviance at theta, its gradient, and {"beta", "xvx", "sigma2"} (X'V^-1X in
     units of sigma2).
@@ -411,19 +430,9 @@ def _profiled(theta, s, q: int, reml: bool):
     (tests/test_lmm.py checks the two agree).
     """
     lam = _lower_of(theta, q)
-    zz, wz = s["zz"], s["wz"]
+    wz = s["wz"]
     p = wz[0].shape[-1] - 1
-    zzl = [[sum(zz[k][m] * lam[m][b] for m in range(b, q)) for b in range(q)] for k in range(q)]
-    a = [[None] * q for _ in range(q)]
-    for i in range(q):
-        for j in range(i + 1):
-            a[i][j] = a[j][i] = (sum(lam[k][i] * zzl[k][j] for k in range(i, q))
-                                 + (1.0 if i == j else 0.0))
-    la = _cholesky_lists(a)
-    logdet_a = 2.0 * sum(jnp.sum(jnp.log(la[i][i])) for i in range(q))
-    lam_t = lambda v: [sum(lam[k][c] * v[k] for k in range(c, q)) for c in range(q)]   # Lambda' v
-    la_cols = [[None if e is None else e[:, None] for e in row] for row in la]
-    u = _forward_lists(la_cols, lam_t(wz))                   # L^-1 Lambda'Z'W: q x (J, p + 1)
+    zzl, la, la_cols, logdet_a, lam_t, u = _cluster_factors(lam, s, q)
     g = s["ww"] - sum(uc.T @ uc for uc in u)                 # W'V^-1W, (p + 1, p + 1)
     xvx, xvy, yvy = g[:p, :p], g[:p, p], g[p, p]
     lx = jnp.linalg.cholesky(xvx)                            # one p x p system per fit
@@ -477,19 +486,8 @@ def _profiled3(theta, s, q: int, reml: bool, unit, num_units: int):
     def value(th):
         lam = _lower_of(th[:-1], q)
         l3sq = th[-1] * th[-1]
-        zz, wz = s["zz"], s["wz"]
-        p = wz[0].shape[-1] - 1
-        zzl = [[sum(zz[k][m] * lam[m][b] for m in range(b, q)) for b in range(q)] for k in range(q)]
-        a = [[None] * q for _ in range(q)]
-        for i in range(q):
-            for j in range(i + 1):
-                a[i][j] = a[j][i] = (sum(lam[k][i] * zzl[k][j] for k in range(i, q))
-                                     + (1.0 if i == j else 0.0))
-        la = _cholesky_lists(a)
-        logdet_a = 2.0 * sum(jnp.sum(jnp.log(la[i][i])) for i in range(q))
-        lam_t = lambda v: [sum(lam[k][c] * v[k] for k in range(c, q)) for c in range(q)]  # noqa: E731
-        la_cols = [[None if e is None else e[:, None] for e in row] for row in la]
-        u = _forward_lists(la_cols, lam_t(wz))                  # q x (J, p + 1)
+        p = s["wz"][0].shape[-1] - 1
+        _, la, _, logdet_a, lam_t, u = _cluster_factors(lam, s, q)
         t1 = _forward_lists(la, lam_t(s["z1"]))                  # q x (J,)
         h = jax.ops.segment_sum(s["w1"] - sum(uk * tk[:, None] for uk, tk in zip(u, t1)), unit, num_units)
         c = jax.ops.segment_sum(s["nj"] - sum(tk * tk for tk in t1), unit, num_units)
