@@ -125,10 +125,12 @@ def test_level1_block_draws_beta_level3_intercepts_and_random_effects_jointly():
               + 2 * cov[i3 + 2, p + 2 * j])
 
 
-def test_level2_block_draws_beta_and_level3_intercepts_jointly():
+def test_level2_block_draws_beta_and_level3_intercepts_jointly(monkeypatch):
     """A level-2 block of three-level data, w2 ~ 1 + w3 + v3_k + e_j: `update_block` draws
     (beta, v3) from their joint Gaussian posterior given s2 and s3 (its level-3 intercepts are
-    a random intercept one level up)."""
+    a random intercept one level up). The parameter-expansion move that follows in the sweep
+    is switched off here (it has its own test below)."""
+    monkeypatch.setattr(kb, "scale_level3", lambda rng, st, blk, v3, s3, s2, r, w, ca: (v3, s3, r))
     rng = np.random.default_rng(32)
     blocks = [Block(2, 2, (ONE, W3), (), "w2"), Block(3, 3, (ONE,), (), "w3")]
     st, ca = structure(blocks, (1, 1, 2, 3))
@@ -280,7 +282,8 @@ def test_imputed_values_are_constant_where_their_level_says():
         assert imp.groupby("student").w2.nunique().max() == 1
         obs = df.w3.notna()
         assert np.allclose(imp.w3[obs], df.w3[obs])
-    assert "Intercept (level 3)" in res.report.text and "level-3 units  10 (id: school)" in res.report.text
+    assert "+ random Intercept | school" in res.report.text and "level-3 units  10 (id: school)" in res.report.text
+    assert ("y", "ranvar", "Intercept (level 3)") in res.parameters
 
 
 # ------------------------------------------------------------------ against lme4
