@@ -25,6 +25,9 @@ from .run import RawDraws, Settings, imputed_tables, parameter_table, sample, to
 from .script import Script, parse_script, read_script
 from .spec import ModelSpec, build_spec
 
+# why draws fail under prior3 (kernels.structure.Prior), for the errors of `impute` and studies
+PRIOR3_FAILURE = ("under prior3 (IW(0, 0)) the posterior is improper when a random effect's variance "
+                  "may be near zero, and a chain drifted into a zero variance")
 PRIOR_TEXT = {"prior1": "prior1: IW(I, q+1)", "prior2": "prior2: IW(0, -(q+1)), flat (default)",
               "prior3": "prior3: IW(0, 0)"}
 
@@ -270,12 +273,9 @@ def _check_finite(spec: ModelSpec, raw: RawDraws, labels) -> None:
             where = f" (first in the model of '{block}': {GROUP_TITLES[group].lower()} '{term}')"
         random = any(g == "ranvar" for b, g, _ in labels if block is None or b == block)
         if spec.prior.name == "prior3" and random:
-            # kernels.structure.Prior: prior3's posterior is improper for a weak random effect
             raise ModelError(f"{spec.script.path or 'the model'}: the sampler produced non-finite "
-                             f"draws{where}: under prior3 (IW(0, 0)) the posterior is improper when "
-                             "a random effect's variance may be near zero, and a chain drifted "
-                             "into a zero variance; expected prior2 (the default, flat) or prior1 "
-                             "for this model. No file was written")
+                             f"draws{where}: {PRIOR3_FAILURE}; expected prior2 (the default, flat) "
+                             "or prior1 for this model. No file was written")
         raise ModelError(f"{spec.script.path or 'the model'}: the sampler produced non-finite draws"
                          f"{where}; expected a model whose predictors are not (nearly) collinear "
                          "and whose variables vary: check the predictors of that block. No file "

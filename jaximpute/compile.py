@@ -19,6 +19,7 @@ import numpy as np
 from .kernels.clusters import ClusterArrays
 from .kernels.state import Data
 from .kernels.structure import Structure
+from .nesting import pairs
 from .spec import ModelSpec
 
 
@@ -55,12 +56,10 @@ def build_layout(cluster_values: np.ndarray | None, n_rows: int, dense_waste: fl
         cluster_values = np.zeros(n_rows)
     three = {}
     if unit_values is not None:
-        pairs, inverse, sizes = np.unique(np.column_stack([unit_values, cluster_values]), axis=0,
-                                          return_inverse=True, return_counts=True)
-        inverse = inverse.reshape(-1)
-        unit_ids, unit_of_cluster = np.unique(pairs[:, 0], return_inverse=True)
-        ids = pairs[:, 1]
-        three = dict(unit_of_cluster=unit_of_cluster.reshape(-1), num_units=len(unit_ids), unit_ids=unit_ids)
+        p = pairs(unit_values, cluster_values)
+        inverse, ids = p.cluster, p.cluster_ids
+        sizes = np.bincount(inverse, minlength=len(ids))
+        three = dict(unit_of_cluster=p.unit_of_cluster, num_units=len(p.unit_ids), unit_ids=p.unit_ids)
     else:
         ids, inverse, sizes = np.unique(cluster_values, return_inverse=True, return_counts=True)
     j = len(ids)

@@ -41,6 +41,7 @@ import optax
 import pandas as pd
 
 from .errors import JaxImputeError, did_you_mean
+from .nesting import constant_within, pairs
 
 
 class FormulaError(JaxImputeError):
@@ -184,21 +185,17 @@ def nested_codes(formula: Formula, frame: pd.DataFrame):
              else np.zeros(len(frame), int))
         return formula, g, None
     a, b = frame[formula.group].to_numpy(), frame[formula.group3].to_numpy()
-
-    def within(outer, inner):          # is `outer` constant within every group of `inner`?
-        return bool(pd.Series(outer).groupby(inner).nunique().max() == 1)
-    if formula.random == ((),) and within(a, b) and not within(b, a):
+    if formula.random == ((),) and constant_within(a, b) and not constant_within(b, a):
         # two random intercepts, written inner last: swap so that group3 holds group
         formula = Formula(formula.text, formula.response, formula.fixed, formula.random,
                           formula.group3, formula.group)
         a, b = b, a
-    if within(a, b):
+    if constant_within(a, b):
         raise FormulaError(f"formula '{formula.text}': every {formula.group3} holds a single "
                            f"{formula.group}; expected {formula.group} groups nested in "
                            f"{formula.group3}, several in some")
-    pairs, g = np.unique(np.column_stack([pd.factorize(b, sort=True)[0], pd.factorize(a, sort=True)[0]]),
-                         axis=0, return_inverse=True)
-    return formula, g.reshape(-1), pairs[:, 0]
+    p = pairs(b, a)
+    return formula, p.cluster, p.unit_of_cluster
 
 
 def model_matrices(formula: Formula, frame: pd.DataFrame):

@@ -25,6 +25,7 @@ import pandas as pd
 from .data import DataTable
 from .errors import DataError, ModelError, did_you_mean
 from .kernels.structure import LATENT, VAR, Block, Factor, Prior, Term
+from .nesting import constant_within, pairs
 from .script import Script
 
 
@@ -161,7 +162,7 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
         cl = values[:, cluster_col]
         if unit_col is not None:
             # a cluster is a (unit, id) pair: the same student id may recur in another school
-            cl = np.unique(values[:, [unit_col, cluster_col]], axis=0, return_inverse=True)[1].reshape(-1)
+            cl = pairs(values[:, unit_col], cl).cluster
         levels = detect_levels(values, cl)
         if unit_col is not None:
             levels = np.where((levels == 2) & _constant_within(values, values[:, unit_col], cl), 3, levels)
@@ -240,9 +241,8 @@ def _level_ids(script: Script, table: DataTable, id_cols: list[int]) -> tuple[in
     item says which way it was decided, for the report."""
     values = table.values
     a, b = id_cols
-    def within(outer, inner):        # is id `outer` constant within every group of id `inner`?
-        return bool(pd.Series(values[:, outer]).groupby(values[:, inner]).nunique().max() == 1)
-    a_in_b, b_in_a = within(a, b), within(b, a)
+    a_in_b = constant_within(values[:, a], values[:, b])
+    b_in_a = constant_within(values[:, b], values[:, a])
     if a_in_b and b_in_a:
         raise DataError(f"{table.source}: the ids {table.names[a]} and {table.names[b]} name the same "
                         "clusters (one to one); expected level-2 clusters nested in level-3 units "

@@ -66,7 +66,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .api import PRIOR_TEXT
+from .api import PRIOR3_FAILURE, PRIOR_TEXT
 from .errors import JaxImputeError, did_you_mean
 from .kernels.structure import PRIORS
 from .simulate_slope import Design, pooled_records, records_direct, summarise
@@ -288,10 +288,8 @@ def run_unit(study: Study, ci: int, b: int, log=None) -> pd.DataFrame:
 def _check_batch(out: dict, cond: Condition, method: str, reps, prior: str = "prior2") -> None:
     """Stop with the replication named if a data set did not fit its condition's program or
     came out of it with cells still missing (study_program's module docstring)."""
-    # NaN draws under prior3 are its improper posterior at work (kernels.structure.Prior)
-    nan_why = ("; under prior3 (IW(0, 0)) the posterior is improper when a random effect's "
-               "variance may be near zero, and a chain drifted into a zero variance: expected "
-               "prior = \"prior2\" (the default) or \"prior1\"" if prior == "prior3" else "")
+    nan_why = (f"; {PRIOR3_FAILURE}: expected prior = \"prior2\" (the default) or \"prior1\""
+               if prior == "prior3" else "")
     for flag, what in (("fits_program", "does not fit the model set up from the condition's "
                                         "template replication (an incomplete variable complete "
                                         "there, or an ordinal code it lacks)"),
