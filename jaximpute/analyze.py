@@ -19,7 +19,7 @@ from .errors import DataError
 from .lmm import Formula, LMMFit, fit_lmm, parse_formula
 from .pool import pool, pool_mean
 
-COLUMNS = ["term", "estimate", "std_error", "t", "df", "p", "riv", "fmi"]
+COLUMNS = ["term", "estimate", "std_error", "t", "df", "p", "riv", "fmi", "singular_fits"]
 
 
 @dataclass
@@ -34,12 +34,21 @@ class AnalysisResult:
     def m(self) -> int:
         return int(self.fit.beta.shape[0])
 
+    @property
+    def singular(self) -> np.ndarray:
+        """(m,) bool: which imputed data sets' fits are on the boundary (lme4's isSingular)."""
+        return np.asarray(self.fit.singular, bool)
+
     def table(self) -> pd.DataFrame:
-        """One frame: fixed effects, then variance components (estimate column only)."""
+        """One frame: fixed effects, then variance components (estimate column only, and
+        `singular_fits`: how many of the m fits behind them are boundary fits)."""
         fx = self.fixed.reset_index().rename(columns={"parameter": "term"})
         vc = pd.DataFrame({"term": self.variance_components.index,
-                           "estimate": self.variance_components.to_numpy()})
-        return pd.concat([fx, vc], ignore_index=True)[COLUMNS]
+                           "estimate": self.variance_components.to_numpy(),
+                           "singular_fits": int(self.singular.sum())})
+        out = pd.concat([fx, vc], ignore_index=True)[COLUMNS]
+        out.attrs["singular_fits"] = int(self.singular.sum())
+        return out
 
     def to_csv(self, path) -> None:
         from .output import atomic_write_text
@@ -60,6 +69,11 @@ class AnalysisResult:
         df_note = ("Unadjusted hypothesis test as appropriate in larger samples." if self.df_com is None
                    else f"Hypothesis test adjusted for small samples with df = {self.df_com:g}.")
         lines += ["", df_note]
+        sing = int(self.singular.sum())
+        if sing:
+            lines.append(f"note: boundary (singular) fit in {sing} of {self.m} imputed data sets: a "
+                         "random-effect variance is estimated as 0 or the covariance matrix is "
+                         "singular (as lme4's isSingular); consider a simpler random part")
         bad = int((~self.fit.converged).sum())
         if bad:
             lines.append(f"warning: {bad} of {self.m} fits did not reach the convergence tolerance")

@@ -22,9 +22,19 @@ Lambda + I:
 theta is optimised by L-BFGS (Liu & Nocedal 1989; optax's ``scale_by_lbfgs`` gives the direction)
 with a backtracking line search, vmapped over imputations and data sets in one program that loops,
 one deviance-and-gradient evaluation per iteration, until every fit has converged (or a step cap).
-The gradient is written out (see ``_profiled``), not taken by autodiff. The deviance is even in
-each diagonal entry of Lambda, so theta needs no bounds and a singular fit (a variance of 0) is an
-ordinary interior minimum at 0. Everything runs in float64.
+The gradient is written out (see ``_profiled``), not taken by autodiff. The random-effect columns
+are standardised first (``_standardize``), so variables on any scale start alike.
+
+lme4 minimises over a bounded theta (Lambda's diagonal >= 0), which covers every positive
+semi-definite covariance. The deviance is even in each column of Lambda, so L-BFGS runs
+unbounded and each column's sign is set afterwards (``_lme4_theta``); but that symmetry also
+makes every Lambda with a zero column a stationary point, minimum or not (a random-intercept fit
+that reaches theta = 0 has a zero gradient there whatever the data). So a fit is not done when
+its gradient vanishes: the boundary check (``_boundary_check``) tests the bounded problem's
+optimality conditions on the deviance as a function of Sigma = Lambda Lambda' (d deviance / d
+Sigma positive semi-definite), evaluates the deviance along the direction that could lower it,
+and restarts L-BFGS from a better point when there is one. Boundary fits are flagged as lme4's
+isSingular flags them. Everything runs in float64.
 """
 
 from __future__ import annotations
@@ -406,6 +416,21 @@ def _cluster_factors(lam, s, q: int):
     return zzl, la, la_cols, logdet_a, lam_t, u
 
 
+def _profile(g, logdet_v, n, p: int, reml: bool):
+    """The deviance profiled over beta and sigma2 from W'V^-1W (`g`, W = [X y], V in units of
+    sigma2) and log|V| (Bates et al. 2015, eqs. 34 and 41): (deviance, {"beta", "xvx",
+    "sigma2"}, the Cholesky factor of X'V^-1X)."""
+    xvx, xvy, yvy = g[:p, :p], g[:p, p], g[p, p]
+    lx = jnp.linalg.cholesky(xvx)                            # one p x p system per fit
+    beta = jax.scipy.linalg.cho_solve((lx, True), xvy)
+    r2 = yvy - beta @ xvy
+    dof = n - p if reml else n
+    dev = logdet_v + dof * (1.0 + jnp.log(2.0 * jnp.pi * r2 / dof))
+    if reml:
+        dev = dev + 2.0 * jnp.sum(jnp.log(jnp.diagonal(lx)))
+    return dev, {"beta": beta, "xvx": xvx, "sigma2": r2 / dof}, lx
+
+
 def _profiled(theta, s, q: int, reml: bool):
     """Profiled deviance at theta, its gradient, and {"beta", "xvx", "sigma2"} (X'V^-1X in
     units of sigma2).
@@ -431,15 +456,10 @@ def _profiled(theta, s, q: int, reml: bool):
     p = wz[0].shape[-1] - 1
     zzl, la, la_cols, logdet_a, lam_t, u = _cluster_factors(lam, s, q)
     g = s["ww"] - sum(uc.T @ uc for uc in u)                 # W'V^-1W, (p + 1, p + 1)
-    xvx, xvy, yvy = g[:p, :p], g[:p, p], g[p, p]
-    lx = jnp.linalg.cholesky(xvx)                            # one p x p system per fit
-    beta = jax.scipy.linalg.cho_solve((lx, True), xvy)
-    r2 = yvy - beta @ xvy
-    n = s["n"]
-    dof = n - p if reml else n
-    dev = logdet_a + dof * (1.0 + jnp.log(2.0 * jnp.pi * r2 / dof))
-    if reml:
-        dev = dev + 2.0 * jnp.sum(jnp.log(jnp.diagonal(lx)))
+    dev, aux, lx = _profile(g, logdet_a, s["n"], p, reml)
+    beta, xvx = aux["beta"], aux["xvx"]
+    dof = s["n"] - p if reml else s["n"]
+    r2 = aux["sigma2"] * dof
 
     # gradient
     sol = _backward_lists(la_cols, u)                        # A^-1 Lambda'Z'W
@@ -447,21 +467,32 @@ def _profiled(theta, s, q: int, reml: bool):
     w = [vk[:, :p] @ -beta + vk[:, p] for vk in vw]         # Z'V^-1 r
     lw = lam_t(w)
     ainv = _inverse_lists(la)
-    grad_lam = {}
+    m = [[sum(zzl[k][b] * ainv[b][c] for b in range(q)) for c in range(q)] for k in range(q)]
+    grad_lam = {}                                            # m: (Z'Z Lambda A^-1)_kc
     for c in range(q):
         for k in range(c, q):
-            m_kc = sum(zzl[k][b] * ainv[b][c] for b in range(q))       # (Z'Z Lambda A^-1)_kc
-            grad_lam[k, c] = jnp.sum(2.0 * m_kc - (2.0 * dof / r2) * w[k] * lw[c])
+            grad_lam[k, c] = jnp.sum(2.0 * m[k][c] - (2.0 * dof / r2) * w[k] * lw[c])
+    pm = None
     if reml:
         xinv = jax.scipy.linalg.cho_solve((lx, True), jnp.eye(p, dtype=xvx.dtype))
         wc = [vk[:, :p] @ xinv for vk in vw]
-        pm = [[jnp.sum(wc[k] * vw[m][:, :p], -1) for m in range(q)] for k in range(q)]
+        pm = [[jnp.sum(wc[k] * vw[m_][:, :p], -1) for m_ in range(q)] for k in range(q)]
         for c in range(q):
             for k in range(c, q):
-                grad_lam[k, c] = grad_lam[k, c] - 2.0 * jnp.sum(sum(pm[k][m] * lam[m][c]
-                                                                    for m in range(c, q)))
+                grad_lam[k, c] = grad_lam[k, c] - 2.0 * jnp.sum(sum(pm[k][m_] * lam[m_][c]
+                                                                    for m_ in range(c, q)))
     grad = jnp.stack([grad_lam[r, c] for c in range(q) for r in range(c, q)])
-    return dev, grad, {"beta": beta, "xvx": xvx, "sigma2": r2 / dof}
+    # G = d deviance / d Sigma, Sigma = Lambda Lambda', for the boundary check (the theta-gradient
+    # above is 2 G Lambda): with K_j = Lambda A_j^-1 Lambda' and w_j, Z_j'V_j^-1X_j as above,
+    #   G = sum_j Z_j'Z_j - Z_j'Z_j K_j Z_j'Z_j - (dof / r2) w_j w_j' [- Z_j'V_j^-1X_j C X_j'V_j^-1Z_j]
+    gsig = [[None] * q for _ in range(q)]
+    for k in range(q):
+        for l in range(k + 1):
+            e = s["zz"][k][l] - sum(m[k][c] * zzl[l][c] for c in range(q)) - (dof / r2) * w[k] * w[l]
+            if reml:
+                e = e - pm[k][l]
+            gsig[k][l] = gsig[l][k] = jnp.sum(e)
+    return dev, grad, {**aux, "gsig": jnp.stack([jnp.stack(r) for r in gsig])}
 
 
 def _profiled3(theta, s, q: int, reml: bool, unit, num_units: int):
@@ -490,15 +521,7 @@ def _profiled3(theta, s, q: int, reml: bool, unit, num_units: int):
         c = jax.ops.segment_sum(s["nj"] - sum(tk * tk for tk in t1), unit, num_units)
         f = l3sq / (1.0 + l3sq * c)
         g = s["ww"] - sum(uc.T @ uc for uc in u) - (h * f[:, None]).T @ h
-        xvx, xvy, yvy = g[:p, :p], g[:p, p], g[p, p]
-        lx = jnp.linalg.cholesky(xvx)
-        beta = jax.scipy.linalg.cho_solve((lx, True), xvy)
-        r2 = yvy - beta @ xvy
-        dof = s["n"] - p if reml else s["n"]
-        dev = logdet_a + jnp.sum(jnp.log1p(l3sq * c)) + dof * (1.0 + jnp.log(2.0 * jnp.pi * r2 / dof))
-        if reml:
-            dev = dev + 2.0 * jnp.sum(jnp.log(jnp.diagonal(lx)))
-        return dev, {"beta": beta, "xvx": xvx, "sigma2": r2 / dof}
+        return _profile(g, logdet_a + jnp.sum(jnp.log1p(l3sq * c)), s["n"], p, reml)[:2]
     (dev, aux), grad = jax.value_and_grad(value, has_aux=True)(theta)
     return dev, grad, aux
 
@@ -506,6 +529,15 @@ def _profiled3(theta, s, q: int, reml: bool, unit, num_units: int):
 GTOL = 1e-5      # |d deviance / d theta| below which a fit has converged (deviance units)
 ARMIJO = 1e-4    # sufficient-decrease constant of the backtracking line search
 MIN_STEP = 1e-12  # a line search that has shrunk its step below this has stalled
+FIRST_MOVE = 0.5  # the largest change of any entry of theta in the first step from a start
+# The boundary check: where G = d deviance / d Sigma has an eigenvalue below -NEGATIVE_G times
+# max(1, |deviance|), the deviance is evaluated at Sigma + t v v' for these t (relative
+# covariances of the standardised random-effect columns), and a gain above ESCAPE_GAIN
+# (relative) moves the fit there. At an interior minimum G is 0 up to the gradient's tolerance.
+NEGATIVE_G = 1e-8
+ESCAPE_STEPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+ESCAPE_GAIN = 1e-10
+SINGULAR_TOL = 1e-4  # lme4's isSingular: a diagonal entry of theta below this is on the boundary
 
 
 def _direction(opt, grad, state, theta):
@@ -530,18 +562,21 @@ def _converged(dev, grad, d):
     return (jnp.max(jnp.abs(grad)) < GTOL) | (_decrease(grad, d) < 1e-13 * jnp.maximum(1.0, jnp.abs(dev)))
 
 
-def _fit_start(theta0, p: int):
+def _fit_start(theta0, p: int, q: int = 0):
     """The state before the first evaluation: a zero-length step from theta0 that the first
     loop iteration accepts whatever the deviance (its reference deviance is +inf), so the program
-    evaluates the deviance in one place only. `aux` holds _profiled's aux for p fixed effects,
-    written out (shaping it by eval_shape would trace the deviance a second time)."""
+    evaluates the deviance in one place only. `aux` holds _profiled's aux for p fixed effects
+    (with q, its q x q G; ``_profiled3`` has none), written out (shaping it by eval_shape would
+    trace the deviance a second time)."""
     z = jnp.zeros_like(theta0)
     aux = {"beta": jnp.zeros(p, theta0.dtype), "xvx": jnp.zeros((p, p), theta0.dtype),
            "sigma2": jnp.zeros((), theta0.dtype)}
+    if q:
+        aux["gsig"] = jnp.zeros((q, q), theta0.dtype)
     return dict(theta=theta0, dev=jnp.array(jnp.inf, theta0.dtype), grad=z,
                 aux=aux, state=optax.scale_by_lbfgs().init(theta0), d=z,
                 step=jnp.array(0.0, theta0.dtype), done=jnp.array(False),
-                stalled=jnp.array(False), moves=jnp.array(-1))
+                stalled=jnp.array(False), fresh=jnp.array(True), moves=jnp.array(-1))
 
 
 def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
@@ -553,7 +588,8 @@ def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
     one copy of it: with optax.lbfgs's zoom line search (nested loops, several copies of the
     evaluation) the fitting program compiled for 3.8 s, against lme4's 20 ms per fit.
     A fit that has converged or stalled stays where it is while the rest of the batch finishes.
-    `moves` counts accepted steps, from -1 (the start, accepted by the first evaluation).
+    `moves` counts accepted steps, from -1 (the start, accepted by the first evaluation);
+    `fresh` marks a point whose L-BFGS memory is empty (a start, or a move by the boundary check).
     """
     opt = optax.scale_by_lbfgs()
     trial = c["theta"] + c["step"] * c["d"]
@@ -563,9 +599,11 @@ def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
     ok = jnp.isfinite(dev) & jnp.all(jnp.isfinite(grad)) & (dev <= c["dev"] + ARMIJO * c["step"] * slope)
     accept = active & ok
     d_new, state_new = _direction(opt, grad, c["state"], trial)
-    # the first direction is the raw gradient, in deviance units: try a step of at most 1 in
-    # theta (the scale of lme4's start, Lambda = I) and let the line search shrink it
-    first_step = jnp.minimum(1.0, 1.0 / jnp.maximum(jnp.max(jnp.abs(d_new)), 1e-30))
+    # from a fresh memory the direction is the raw gradient, in deviance units: move theta by
+    # at most FIRST_MOVE and let the line search shrink it. Less than lme4's unit start: from
+    # theta = 1 a move of 1 along a positive 1-d gradient lands exactly on theta = 0, where the
+    # deviance (even in theta) is stationary whatever the data
+    first_step = FIRST_MOVE / jnp.maximum(jnp.max(jnp.abs(d_new)), 1e-30)
     # quadratic through dev(0), its slope and dev(step); kept within [0.1, 0.5] of the step
     t = c["step"]
     curv = jnp.where(jnp.isfinite(dev), dev - c["dev"] - slope * t, jnp.inf)
@@ -574,12 +612,160 @@ def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
     pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)
     out = dict(theta=pick(trial, c["theta"]), dev=pick(dev, c["dev"]), grad=pick(grad, c["grad"]),
                aux=pick(aux, c["aux"]), state=pick(state_new, c["state"]), d=pick(d_new, c["d"]),
-               step=jnp.where(accept, jnp.where(c["moves"] < 0, first_step, 1.0),
+               step=jnp.where(accept, jnp.where(c["fresh"], first_step, 1.0),
                               jnp.where(active, shrink, t)),
                done=c["done"] | (accept & _converged(dev, grad, d_new)),
-               moves=c["moves"] + accept)
+               fresh=c["fresh"] & ~accept, moves=c["moves"] + accept)
     out["stalled"] = c["stalled"] | (active & ~ok & (shrink * jnp.max(jnp.abs(c["d"])) < MIN_STEP))
     return out
+
+
+# ------------------------------------------------------------------------ the boundary
+
+def _standardize(lay, q: int):
+    """The layout of Z D, D = diag(1 / root mean square of each random-effect column), and D.
+
+    The fitter works in these units (Lambda = D Lambda~, still lower-triangular with the same
+    signs on the diagonal), so a slope on a variable measured in thousands and one measured in
+    thousandths start alike at Lambda~ = I and one quasi-Newton scale suits all entries of
+    theta; a column of zeros keeps D = 1."""
+    ss = [jnp.sum(lay["zz"][k][k]) for k in range(q)]
+    d = [jnp.where(v > 0, jnp.sqrt(lay["n"] / jnp.where(v > 0, v, 1.0)), 1.0) for v in ss]
+    out = dict(lay, zz=[[lay["zz"][k][m] * (d[k] * d[m]) for m in range(q)] for k in range(q)],
+               wz=[lay["wz"][k] * d[k] for k in range(q)])
+    if "z1" in lay:
+        out["z1"] = [lay["z1"][k] * d[k] for k in range(q)]
+    return out, jnp.stack(d)
+
+
+def _sigma_deviance(cov, s3, s, q: int, reml: bool, unit=None, num_units: int = 0):
+    """The profiled deviance as a function of the relative covariance Sigma = Lambda Lambda'
+    itself (and s3 = lambda3^2 for three-level data), defined on the whole PSD cone, the
+    boundary included: with K_j = (I + Sigma Z_j'Z_j)^-1 Sigma = Lambda A_j^-1 Lambda',
+    log|A_j| = log|I + Sigma Z_j'Z_j| and W_j'Z_j Lambda A_j^-1 Lambda'Z_j'W_j = W_j'Z_j K_j Z_j'W_j
+    (the push-through identity; the three-level terms as in ``_profiled3``).
+
+    At a Sigma of lower rank Lambda gives no gradient in the missing directions (the deviance is
+    even in every column of Lambda), where this function does: the boundary check uses it."""
+    zz = jnp.stack([jnp.stack(row, -1) for row in s["zz"]], -2)          # (J, q, q)
+    wz = jnp.stack(s["wz"], -2)                                           # (J, q, p + 1)
+    p = wz.shape[-1] - 1
+    m = jnp.eye(q) + cov @ zz
+    k = jnp.linalg.solve(m, jnp.broadcast_to(cov, m.shape))
+    logdet = jnp.sum(jnp.linalg.slogdet(m)[1])
+    g = s["ww"] - jnp.einsum("jka,jkl,jlb->ab", wz, k, wz)
+    if num_units:
+        z1 = jnp.stack(s["z1"], -1)                                       # (J, q)
+        kz = jnp.einsum("jkl,jl->jk", k, z1)
+        c = jax.ops.segment_sum(s["nj"] - jnp.sum(z1 * kz, -1), unit, num_units)
+        h = jax.ops.segment_sum(s["w1"] - jnp.einsum("jka,jk->ja", wz, kz), unit, num_units)
+        f = s3 / (1.0 + s3 * c)
+        g = g - (h * f[:, None]).T @ h
+        logdet = logdet + jnp.sum(jnp.log1p(s3 * c))
+    return _profile(g, logdet, s["n"], p, reml)[0]
+
+
+def _psd_cholesky(a, q: int):
+    """A lower-triangular L with L L' = a for a positive semi-definite a (a zero pivot gives a
+    zero column, where a plain Cholesky factorisation gives NaN)."""
+    low = [[jnp.zeros((), a.dtype)] * q for _ in range(q)]
+    scale = jnp.max(jnp.abs(jnp.diagonal(a)))
+    for j in range(q):
+        dj = a[j, j] - sum(low[j][k] ** 2 for k in range(j))
+        pos = dj > 1e-14 * scale
+        low[j][j] = jnp.sqrt(jnp.where(pos, dj, 0.0))
+        for i in range(j + 1, q):
+            low[i][j] = jnp.where(pos, (a[i, j] - sum(low[i][k] * low[j][k] for k in range(j)))
+                                  / jnp.where(pos, low[j][j], 1.0), 0.0)
+    return jnp.stack([low[r][c] for c in range(q) for r in range(c, q)])
+
+
+def _sigma_gradient3(theta, s, q: int, reml: bool, unit, num_units: int):
+    """Three-level fits: (G, d deviance / d s3) at theta, by autodiff of ``_sigma_deviance``
+    (``_profiled`` writes G out for two-level fits)."""
+    lam = theta_to_lambda(theta[:-1], q)
+    return jax.grad(_sigma_deviance, argnums=(0, 1))(lam @ lam.T, theta[-1] ** 2, s, q, reml,
+                                                      unit, num_units)
+
+
+def _candidates(theta, v, s, q: int, reml: bool, profiled, three: bool):
+    """The boundary check's evaluations: (lowest deviance, theta there) over Sigma + t v v' for
+    t in ESCAPE_STEPS (and s3 + t in three-level fits), each through the fit's own deviance."""
+    lam = theta_to_lambda(theta[:-1] if three else theta, q)
+    cov = lam @ lam.T
+    ts = jnp.asarray(ESCAPE_STEPS, theta.dtype)
+    cands = jax.vmap(lambda t: _psd_cholesky(cov + t * jnp.outer(v, v), q))(ts)
+    if three:
+        keep = jnp.broadcast_to(theta[:-1], cands.shape)
+        cands = jnp.concatenate([
+            jnp.concatenate([cands, jnp.broadcast_to(theta[-1:], (len(ts), 1))], -1),
+            jnp.concatenate([keep, jnp.sqrt(theta[-1] ** 2 + ts)[:, None]], -1)])
+    devs = jax.vmap(lambda th: profiled(th, s, q, reml)[0])(cands)
+    devs = jnp.where(jnp.isfinite(devs), devs, jnp.inf)
+    best = jnp.argmin(devs)
+    return devs[best], cands[best]
+
+
+def _boundary_check(c, lay, q: int, reml: bool, profiled, gradient3=None):
+    """The optimality conditions of the bounded problem, for a batch of fits that L-BFGS has
+    left: (which fits a better point was found for, theta there).
+
+    lme4 minimises over Lambda with a non-negative diagonal, that is over every positive
+    semi-definite Sigma. A point with a zero theta-gradient is a minimum over that cone only if
+    G = d deviance / d Sigma is positive semi-definite as well (the zero theta-gradient, 2 G
+    Lambda, then gives G Sigma = 0: the KKT conditions of the cone). For q = 1 this is the
+    one-sided derivative in the variance at 0, which the theta-gradient, 0 there by symmetry,
+    cannot show. Where G's lowest eigenvalue is below -NEGATIVE_G (relative), its eigenvector v
+    is the direction that lowers the deviance, and the deviance is evaluated at Sigma + t v v'
+    over ESCAPE_STEPS (and at s3 + t for the level-3 intercept): a test of the boundary against
+    the interior. A gain above ESCAPE_GAIN sends the fit there. The evaluations run only when
+    some fit of the batch needs them (a batch-level branch), so interior fits cost one
+    eigen-decomposition of G. `gradient3(theta, layout)` gives (G, d deviance / d s3) for
+    three-level fits; two-level fits carry G from ``_profiled``."""
+    theta, dev = c["theta"], c["dev"]
+    floor = -NEGATIVE_G * jnp.maximum(1.0, jnp.abs(dev))
+    if gradient3 is None:
+        gsig = c["aux"]["gsig"]
+        need3 = jnp.zeros(dev.shape, bool)
+    else:
+        gsig, g3 = jax.vmap(gradient3)(theta, lay)
+        need3 = g3 < floor
+    w, vecs = jnp.linalg.eigh(0.5 * (gsig + jnp.swapaxes(gsig, -1, -2)))
+    need = jnp.isfinite(dev) & ((w[:, 0] < floor) | need3)
+    evaluate = jax.vmap(lambda th, v, st: _candidates(th, v, st, q, reml, profiled,
+                                                      gradient3 is not None))
+    best, theta_new = jax.lax.cond(jnp.any(need), lambda: evaluate(theta, vecs[:, :, 0], lay),
+                                   lambda: (dev, theta))
+    escape = need & (dev - best > ESCAPE_GAIN * jnp.maximum(1.0, jnp.abs(dev)))
+    return escape, theta_new
+
+
+def _restart(c, escape, theta_new):
+    """A fit that the boundary check moves: a line search along the chord to theta_new, from an
+    empty L-BFGS memory. Its first-order change is nil (G Lambda = 0 at the stationary point)
+    and its second-order change t v'Gv < 0, so short steps along it descend too."""
+    init = optax.scale_by_lbfgs().init(c["theta"])
+    moved = dict(c, d=theta_new - c["theta"], step=jnp.ones_like(c["step"]), state=init,
+                 done=jnp.array(False), stalled=jnp.array(False), fresh=jnp.array(True),
+                 moves=jnp.zeros_like(c["moves"]))
+    return jax.tree.map(lambda a, b: jnp.where(escape, a, b), moved, c)
+
+
+def _lme4_theta(theta, d, q: int, three: bool):
+    """theta in lme4's bounded parameterisation from the fitter's: Lambda = D Lambda~ with each
+    column's sign chosen to make its diagonal non-negative (the deviance is even in each column,
+    so this is the same fit), and |lambda3|."""
+    lam = theta_to_lambda(theta[:-1] if three else theta, q)
+    lam = d[:, None] * lam * jnp.where(jnp.diagonal(lam) < 0, -1.0, 1.0)[None, :]
+    out = jnp.stack([lam[r, c] for c in range(q) for r in range(c, q)])
+    return jnp.concatenate([out, jnp.abs(theta[-1:])]) if three else out
+
+
+def _singular(theta, q: int):
+    """lme4's isSingular: a diagonal entry of theta (or lambda3) below SINGULAR_TOL."""
+    diag = [t for t, (r, c) in enumerate((r, c) for c in range(q) for r in range(c, q)) if r == c]
+    diag += list(range(q * (q + 1) // 2, theta.shape[-1]))
+    return jnp.any(theta[jnp.asarray(diag)] < SINGULAR_TOL)
 
 
 @dataclass
@@ -594,11 +780,12 @@ class LMMFit:
     sigma2: np.ndarray      # (M,)
     loglik: np.ndarray      # (M,) log-likelihood (REML criterion's log-likelihood with reml)
     theta: np.ndarray       # (M, len(theta))
-    converged: np.ndarray   # (M,) bool: gradient of the deviance below tolerance
+    converged: np.ndarray   # (M,) bool: the bounded problem's optimality conditions hold
     nobs: int
     ngroups: int
     psi3: np.ndarray | None = None   # (M,) level-3 intercept variance (three-level formulas)
     ngroups3: int = 0
+    singular: np.ndarray | None = None   # (M,) bool: a boundary fit, as lme4's isSingular
 
     @property
     def se(self) -> np.ndarray:
@@ -653,52 +840,83 @@ def batched_fitter(q: int, reml: bool, steps: int, num_clusters: int, weighted: 
     weight (M, N) or None, theta0, unit) -> dict of (M, ...) arrays, the cross-products formed
     in the same program. Trace it with 64-bit types on. With `num_units` (three-level data)
     `unit` (J,) gives each group's level-3 unit, theta0 ends with lambda3, and the result
-    holds psi3, the level-3 intercept variance."""
+    holds psi3, the level-3 intercept variance.
+
+    theta0 is the start in the units of the standardised random-effect columns
+    (``_standardize``; the identity is lme4's start on standardised data). The fit runs in
+    rounds: L-BFGS until every fit in the batch has converged, stalled or taken `steps` steps,
+    then the boundary check (``_boundary_check``) of every fit; the fits it moves run another
+    round, at most q + 2 rounds in all. `theta` comes back in lme4's bounded parameterisation;
+    `kkt` says that the last check found nothing better, `converged` adds the gradient's test,
+    `singular` is lme4's isSingular. A fit that fails (a NaN deviance, a stalled line search)
+    keeps its last accepted point and its flags say so; the rest of the batch is unaffected."""
+    three = bool(num_units)
+    rounds = q + 2 + three
+
     def fit(ys, xs, zs, g, weight, theta0, unit=None):
-        three = bool(num_units)
         if weighted:
             stats = jax.vmap(lambda y, x, z, w: cluster_stats(y, x, z, g, num_clusters, w, three))(
                 ys, xs, zs, weight)
         else:
             stats = jax.vmap(lambda y, x, z: cluster_stats(y, x, z, g, num_clusters, sums=three))(ys, xs, zs)
-        lay = jax.vmap(cluster_layout)(stats)
-        prof = ((lambda th, st_, q_, r_: _profiled3(th, st_, q_, r_, unit, num_units)) if num_units
+        lay, scale = jax.vmap(lambda st: _standardize(cluster_layout(st), q))(stats)
+        prof = ((lambda th, st_, q_, r_: _profiled3(th, st_, q_, r_, unit, num_units)) if three
                 else _profiled)
         step = jax.vmap(lambda st, c: _fit_step(st, c, q, reml, prof))
-        carry = jax.vmap(lambda _: _fit_start(theta0, xs.shape[-1]))(stats["yy"])
+        gradient3 = ((lambda th, st: _sigma_gradient3(th, st, q, reml, unit, num_units)) if three
+                     else None)
+        carry = jax.vmap(lambda _: _fit_start(theta0, xs.shape[-1], 0 if three else q))(stats["yy"])
 
-        # iterate until every fit in the batch has converged or stalled, or has taken `steps`
-        # L-BFGS steps (each may need several evaluations; 20 per step at most): a batch-level
-        # loop, so converged batches stop early instead of spinning through the remaining steps
-        def cond(c):
-            it, carry = c
-            busy = ~(carry["done"] | carry["stalled"]) & (carry["moves"] < steps)
-            return (it < 20 * steps) & jnp.any(busy)
+        # L-BFGS until every fit in the batch has converged or stalled, or has taken `steps`
+        # steps (each may need several evaluations; 20 per step at most): a batch-level loop, so
+        # converged batches stop early instead of spinning through the remaining steps
+        def descend(carry):
+            def cond(c):
+                it, carry = c
+                busy = ~(carry["done"] | carry["stalled"]) & (carry["moves"] < steps)
+                return (it < 20 * steps) & jnp.any(busy)
 
-        def body(c):
-            it, carry = c
-            return it + 1, step(lay, carry)
+            def body(c):
+                it, carry = c
+                return it + 1, step(lay, carry)
 
-        evals, c = jax.lax.while_loop(cond, body, (0, carry))
-        theta2 = c["theta"][:, :-1] if num_units else c["theta"]
-        lam = jax.vmap(lambda t: theta_to_lambda(t, q))(theta2)
+            return jax.lax.while_loop(cond, body, (0, carry))
+
+        def round_cond(r):
+            k, _, _, pending = r
+            return (k < rounds) & jnp.any(pending)
+
+        def round_body(r):
+            k, evals, carry, _ = r
+            it, carry = descend(carry)
+            escape, theta_new = _boundary_check(carry, lay, q, reml, prof, gradient3)
+            return k + 1, evals + it, jax.vmap(_restart)(carry, escape, theta_new), escape
+
+        _, evals, c, pending = jax.lax.while_loop(
+            round_cond, round_body, (0, 0, carry, jnp.ones(stats["yy"].shape[0], bool)))
+        theta = jax.vmap(lambda t, d: _lme4_theta(t, d, q, three))(c["theta"], scale)
+        lam = jax.vmap(lambda t: theta_to_lambda(t, q))(theta[:, :-1] if three else theta)
         sigma2 = c["aux"]["sigma2"]
-        extra = {"psi3": sigma2 * c["theta"][:, -1] ** 2} if num_units else {}
-        return {**extra, "theta": c["theta"], "deviance": c["dev"], "beta": c["aux"]["beta"],
-                "vcov": sigma2[:, None, None] * jnp.linalg.inv(c["aux"]["xvx"]),
-                "sigma2": sigma2, "psi": sigma2[:, None, None] * jnp.einsum("mab,mcb->mac", lam, lam),
-                "grad_norm": jnp.max(jnp.abs(c["grad"]), -1), "done": c["done"],
-                "decrease": jax.vmap(_decrease)(c["grad"], c["d"]),
-                "steps": c["moves"], "evaluations": jnp.broadcast_to(evals, c["moves"].shape)}
+        extra = {"psi3": sigma2 * theta[:, -1] ** 2} if three else {}
+        out = {**extra, "theta": theta, "deviance": c["dev"], "beta": c["aux"]["beta"],
+               "vcov": sigma2[:, None, None] * jnp.linalg.inv(c["aux"]["xvx"]),
+               "sigma2": sigma2, "psi": sigma2[:, None, None] * jnp.einsum("mab,mcb->mac", lam, lam),
+               "grad_norm": jnp.max(jnp.abs(c["grad"]), -1), "done": c["done"],
+               "decrease": jax.vmap(_decrease)(c["grad"], c["d"]), "kkt": ~pending,
+               "singular": jax.vmap(lambda t: _singular(t, q))(theta),
+               "steps": c["moves"], "evaluations": jnp.broadcast_to(evals, c["moves"].shape)}
+        out["converged"] = _flag_converged(out, 1e-3)
+        return out
 
     return fit
 
 
 def _flag_converged(fit, tol: float):
-    """A fit has converged when its deviance gradient is below `tol` or a further L-BFGS step is
-    expected to raise the log-likelihood by less than 1e-6 (lme4 judges convergence by a
-    gradient scaled by the Hessian for the same reason: a raw gradient is not scale-free)."""
-    return fit["done"] | (fit["grad_norm"] < tol) | (fit["decrease"] < 2e-6)
+    """A fit has converged when the boundary check found nothing better (``kkt``) and its
+    deviance gradient is below `tol` or a further L-BFGS step is expected to raise the
+    log-likelihood by less than 1e-6 (lme4 judges convergence by a gradient scaled by the
+    Hessian for the same reason: a raw gradient is not scale-free)."""
+    return fit["kkt"] & (fit["done"] | (fit["grad_norm"] < tol) | (fit["decrease"] < 2e-6))
 
 
 def fit_lmm(formula: str | Formula, frames, *, reml: bool = False, steps: int = 100,
@@ -707,9 +925,11 @@ def fit_lmm(formula: str | Formula, frames, *, reml: bool = False, steps: int = 
 
     Data sets are fitted in one vmapped program; every data set must have the same rows and
     clusters (imputations of one data set do). `steps` caps the L-BFGS steps of each fit (each
-    step takes one or a few deviance evaluations). `converged` is True for fits whose deviance
-    gradient (in theta) is below `tol` or whose next step would gain less than 1e-6 in
-    log-likelihood (``_flag_converged``).
+    step takes one or a few deviance evaluations). `converged` is True for fits that meet the
+    optimality conditions of lme4's bounded problem: the boundary check found no better point,
+    and the deviance gradient (in theta) is below `tol` or the next step would gain less than
+    1e-6 in log-likelihood (``_flag_converged``). `singular` flags boundary fits as lme4's
+    isSingular does.
     """
     f = parse_formula(formula) if isinstance(formula, str) else formula
     frames = [frames] if isinstance(frames, pd.DataFrame) else list(frames)
@@ -722,7 +942,8 @@ def fit_lmm(formula: str | Formula, frames, *, reml: bool = False, steps: int = 
     fit = fit_arrays(ys, xs, zs, g, j, reml=reml, steps=steps, unit=unit)
     return LMMFit(f, reml, fit["beta"], fit["vcov"], fit["psi"], fit["sigma2"],
                   -0.5 * fit["deviance"], fit["theta"], _flag_converged(fit, tol),
-                  len(g), j, fit.get("psi3"), 0 if unit is None else int(unit.max()) + 1)
+                  len(g), j, fit.get("psi3"), 0 if unit is None else int(unit.max()) + 1,
+                  fit["singular"])
 
 
 def fit_arrays(ys, xs, zs, g, num_clusters: int, *, weight=None, reml: bool = False,
@@ -730,21 +951,28 @@ def fit_arrays(ys, xs, zs, g, num_clusters: int, *, weight=None, reml: bool = Fa
     """The fitter on design arrays: ys (M, N), xs (M, N, p), zs (M, N, q), cluster index g (N,)
     in 0..num_clusters-1, optional 0/1 row weights (M, N), and for three-level data the level-3
     unit of each cluster (J,). Returns numpy arrays with a leading M axis: beta, vcov, psi,
-    sigma2, deviance, theta, grad_norm, done (and psi3). For simulation studies, where the
-    design matrices are built directly rather than from a formula and data frames."""
+    sigma2, deviance, theta, grad_norm, done, kkt, converged, singular (and psi3). For
+    simulation studies, where the design matrices are built directly rather than from a formula
+    and data frames."""
     q = np.shape(zs)[-1]
     with jax.enable_x64(True):
         # numpy in, so the jitted program does the one transfer (no eager conversion programs)
         arr = lambda a: np.asarray(a, np.float64)
-        # lme4's start: Lambda = I (and lambda3 = 1)
-        theta0 = np.asarray([1.0 if r == c else 0.0 for c in range(q) for r in range(c, q)]
-                            + ([1.0] if unit is not None else []))
+        # lme4's start on standardised columns: Lambda~ = I (and lambda3 = 1)
+        theta0 = start_theta(q, unit is not None)
         k = 0 if unit is None else int(np.max(unit)) + 1
         fitter = _batched_fit(q, reml, steps, int(num_clusters), weight is not None, k)
         fit = jax.device_get(fitter(arr(ys), arr(xs), arr(zs), np.asarray(g),
                                     None if weight is None else arr(weight), theta0,
                                     None if unit is None else np.asarray(unit, np.int32)))
     return {k: np.asarray(v) for k, v in fit.items()}
+
+
+def start_theta(q: int, three: bool = False) -> np.ndarray:
+    """lme4's start, Lambda = I (and lambda3 = 1), as theta: the fitter's start in the units of
+    the standardised random-effect columns."""
+    return np.asarray([1.0 if r == c else 0.0 for c in range(q) for r in range(c, q)]
+                      + ([1.0] if three else []))
 
 
 def loglik_at(formula: str | Formula, frames, beta, psi, sigma2, *, reml: bool = False) -> np.ndarray:

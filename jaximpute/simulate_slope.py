@@ -222,7 +222,7 @@ def records_direct(fit, d: Design) -> dict:
     df = np.full_like(est, d.clusters - 2.0)
     lo, hi = _t_interval(est, se, df)
     out = {p: {"estimate": est[:, k], "se": se[:, k], "lower": lo[:, k], "upper": hi[:, k],
-               "fmi": np.full(len(est), np.nan), "converged": fit["done"] | (fit["grad_norm"] < 1e-3)}
+               "fmi": np.full(len(est), np.nan), "converged": fit["converged"]}
            for k, p in enumerate(FIXED)}
     var = variances(fit)
     nan = np.full(len(est), np.nan)
@@ -236,7 +236,7 @@ def records_pooled(fit, reps: int, nimps: int, d: Design) -> dict:
     """Pool (reps * nimps) fits, imputation-major within replication, by Rubin's rules."""
     est = fit["beta"].reshape(reps, nimps, -1)
     var = np.diagonal(fit["vcov"], axis1=-2, axis2=-1).reshape(reps, nimps, -1)
-    conv = (fit["done"] | (fit["grad_norm"] < 1e-3)).reshape(reps, nimps).all(axis=1)
+    conv = fit["converged"].reshape(reps, nimps).all(axis=1)
     return pooled_records(rubin(est, var, df_com=d.clusters - 2.0), conv,
                           variances(fit).reshape(reps, nimps, -1).mean(axis=1))
 

@@ -46,7 +46,7 @@ from .compile import prepare
 from .kernels.state import Data
 from .kernels.stream import Stream
 from .kernels.sweep import diagnostics, make_runner
-from .lmm import batched_fitter
+from .lmm import batched_fitter, start_theta
 from .pool import rules
 from .run import (Settings, _bucket, _compile_options, _knows, _pad_sets, chain_keys,
                   parallel_split)
@@ -241,13 +241,13 @@ def _fit(data, d: Design, weight=None):
     into the calling program)."""
     y, xs, zs = design_arrays(data, jnp)
     g = jnp.asarray(np.repeat(np.arange(d.clusters), d.cluster_size))
-    theta0 = jnp.asarray([1.0, 0.0, 1.0] + ([1.0] if d.units else []))   # lme4's start: Lambda = I
+    theta0 = jnp.asarray(start_theta(2, bool(d.units)))      # lme4's start: Lambda~ = I
     unit = jnp.asarray(d.unit_of_cluster, jnp.int32) if d.units else None
     fitter = batched_fitter(2, True, 100, d.clusters, weight is not None, d.units)
     return fitter(y, xs, zs, g, weight, theta0, unit)
 
 
-FIT_OUTPUTS = ("beta", "vcov", "psi", "sigma2", "done", "grad_norm", "psi3")
+FIT_OUTPUTS = ("beta", "vcov", "psi", "sigma2", "converged", "singular", "psi3")
 
 
 def _direct_program(d: Design, method: str):
@@ -384,7 +384,7 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
         pooled = rules(est, var, d.clusters - 2.0, jnp)
         return {"estimate": pooled["estimate"], "std_error": pooled["std_error"],
                 "df": pooled["df"], "fmi": pooled["fmi"],
-                "converged": (fit["done"] | (fit["grad_norm"] < 1e-3)).reshape(b, nimps).all(axis=1),
+                "converged": fit["converged"].reshape(b, nimps).all(axis=1),
                 "variances": variances(fit, jnp).reshape(b, nimps, -1).mean(axis=1),
                 "psr": jnp.nanmax(diagnostics(out.burn_trace, out.post_trace)[0][:, -1, :], axis=-1),
                 "fits_program": ok, "complete": ~jnp.isnan(imputed).any(axis=(1, 2, 3)),
