@@ -71,7 +71,8 @@ def test_analyze_command_writes_the_pooled_table(tmp_path, imputations, capsys):
     assert code == 0
     assert "Final parameter estimates" in capsys.readouterr().out
     table = pd.read_csv(out)
-    assert list(table.columns) == ["term", "estimate", "std_error", "t", "df", "p", "riv", "fmi"]
+    assert list(table.columns) == ["term", "estimate", "std_error", "t", "df", "p", "riv", "fmi",
+                                   "singular_fits"]
     assert list(table.term) == ["(Intercept)", "x", "Intercept~~Intercept|cluster",
                                 "Intercept~~x|cluster", "x~~x|cluster", "Residual~~Residual",
                                 "ICC|cluster"]
