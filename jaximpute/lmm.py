@@ -547,6 +547,9 @@ FIRST_MOVE = 0.9  # the largest change of any entry of theta in the first step f
 NEGATIVE_G = 1e-8
 ESCAPE_STEPS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 ESCAPE_GAIN = 1e-10
+# A smallest eigenvalue of the standardised Sigma~ below SNAP whose removal changes the deviance
+# by less than ESCAPE_GAIN is removed: the optimum is on the boundary (lme4 puts theta at 0 there)
+SNAP = 1e-6
 SINGULAR_TOL = 1e-4  # lme4's isSingular: a diagonal entry of theta below this is on the boundary
 
 
@@ -588,7 +591,8 @@ def _fit_start(theta0, p: int, q: int = 0):
     return dict(theta=theta0, dev=jnp.array(jnp.inf, theta0.dtype), grad=z,
                 aux=aux, state=optax.scale_by_lbfgs().init(theta0), d=z,
                 step=jnp.array(0.0, theta0.dtype), done=jnp.array(False),
-                stalled=jnp.array(False), fresh=jnp.array(True), moves=jnp.array(-1))
+                stalled=jnp.array(False), fresh=jnp.array(True), jump=jnp.array(False),
+                moves=jnp.array(-1))
 
 
 def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
@@ -608,7 +612,8 @@ def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
     dev, grad, aux = profiled(trial, s, q, reml)      # the program's only deviance evaluation
     slope = c["grad"] @ c["d"]
     active = ~(c["done"] | c["stalled"])
-    ok = jnp.isfinite(dev) & jnp.all(jnp.isfinite(grad)) & (dev <= c["dev"] + ARMIJO * c["step"] * slope)
+    ok = jnp.isfinite(dev) & jnp.all(jnp.isfinite(grad)) & (
+        c["jump"] | (dev <= c["dev"] + ARMIJO * c["step"] * slope))
     accept = active & ok
     d_new, state_new = _direction(opt, grad, c["state"], trial)
     # from a fresh memory the direction is the raw gradient, in deviance units: move theta by
@@ -628,7 +633,7 @@ def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
                step=jnp.where(accept, jnp.where(c["fresh"], first_step, 1.0),
                               jnp.where(active, shrink, t)),
                done=c["done"] | (accept & _converged(dev, grad, d_new)),
-               fresh=c["fresh"] & ~accept, moves=c["moves"] + accept)
+               fresh=c["fresh"] & ~accept, jump=c["jump"] & ~accept, moves=c["moves"] + accept)
     out["stalled"] = c["stalled"] | (active & ~ok & (shrink * jnp.max(jnp.abs(c["d"])) < MIN_STEP))
     return out
 
@@ -719,6 +724,26 @@ def _candidates(theta, v, s, q: int, deviance, three: bool):
     return devs[best], cands[best]
 
 
+def _boundary_point(theta, s, q: int, deviance, three: bool):
+    """(deviance, theta, whether the dropped part is small) at the nearest boundary point:
+    Sigma~ less its smallest eigencomponent, or lambda3 = 0 when that is lower. "Small": an
+    eigenvalue above rounding (there is something to drop) and below SNAP."""
+    lam = theta_to_lambda(theta[:-1] if three else theta, q)
+    cov = lam @ lam.T
+    w, u = jnp.linalg.eigh(cov)
+    th = _psd_cholesky(cov - w[0] * jnp.outer(u[:, 0], u[:, 0]), q)
+    small = (w[0] > 1e-12 * jnp.maximum(1.0, jnp.trace(cov))) & (w[0] < SNAP)
+    if three:
+        th = jnp.concatenate([th, theta[-1:]])
+        th3 = theta.at[-1].set(0.0)
+        d_a, d_b = deviance(th, s), deviance(th3, s)
+        pick3 = d_b < d_a
+        small3 = (theta[-1] ** 2 > 1e-24) & (theta[-1] ** 2 < SNAP)
+        return (jnp.where(pick3, d_b, d_a), jnp.where(pick3, th3, th),
+                jnp.where(pick3, small3, small))
+    return deviance(th, s), th, small
+
+
 def _boundary_check(c, lay, q: int, deviance, gradient3=None):
     """The optimality conditions of the bounded problem, for a batch of fits that L-BFGS has
     left: (which fits a better point was found for, theta there).
@@ -748,18 +773,27 @@ def _boundary_check(c, lay, q: int, deviance, gradient3=None):
     evaluate = jax.vmap(lambda th, v, st: _candidates(th, v, st, q, deviance, gradient3 is not None))
     best, theta_new = jax.lax.cond(jnp.any(need), lambda: evaluate(theta, vecs[:, :, 0], lay),
                                    lambda: (dev, theta))
-    escape = need & (dev - best > ESCAPE_GAIN * jnp.maximum(1.0, jnp.abs(dev)))
-    return escape, theta_new
+    tol = ESCAPE_GAIN * jnp.maximum(1.0, jnp.abs(dev))
+    escape = need & (dev - best > tol)
+    # the boundary against the interior: the nearest boundary point, where the deviance may be
+    # lower (a second minimum) or equal (an optimum on the boundary that L-BFGS, unbounded,
+    # approaches without reaching: there lme4's bound puts theta at 0, and so does this)
+    dev_b, theta_b, small = jax.vmap(lambda th, st: _boundary_point(th, st, q, deviance,
+                                                                    gradient3 is not None))(theta, lay)
+    to_b = jnp.isfinite(dev_b) & ((dev - dev_b > tol) | (small & (dev_b - dev <= tol)))
+    to_b = to_b & ~(escape & (best < dev_b))
+    return escape | to_b, jnp.where(to_b[:, None], theta_b, theta_new)
 
 
 def _restart(c, escape, theta_new):
-    """A fit that the boundary check moves: a line search along the chord to theta_new, from an
-    empty L-BFGS memory. Its first-order change is nil (G Lambda = 0 at the stationary point)
-    and its second-order change t v'Gv < 0, so short steps along it descend too."""
+    """A fit that the boundary check moves: the next evaluation accepts theta_new whatever its
+    deviance (`jump`; the check found it lower, or equal on the boundary) and L-BFGS goes on
+    from there with an empty memory. Until then the fit keeps its point and deviance, so a move
+    left pending by the last round changes nothing."""
     init = optax.scale_by_lbfgs().init(c["theta"])
     moved = dict(c, d=theta_new - c["theta"], step=jnp.ones_like(c["step"]), state=init,
-                 done=jnp.array(False), stalled=jnp.array(False), fresh=jnp.array(True),
-                 moves=jnp.zeros_like(c["moves"]))
+                 jump=jnp.array(True), done=jnp.array(False),
+                 stalled=jnp.array(False), fresh=jnp.array(True), moves=jnp.zeros_like(c["moves"]))
     return jax.tree.map(lambda a, b: jnp.where(escape, a, b), moved, c)
 
 
