@@ -6,9 +6,9 @@ worst deviance gap to lme4); ``tests/test_lmm_vs_lme4.py`` runs it under pytest 
 
 - our deviance (ML, or the REML criterion) is never above lme4's by more than DEV_RTOL
   (relative), against lme4's default fit and against a fit with a tight optimiser tolerance;
-- where lme4 converges cleanly (no message, not singular, the tight and default fits agree),
-  the estimates agree to EST_TOL: fixed effects scaled by their SE, variances and sigma2
-  relative, covariances relative to the geometric mean of their variances.
+- where lme4 converges cleanly (no message, neither fit singular, lme4's tight and default
+  fits agree, and ours is not lower), the estimates agree to EST_TOL: fixed effects scaled by their SE,
+  sigma2 relative, the random-effect covariance through theta (relative, absolute below 1).
 
 The simulated designs (``simulate_sets``): ICC 0 to .9, cluster sizes 1 to 200, balanced and
 unbalanced, q = 1 to 3 random effects with near-singular covariances (correlations of +-.99, a
@@ -34,6 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DEV_RTOL = 1e-6     # the issue's bar: our deviance never above lme4's by more than this, relative
 EST_TOL = 1e-4      # estimates where lme4 converges cleanly
+# lme4's tight fits of the simulated data sets stop after this many evaluations: near-singular
+# designs put their optimum on flat ridges, where a 1e-12 tolerance took up to 1e5 evaluations
+# (the capped fits say so, and only their deviance is compared)
+SIM_MAXEVAL = 3000
+REFEREE_GAP = 1e-9   # ours lower than lme4's by more than this: lme4's deviance at our theta
 
 FORMULAS = {1: "y ~ x1 + x2 + w + (1 | g)",
             2: "y ~ x1 + x2 + w + (x1 | g)",
@@ -148,14 +153,17 @@ def _release_programs():
 
 def _ours_from_frame(csv, formula: str, reml: bool) -> dict:
     from jaximpute.lmm import fit_lmm
-    fit = fit_lmm(formula, pd.read_csv(csv), reml=reml)
+    from jaximpute.lmm import model_matrices
+    frame = pd.read_csv(csv)
+    fit = fit_lmm(formula, frame, reml=reml)
     q = fit.psi.shape[-1]
+    z = model_matrices(fit.formula, frame)[2]
     return {"deviance": float(-2.0 * fit.loglik[0]), "beta": fit.beta[0], "se": fit.se[0],
             "psi": fit.psi[0], "sigma2": float(fit.sigma2[0]), "theta": fit.theta[0],
             "psi3": None if fit.psi3 is None else float(fit.psi3[0]), "q": q,
             "singular": bool(fit.singular[0]), "converged": bool(fit.converged[0]),
             "names": fit.formula.fixed_names, "group": fit.formula.group,
-            "group3": fit.formula.group3}
+            "group3": fit.formula.group3, "theta_scale": _theta_scale(z, bool(fit.formula.group3))}
 
 
 def compare(ours: dict, ref: dict) -> dict:
@@ -166,9 +174,15 @@ def compare(ours: dict, ref: dict) -> dict:
     gaps = [(dev - r["deviance"]) / max(1.0, abs(r["deviance"]))
             for r in (tight, default) if r.get("error") is None and r.get("deviance") is not None]
     row = {"deviance": dev, "gap": max(gaps) if gaps else math.nan, "lme4_ok": bool(gaps)}
+    # lme4 converged cleanly: no message from either fit, not singular, its two fits agree,
+    # and it found the optimum (a lower deviance of ours is checked by lme4's own deviance
+    # function instead; estimates at two different optima need not agree)
     clean = (bool(gaps) and tight.get("error") is None and not tight["singular"]
              and not tight["messages"] and not default.get("messages")
-             and abs(tight["deviance"] - default["deviance"]) <= 1e-7 * max(1.0, abs(tight["deviance"])))
+             and abs(tight["deviance"] - default["deviance"]) <= 1e-7 * max(1.0, abs(tight["deviance"]))
+             and row["gap"] >= -DEV_RTOL and not ours["singular"])
+    # (ours singular where lme4's is not: a ridge to the boundary that lme4 left at theta ~ 5e-4
+    # with a deviance above ours; estimates on the two sides of lme4's 1e-4 need not agree)
     row["clean"] = clean
     if clean:
         key = lambda n: frozenset(n.split(":"))                     # noqa: E731 (a:b is b:a)
@@ -178,12 +192,15 @@ def compare(ours: dict, ref: dict) -> dict:
         se_r = np.array([se_ref[key(n)] for n in ours["names"]])
         errs = list(np.abs(ours["beta"] - beta_r) / se_r)
         errs.append(abs(ours["sigma2"] - tight["sigma2"]) / tight["sigma2"])
-        cov_r = np.asarray(tight["vcov_re"][ours["group"]], float).reshape(ours["psi"].shape)
-        dv = np.sqrt(np.outer(np.diag(cov_r), np.diag(cov_r)))
-        errs += list((np.abs(ours["psi"] - cov_r) / dv).ravel())
-        if ours.get("group3"):
-            p3 = float(np.asarray(tight["vcov_re"][ours["group3"]], float).ravel()[0])
-            errs.append(abs(ours["psi3"] - p3) / p3)
+        # the random-effect covariance through theta (relative to sigma, the scale on which lme4's
+        # optimiser judges convergence), each entry in units of its random-effect column (times
+        # the column's root mean square, so a slope of x / 1000 counts as one of x): relative, or
+        # absolute below 1 (a near-singular slope variance is weakly determined: lme4's tight
+        # fit stops 1e-4 short of ours there, at a deviance 3e-11 higher)
+        scale = np.asarray(ours["theta_scale"], float)
+        th_r = np.asarray(tight["theta"], float) * scale
+        th_o = np.asarray(ours["theta_lme4"], float) * scale
+        errs += list(np.abs(th_o - th_r) / np.maximum(1.0, np.abs(th_r)))
         row["est_err"] = float(np.max(errs))
     return row
 
@@ -201,7 +218,7 @@ def run_real(workdir: Path) -> pd.DataFrame:
         if k % 25 == 0:
             _release_programs()
         ours = _ours_from_frame(jb["csv"], jb["formula"], jb["reml"])
-        thetas[jb["id"]] = _lme4_order(ours, refs[jb["id"]]["tight"]["theta_names"])
+        thetas[jb["id"]] = ours["theta_lme4"] = _lme4_order(ours, refs[jb["id"]]["tight"]["theta_names"])
         rows.append({"id": jb["id"], "dataset": jb["dataset"], "formula": jb["formula"],
                      "reml": jb["reml"], "singular": ours["singular"],
                      "lme4_singular": bool(refs[jb["id"]]["tight"].get("singular")),
@@ -221,7 +238,7 @@ def run_simulated(workdir: Path, n_per_q: int = 360) -> pd.DataFrame:
         for reml in (False, True):
             jobs.append({"id": f"{s['id']}|{reml}", "csv": str(csv), "formula": s["formula"],
                          "reml": reml})
-    refs = {r["id"]: r for r in lme4_peer.fit_lme4(jobs, workdir / "fits_sim")}
+    refs = {r["id"]: r for r in lme4_peer.fit_lme4(jobs, workdir / "fits_sim", maxeval=SIM_MAXEVAL)}
     rows, thetas = [], {}
     names = ["(Intercept)", "x1", "x2", "w"]
     for reml in (False, True):
@@ -230,9 +247,11 @@ def run_simulated(workdir: Path, n_per_q: int = 360) -> pd.DataFrame:
             f = fits[s["id"]]
             ours = {"deviance": float(f["deviance"]), "beta": f["beta"],
                     "se": np.sqrt(np.diag(f["vcov"])), "psi": f["psi"], "sigma2": float(f["sigma2"]),
-                    "names": names, "group": "g"}
+                    "names": names, "group": "g", "singular": bool(f["singular"]),
+                    "theta_scale": _theta_scale(np.column_stack(
+                        [np.ones(len(s["frame"])), s["frame"]["x1"], s["frame"]["x2"]])[:, :s["q"]], False)}
             key = f"{s['id']}|{reml}"
-            thetas[key] = [float(t) for t in f["theta"]]
+            thetas[key] = ours["theta_lme4"] = [float(t) for t in f["theta"]]
             rows.append({"id": key, "q": s["q"], "j": s["j"], "icc": s["icc"], "reml": reml,
                          "scale_x": s["scale_x"], "scale_y": s["scale_y"], "min_n": s["min_n"],
                          "max_n": s["max_n"], "singular": bool(f["singular"]),
@@ -241,21 +260,30 @@ def run_simulated(workdir: Path, n_per_q: int = 360) -> pd.DataFrame:
     return _referee(pd.DataFrame(rows), jobs, thetas, workdir)
 
 
+def _theta_scale(z: np.ndarray, three: bool) -> list[float]:
+    """Per theta entry (lme4's column-major lower triangle, then lambda3), the root mean square
+    of its row's random-effect column."""
+    q = z.shape[1]
+    rms = np.sqrt(np.mean(z * z, 0))
+    return [float(rms[r]) for c in range(q) for r in range(c, q)] + ([1.0] if three else [])
+
+
 def _lme4_order(ours: dict, theta_names: list[str]) -> list[float]:
-    """Our theta (Lambda's entries, then lambda3 for three-level fits) in lme4's order: lme4
-    may put the level-3 term first."""
+    """Our theta (Lambda's entries, then lambda3 for three-level fits) and its scale in lme4's
+    order: lme4 may put the level-3 term first."""
     theta = [float(t) for t in ours["theta"]]
     if ours.get("group3") and theta_names and theta_names[0].startswith(ours["group3"] + "."):
+        ours["theta_scale"] = ours["theta_scale"][-1:] + ours["theta_scale"][:-1]
         return theta[-1:] + theta[:-1]
     return theta
 
 
 def _referee(table: pd.DataFrame, jobs: list[dict], thetas: dict, workdir: Path) -> pd.DataFrame:
-    """Where our deviance is below lme4's by more than DEV_RTOL, lme4's own deviance function
+    """Where our deviance is below lme4's by more than REFEREE_GAP, lme4's own deviance function
     evaluated at our theta (column lme4_dev_at_ours; NaN elsewhere): a lower deviance must be
     lme4's deviance too, not an artefact of ours."""
     import lme4_peer
-    better = table.loc[table["gap"] < -DEV_RTOL, "id"].tolist()
+    better = table.loc[table["gap"] < -REFEREE_GAP, "id"].tolist()
     table["lme4_dev_at_ours"] = np.nan
     if better:
         by_id = {j["id"]: j for j in jobs}
@@ -268,7 +296,7 @@ def _referee(table: pd.DataFrame, jobs: list[dict], thetas: dict, workdir: Path)
 
 def _referee_error(table: pd.DataFrame) -> float:
     """The largest relative difference between lme4's deviance at our theta and ours."""
-    b = table[table["gap"] < -DEV_RTOL]
+    b = table[table["gap"] < -REFEREE_GAP]
     return float(np.max(np.abs(b["lme4_dev_at_ours"] - b["deviance"]) / np.maximum(1.0, np.abs(b["deviance"]))))
 
 

@@ -31,7 +31,7 @@ def _check(table, label):
     assert len(ok) == len(table), table.loc[~table["lme4_ok"], "id"].tolist()[:5]
     worst = ok.sort_values("gap", ascending=False).head(3)
     assert (ok["gap"] <= battery.DEV_RTOL).all(), worst[["id", "gap"]].to_string()
-    better = ok[ok["gap"] < -battery.DEV_RTOL]
+    better = ok[ok["gap"] < -battery.REFEREE_GAP]
     if len(better):
         assert battery._referee_error(ok) <= 1e-8, better[["id", "deviance", "lme4_dev_at_ours"]].to_string()
     clean = table[table["clean"]]
@@ -64,6 +64,9 @@ def test_simulated_data_sets(r_ready, tmp_path):
     assert table["icc"].min() == 0.0 and table["icc"].max() == 0.9
     assert {1e-3, 1e4} <= set(table["scale_x"]) and {1e-3, 1e4} <= set(table["scale_y"])
     assert table["singular"].sum() >= 50
-    # isSingular agrees except where theta sits at lme4's 1e-4 tolerance itself
-    assert (table["singular"] != table["lme4_singular"]).mean() <= 0.01
+    # isSingular agrees, except where ours is lower (lme4 stopped on the ridge toward the
+    # boundary; refereed above) or equal within 1e-9 (a ridge that the two optimisers left on
+    # either side of lme4's own 1e-4 tolerance)
+    mismatch = table[(table["singular"] != table["lme4_singular"]) & (table["gap"] > battery.REFEREE_GAP)]
+    assert mismatch.empty, mismatch[["id", "gap", "singular", "lme4_singular"]].to_string()
     assert np.isfinite(table["gap"]).all()
