@@ -706,42 +706,30 @@ def _sigma_gradient3(theta, s, q: int, reml: bool, unit, num_units: int):
                                                       unit, num_units)
 
 
-def _candidates(theta, v, s, q: int, deviance, three: bool):
-    """The boundary check's evaluations: (lowest deviance, theta there) over Sigma + t v v' for
-    t in ESCAPE_STEPS (and s3 + t in three-level fits), each by `deviance(theta, layout)`."""
+def _check_points(theta, v, q: int, three: bool):
+    """The points the boundary check evaluates, as rows of theta: Sigma + t v v' for t in
+    ESCAPE_STEPS (and s3 + t in three-level fits), then the
+    nearest boundary points (Sigma~ less its smallest eigencomponent; and lambda3 = 0 in
+    three-level fits), with whether each one's dropped eigenvalue is small (above rounding, so
+    there is something to drop, and below SNAP)."""
     lam = theta_to_lambda(theta[:-1] if three else theta, q)
     cov = lam @ lam.T
     ts = jnp.asarray(ESCAPE_STEPS, theta.dtype)
     cands = jax.vmap(lambda t: _psd_cholesky(cov + t * jnp.outer(v, v), q))(ts)
-    if three:
-        keep = jnp.broadcast_to(theta[:-1], cands.shape)
-        cands = jnp.concatenate([
-            jnp.concatenate([cands, jnp.broadcast_to(theta[-1:], (len(ts), 1))], -1),
-            jnp.concatenate([keep, jnp.sqrt(theta[-1] ** 2 + ts)[:, None]], -1)])
-    devs = jax.vmap(lambda th: deviance(th, s))(cands)
-    devs = jnp.where(jnp.isfinite(devs), devs, jnp.inf)
-    best = jnp.argmin(devs)
-    return devs[best], cands[best]
-
-
-def _boundary_point(theta, s, q: int, deviance, three: bool):
-    """(deviance, theta, whether the dropped part is small) at the nearest boundary point:
-    Sigma~ less its smallest eigencomponent, or lambda3 = 0 when that is lower. "Small": an
-    eigenvalue above rounding (there is something to drop) and below SNAP."""
-    lam = theta_to_lambda(theta[:-1] if three else theta, q)
-    cov = lam @ lam.T
     w, u = jnp.linalg.eigh(cov)
-    th = _psd_cholesky(cov - w[0] * jnp.outer(u[:, 0], u[:, 0]), q)
+    edge = _psd_cholesky(cov - w[0] * jnp.outer(u[:, 0], u[:, 0]), q)[None]
     small = (w[0] > 1e-12 * jnp.maximum(1.0, jnp.trace(cov))) & (w[0] < SNAP)
-    if three:
-        th = jnp.concatenate([th, theta[-1:]])
-        th3 = theta.at[-1].set(0.0)
-        d_a, d_b = deviance(th, s), deviance(th3, s)
-        pick3 = d_b < d_a
-        small3 = (theta[-1] ** 2 > 1e-24) & (theta[-1] ** 2 < SNAP)
-        return (jnp.where(pick3, d_b, d_a), jnp.where(pick3, th3, th),
-                jnp.where(pick3, small3, small))
-    return deviance(th, s), th, small
+    if not three:
+        return jnp.concatenate([cands, edge]), small[None]
+    s3 = theta[-1:]
+    keep = jnp.broadcast_to(theta[:-1], cands.shape)
+    points = jnp.concatenate([
+        jnp.concatenate([cands, jnp.broadcast_to(s3, (len(ts), 1))], -1),
+        jnp.concatenate([keep, jnp.sqrt(theta[-1] ** 2 + ts)[:, None]], -1),
+        jnp.concatenate([edge, s3[None]], -1),
+        theta.at[-1].set(0.0)[None]])
+    small3 = (theta[-1] ** 2 > 1e-24) & (theta[-1] ** 2 < SNAP)
+    return points, jnp.stack([small, small3])
 
 
 def _boundary_check(c, lay, q: int, deviance, gradient3=None):
@@ -754,35 +742,50 @@ def _boundary_check(c, lay, q: int, deviance, gradient3=None):
     Lambda, then gives G Sigma = 0: the KKT conditions of the cone). For q = 1 this is the
     one-sided derivative in the variance at 0, which the theta-gradient, 0 there by symmetry,
     cannot show. Where G's lowest eigenvalue is below -NEGATIVE_G (relative), its eigenvector v
-    is the direction that lowers the deviance, and the deviance is evaluated at Sigma + t v v'
-    over ESCAPE_STEPS (and at s3 + t for the level-3 intercept): a test of the boundary against
-    the interior. A gain above ESCAPE_GAIN sends the fit there. The evaluations run only when
-    some fit of the batch needs them (a batch-level branch), so interior fits cost one
-    eigen-decomposition of G. `gradient3(theta, layout)` gives (G, d deviance / d s3) for
-    three-level fits; two-level fits carry G from ``_profiled``."""
+    is the direction that lowers the deviance, and the deviance at Sigma + t v v' over
+    ESCAPE_STEPS (and at s3 + t for the level-3 intercept) tests the boundary against the
+    interior: a gain above ESCAPE_GAIN sends the fit there. Every fit is also compared with its
+    nearest boundary point (``_check_points``), where the deviance may be lower (a second
+    minimum) or equal (an optimum on the boundary that L-BFGS, unbounded, approaches without
+    reaching: there lme4's bound puts theta at 0, and so does this).
+
+    The escape points are evaluated only when some fit of the batch needs them, so interior
+    fits cost one eigen-decomposition of G and a deviance at the boundary point.
+    `gradient3(theta, layout)` gives (G, d deviance / d s3) for three-level fits; two-level
+    fits carry G from ``_profiled``."""
     theta, dev = c["theta"], c["dev"]
+    three = gradient3 is not None
     floor = -NEGATIVE_G * jnp.maximum(1.0, jnp.abs(dev))
-    if gradient3 is None:
-        gsig = c["aux"]["gsig"]
-        need3 = jnp.zeros(dev.shape, bool)
-    else:
+    if three:
         gsig, g3 = jax.vmap(gradient3)(theta, lay)
         need3 = g3 < floor
+    else:
+        gsig = c["aux"]["gsig"]
+        need3 = jnp.zeros(dev.shape, bool)
     w, vecs = jnp.linalg.eigh(0.5 * (gsig + jnp.swapaxes(gsig, -1, -2)))
     need = jnp.isfinite(dev) & ((w[:, 0] < floor) | need3)
-    evaluate = jax.vmap(lambda th, v, st: _candidates(th, v, st, q, deviance, gradient3 is not None))
-    best, theta_new = jax.lax.cond(jnp.any(need), lambda: evaluate(theta, vecs[:, :, 0], lay),
-                                   lambda: (dev, theta))
+    k = len(ESCAPE_STEPS) * (1 + three)
+    points, small = jax.vmap(lambda th, v: _check_points(th, v, q, three))(theta, vecs[:, :, 0])
+    # one point of every fit per pass, over the boundary points only unless some fit needs the
+    # escape points: a loop with one copy of the deviance, which a batch-level branch would
+    # need twice (a second of compile)
+    def evaluate(i, devs):
+        return devs.at[:, i].set(jax.vmap(deviance)(points[:, i], lay))
+
+    devs = jax.lax.fori_loop(jnp.where(jnp.any(need), 0, k), points.shape[1], evaluate,
+                             jnp.full(points.shape[:2], jnp.inf, dev.dtype))
+    devs = jnp.where(jnp.isfinite(devs), devs, jnp.inf)
+    pick = lambda d: jnp.argmin(d, -1)[:, None]                            # noqa: E731
+    i_esc, i_b = pick(devs[:, :k]), k + pick(devs[:, k:])
+    best = jnp.where(need, jnp.take_along_axis(devs, i_esc, -1)[:, 0], dev)
+    dev_b = jnp.take_along_axis(devs, i_b, -1)[:, 0]
+    small = jnp.take_along_axis(small, i_b - k, -1)[:, 0]
+    at = lambda i: jnp.take_along_axis(points, i[:, :, None], 1)[:, 0]     # noqa: E731
     tol = ESCAPE_GAIN * jnp.maximum(1.0, jnp.abs(dev))
     escape = need & (dev - best > tol)
-    # the boundary against the interior: the nearest boundary point, where the deviance may be
-    # lower (a second minimum) or equal (an optimum on the boundary that L-BFGS, unbounded,
-    # approaches without reaching: there lme4's bound puts theta at 0, and so does this)
-    dev_b, theta_b, small = jax.vmap(lambda th, st: _boundary_point(th, st, q, deviance,
-                                                                    gradient3 is not None))(theta, lay)
     to_b = jnp.isfinite(dev_b) & ((dev - dev_b > tol) | (small & (dev_b - dev <= tol)))
     to_b = to_b & ~(escape & (best < dev_b))
-    return escape | to_b, jnp.where(to_b[:, None], theta_b, theta_new)
+    return escape | to_b, jnp.where(to_b[:, None], at(i_b), jnp.where(escape[:, None], at(i_esc), theta))
 
 
 def _restart(c, escape, theta_new):
