@@ -5,7 +5,36 @@ Reads Blimp-style imputation scripts, draws imputations from a Bayesian multilev
 Blimp's stacked and separate files, and reports convergence (split R-hat).
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("jaximpute")      # one version number: pyproject.toml's
+except PackageNotFoundError:                # a plain checkout on PYTHONPATH, not installed
+    __version__ = "0+checkout"
+
+
+def _checkout_kernels() -> None:
+    """Make `jaximpute.kernels` importable from a plain checkout (PYTHONPATH=<repository>).
+
+    The kernels live in the repository's top-level kernels/ folder; the installed package maps
+    them to jaximpute.kernels (pyproject.toml's package-dir), and a plain checkout has no such
+    mapping, so this does the same: the folder beside this package is loaded under that name."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    init = here.parent / "kernels" / "__init__.py"
+    if "jaximpute.kernels" in sys.modules or (here / "kernels").is_dir() or not init.is_file():
+        return                                  # imported, a wheel's layout, or no checkout
+    spec = importlib.util.spec_from_file_location("jaximpute.kernels", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["jaximpute.kernels"] = module
+    spec.loader.exec_module(module)
+
+
+_checkout_kernels()
 
 from .errors import JaxImputeError  # noqa: E402
 
