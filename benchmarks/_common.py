@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks: data generators, timing, R peers, and table printing.
 
-Timing rules (ARCHITECTURE.md: the reference machine has 2 CPU cores shared with other work):
+Timing rules (docs/design/architecture.md, "Timing on the reference machine": 2 CPU cores
+shared with other work):
 every number is the median of several repeats of a call long enough (about a second) that
 dispatch and timer noise vanish, compile time is measured apart and never included, and results
 are best read as ratios measured in the same run.

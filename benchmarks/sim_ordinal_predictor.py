@@ -7,7 +7,8 @@ numbers. Two imputations of the same focal model are compared, beside listwise d
 complete data:
 
 - ``focal``: ``ORDINAL: x;`` - a probit supporting block for x, its missing categories drawn by
-  enumeration against the focal model (MODEL.md step 7), so imputed values are codes;
+  enumeration against the focal model (docs/design/model.md, step 7), so imputed values are
+  codes;
 - ``focal, x continuous``: the same script without ORDINAL - x imputed as normal.
 
     python benchmarks/sim_ordinal_predictor.py              # the full study, writes the docs page
@@ -90,7 +91,7 @@ imputed with unbiased pooled estimates and near-nominal coverage, beside treatin
 continuous. The model is issue 4's (`MODEL: cluster ~ y:x w x*w; OUTCOME: y;`, random slope of
 x, cross-level interaction, y, x and w incomplete) with x ordinal; `ORDINAL: x;` gives x a probit
 supporting block, and its missing categories are drawn by enumeration against the focal model
-(MODEL.md step 7). "focal, x continuous" is the same script without ORDINAL.
+(docs/design/model.md, step 7). "focal, x continuous" is the same script without ORDINAL.
 
 **Verdict: {"the criteria are met" if ok else "NOT all criteria are met (see below)"}** (ordinal
 imputation: |relative bias| <= 5% for the fixed effects, the intercept (true value 0) within 3

@@ -1,9 +1,9 @@
 """Simulation: imputation of three-level data (waves in students in schools), MAR at every level.
 
-MODEL.md asks that imputations be shown valid by simulation; this study does it for three-level
-data. Each replication draws K schools of m students of n waves from the model below, deletes
-values of y and x (level 1), w2 (student) and w3 (school) at random given observed values
-(MAR), and imputes with
+docs/design/model.md ("What must be shown true") asks that imputations be shown valid by
+simulation; this study does it for three-level data. Each replication draws K schools of m
+students of n waves from the model below, deletes values of y and x (level 1), w2 (student) and
+w3 (school) at random given observed values (MAR), and imputes with
 
 - ``three-level``: ``school student ~ y:x w2 w3; OUTCOME: y;`` (the analysis model: random
   intercept and slope of x across students, a random intercept across schools; supporting

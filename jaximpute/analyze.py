@@ -1,4 +1,4 @@
-"""Analyse imputed data sets with a mixed model and pool the results (POOLING.md).
+"""Analyse imputed data sets with a mixed model and pool the results (docs/design/pooling.md).
 
 `analyze(frames, formula)` fits the lme4-style formula to every imputed data set in one vmapped
 program (`jaximpute.lmm`), pools the fixed effects by Rubin's rules and the variance components

@@ -246,7 +246,7 @@ def _category_counts(spec: ModelSpec, imputed: np.ndarray) -> pd.DataFrame:
 
 def _acceptance_rates(spec: ModelSpec, settings: Settings, raw: RawDraws) -> pd.DataFrame:
     """Per ordinal block with free thresholds: the acceptance rates of the threshold step and of
-    the intercept-threshold ridge move, in burn-in and after it (MODEL.md step 6)."""
+    the intercept-threshold ridge move, in burn-in and after it (docs/design/model.md, step 6)."""
     rows = []
     after = settings.sweeps_per_chain - settings.burn
     for b, moves in raw.moves.items():

@@ -1,7 +1,8 @@
 """ModelSpec -> device program inputs: the static `Structure`, the row layout and device `Data`.
 
-The layout groups rows by cluster once (MODEL.md; ARCHITECTURE.md performance notes): a dense
-J x n_max grid when padding wastes at most half of it, else rows sorted by cluster for segment sums.
+The layout groups rows by cluster once (docs/design/model.md, Data; docs/design/architecture.md,
+performance notes): a dense J x n_max grid when padding wastes at most half of it, else rows
+sorted by cluster for segment sums.
 Values are standardised by their observed mean and SD, so float32 cross-products stay well
 conditioned whatever the units (stanmath near 500, proportions near 0.5); the flat priors make the
 draws equivariant, and results are mapped back to the original units on the host.

@@ -1,6 +1,6 @@
 """Writing the imputed data sets.
 
-Two layouts, as Blimp writes them (see SCRIPT.md, "Outputs"):
+Two layouts, as Blimp writes them (see docs/design/script.md, "Outputs"):
 
 - stacked: one comma-separated file; the first column is the imputation number (0 = the original
   data, with `include_original`), then every variable in input order; rows in input order within

@@ -1,7 +1,7 @@
 """Rubin's rules for pooling estimates from multiply imputed data sets.
 
-This follows ``mitml::testEstimates`` (mitml 0.4; see POOLING.md) exactly. For m imputations
-with estimates Q_l (k parameters) and sampling (co)variances U_l:
+This follows ``mitml::testEstimates`` (mitml 0.4; see docs/design/pooling.md) exactly. For m
+imputations with estimates Q_l (k parameters) and sampling (co)variances U_l:
 
     Qbar = mean_l Q_l                    W = mean_l U_l
     B    = sum_l (Q_l - Qbar)(Q_l - Qbar)' / (m - 1)

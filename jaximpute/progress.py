@@ -1,7 +1,8 @@
 """Progress of long runs: a bar on a terminal, plain lines elsewhere (logs, CI, notebooks).
 
 The device program calls `Progress.__call__` through a host callback that carries only the sweep
-index (ARCHITECTURE.md: the host stays out of the loop otherwise).
+index (docs/design/architecture.md, "Host/device crossing": the host stays out of the loop
+otherwise).
 """
 
 from __future__ import annotations

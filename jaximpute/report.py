@@ -1,8 +1,8 @@
-"""The printed report, in the spirit of Blimp's output (SCRIPT.md, "What is printed").
+"""The printed report, in the spirit of Blimp's output (docs/design/script.md, "What is printed").
 
 `Report` holds each section as data (so the Python API returns it) and renders them as text in
-SCRIPT.md's order: settings, data information, model blocks, PSR table, parameter summaries,
-variable order in the saved data, timing.
+the order of docs/design/script.md: settings, data information, model blocks, PSR table,
+parameter summaries, variable order in the saved data, timing.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Drive the device program: keys, schedule, one compiled run, one crossing back to the host.
 
-Schedule (MODEL.md): C chains run BURN sweeps, then save every THIN sweeps; imputation m comes
-from chain ((m - 1) mod C) + 1, so each chain runs BURN + ceil(NIMPS / C) * THIN sweeps. The seed
-determines every draw: chain c of data set d uses the key fold_in(fold_in(key(seed), d), c).
+Schedule (docs/design/model.md, "Schedule: BURN, THIN, chains"): C chains run BURN sweeps, then
+save every THIN sweeps; imputation m comes from chain ((m - 1) mod C) + 1, so each chain runs
+BURN + ceil(NIMPS / C) * THIN sweeps. The seed determines every draw: chain c of data set d uses
+the key fold_in(fold_in(key(seed), d), c).
 """
 
 from __future__ import annotations

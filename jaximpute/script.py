@@ -1,4 +1,4 @@
-"""Parse and validate Blimp-style imputation scripts (the language of shared/design/SCRIPT.md).
+"""Parse and validate Blimp-style imputation scripts (the language of docs/design/script.md).
 
 A script is a list of ``COMMAND: value;`` statements, for example::
 

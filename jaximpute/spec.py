@@ -1,4 +1,5 @@
-"""Script + data -> ModelSpec: the blocks of the factored regression specification (MODEL.md).
+"""Script + data -> ModelSpec: the blocks of the factored regression specification
+(docs/design/model.md).
 
 This is the host-side model compiler's front half. It decides, from the script and the data,
 which variable is modelled at which level, which blocks exist and what each is regressed on, and
@@ -10,9 +11,9 @@ joint mapping with random intercepts and latent cluster means; single-level mode
 (`MODEL: y x;`); and focal models (`OUTCOME: y;` with `y:x` random slopes, `a*b` products and
 supporting blocks for incomplete predictors at every level). Three-level data (two ids left of
 `~`) add a level-3 random intercept to every level-1 and level-2 block and give level-3
-variables blocks of their own (MODEL.md). What the script language parses but the engine does
-not do yet (NOMINAL, an OUTCOME above level 1 with lower-level predictors) raises a clear "not
-supported yet" error here rather than fitting a different model.
+variables blocks of their own (docs/design/model.md). What the script language parses but the
+engine does not do yet (NOMINAL, an OUTCOME above level 1 with lower-level predictors) raises a
+clear "not supported yet" error here rather than fitting a different model.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _not_yet(script: Script, pos, what: str, issue: str) -> ModelError:
 
 def detect_levels(values: np.ndarray, cluster: np.ndarray) -> np.ndarray:
     """Level of each column: 2 if its observed values are constant within every cluster (and
-    some cluster has two or more observed values), else 1 (MODEL.md, Data)."""
+    some cluster has two or more observed values), else 1 (docs/design/model.md, Data)."""
     levels = np.ones(values.shape[1], dtype=int)
     df = pd.DataFrame(values)
     g = df.groupby(cluster)
@@ -172,7 +173,8 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
 
     n_missing = np.isnan(values).sum(axis=0)
     if focal:
-        # the focal model's complete predictors are conditioned on, as if FIXED (MODEL.md)
+        # the focal model's complete predictors are conditioned on, as if FIXED
+        # (docs/design/model.md)
         implicit = [c for c in named if c != outcome_col and c not in fixed_cols and not n_missing[c]]
         fixed_cols = fixed_cols + implicit
         listed = [c for c in listed if c not in implicit]
@@ -235,10 +237,10 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
 def _level_ids(script: Script, table: DataTable, id_cols: list[int]) -> tuple[int, int, str]:
     """(level-2 id column, level-3 id column) of three-level data: the level-3 id is the one
     that is constant within every cluster of the other (each student in one school), in either
-    order (SCRIPT.md). If the level-2 ids recur across units (student 1 of each school), the
-    data cannot say which id holds the other, and the order as written decides, outer first
-    (`school student ~`, SCRIPT.md's example); a cluster is then a (unit, id) pair. The third
-    item says which way it was decided, for the report."""
+    order (docs/design/script.md, MODEL). If the level-2 ids recur across units (student 1 of
+    each school), the data cannot say which id holds the other, and the order as written decides,
+    outer first (`school student ~`, the example in docs/design/script.md); a cluster is then a
+    (unit, id) pair. The third item says which way it was decided, for the report."""
     values = table.values
     a, b = id_cols
     a_in_b = constant_within(values[:, a], values[:, b])
@@ -318,7 +320,7 @@ def _latent_label(name: str) -> str:
 
 
 def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multilevel):
-    """`cluster ~ y:x w a*b; OUTCOME: y;` (MODEL.md, "How the script maps to blocks").
+    """`cluster ~ y:x w a*b; OUTCOME: y;` (docs/design/model.md, "How the script maps to blocks").
 
     The focal block of y has exactly the terms listed, an intercept, and a random intercept plus a
     random slope for every `y:x` (unstructured covariance). Every incomplete predictor gets a
@@ -398,10 +400,11 @@ MAX_CATEGORIES = 20
 
 
 def _ordinal_blocks(script, col, blocks, xvars, values):
-    """Give each block whose outcome is ORDINAL its category values (probit block, MODEL.md).
+    """Give each block whose outcome is ORDINAL its category values (probit block,
+    docs/design/model.md, ordinal blocks).
 
-    In the blocks that use it as a predictor it enters by its code (MODEL.md); a missing value
-    is drawn by enumerating its categories (kernels.impute.category_log_weights)."""
+    In the blocks that use it as a predictor it enters by its code (docs/design/model.md); a
+    missing value is drawn by enumerating its categories (kernels.impute.category_log_weights)."""
     out = []
     for blk in blocks:
         v = xvars[blk.outcome]

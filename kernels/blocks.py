@@ -1,4 +1,4 @@
-"""Gibbs updates for the parameters of one regression block (MODEL.md, sweep steps 2-5, 8).
+"""Gibbs updates for the parameters of one regression block (docs/design/model.md, steps 2-5, 8).
 
 Every block is a linear (mixed) model on its own rows, level-1 units or clusters:
 
@@ -22,9 +22,9 @@ BDA3, ch. 15; Browne & Draper 2006 for the inverse-Wishart choices):
 
 A block's random intercept is also its outcome's latent cluster mean, which child blocks may use as
 a level-2 predictor. Each child's linear predictor is affine in that intercept, so its likelihood
-adds b^2/s2_c to Q_j[0, 0] and b (v_c - a_c)/s2_c to l_j[0] (MODEL.md step 8), in both draws, with b the sum of
-the child's terms that hold the intercept (each without it) and a = eta_c - b u: exact for any
-term in which the intercept appears once.
+adds b^2/s2_c to Q_j[0, 0] and b (v_c - a_c)/s2_c to l_j[0] (docs/design/model.md, step 8), in
+both draws, with b the sum of the child's terms that hold the intercept (each without it) and
+a = eta_c - b u: exact for any term in which the intercept appears once.
 """
 
 from __future__ import annotations
@@ -308,9 +308,9 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
     `warm` (a traced bool, true in the first burn-in sweeps) replaces a drawn Sigma with
     q > 1 by diag(Sigma_00, 1e-4, ...), so the next (beta, u) draw keeps the slopes near 0.
 
-    An ordinal block (MODEL.md, ordinal blocks and sweep steps 1 and 6) first updates its
-    thresholds with z integrated out (Cowles 1996), then draws its latent responses z given the
-    categories, then (beta, u) and Sigma given z with the residual variance fixed at 1; the
+    An ordinal block (docs/design/model.md, ordinal blocks and steps 1 and 6) first updates
+    its thresholds with z integrated out (Cowles 1996), then draws its latent responses z given
+    the categories, then (beta, u) and Sigma given z with the residual variance fixed at 1; the
     threshold proposal SD is tuned towards acceptance 0.35 while `burning` only."""
     blk = st.blocks[b]
     bs = blocks[b]
@@ -331,9 +331,10 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
             bs = bs._replace(beta=bs.beta.at[0].add(shift))
             accepted = jnp.stack([acc, shift != 0])
             # each move's proposal SD is tuned in burn-in only (Robbins-Monro steps on log SD)
-            # toward its own acceptance rate: 0.35 for the joint threshold proposal (MODEL.md
-            # step 6), 0.44 for the one-dimensional ridge shift (Gelman, Roberts & Gilks 1996).
-            # With the threshold SD the ridge move accepted 84% of its too-short steps.
+            # toward its own acceptance rate: 0.35 for the joint threshold proposal
+            # (docs/design/model.md, step 6), 0.44 for the one-dimensional ridge shift (Gelman,
+            # Roberts & Gilks 1996). With the threshold SD the ridge move accepted 84% of its
+            # too-short steps.
             target = jnp.asarray([0.35, 0.44], scale.dtype)
             scale = jnp.where(burning, scale * jnp.exp(0.1 * (accepted.astype(scale.dtype) - target)), scale)
             # acceptance counts for the report, burn-in (tuning) and after apart

@@ -1,4 +1,4 @@
-"""Draws of missing values from their full conditionals (MODEL.md, sweep step 7).
+"""Draws of missing values from their full conditionals (docs/design/model.md, step 7).
 
 A missing value of variable v appears in its own block (as the outcome) and in every child block
 that uses v as a predictor. Each child's linear predictor is affine in v, eta_c(v) = a_c + b_c v,
@@ -68,7 +68,8 @@ def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays, id
     cluster; only the cells `idx` when given), for an
     ordinal v: its own probit probability Phi(tau_k - mu) - Phi(tau_(k-1) - mu) times every
     child's likelihood at v = code_k, which (each child being affine in v) is
-    exp(B code_k - A code_k^2 / 2) with A, B the child terms of `child_terms` (MODEL.md step 7).
+    exp(B code_k - A code_k^2 / 2) with A, B the child terms of `child_terms`
+    (docs/design/model.md, step 7).
     Also returns mu, v's own linear predictor at the same rows."""
     b = st.block_of(v)
     own, ob = st.blocks[b], blocks[b]
@@ -90,7 +91,7 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
     normal under v's own block, the only block z enters), stored in the block's state. Without
     the second part the block's z at those cells would still lie in the old category's interval
     until the next sweep, and every parent whose conditional uses z (`child_response`) would
-    condition on a state that the model cannot produce (MODEL.md step 7)."""
+    condition on a state that the model cannot produce (docs/design/model.md, step 7)."""
     v = st.incomplete[k]
     b = st.block_of(v)
     own = st.blocks[b]
@@ -130,8 +131,8 @@ def per_chain(idx, values):
 
 def _ordinal_outcome_draw(st: Structure, v: int, blocks, x, ca, idx, z):
     """A missing ordinal value that no other block uses: z ~ N(mu, 1) from its own probit block,
-    and the category whose threshold interval holds z (MODEL.md step 7, last case); returns
-    (code, z)."""
+    and the category whose threshold interval holds z (docs/design/model.md, step 7,
+    last case); returns (code, z)."""
     b = st.block_of(v)
     own, ob = st.blocks[b], blocks[b]
     x_rows, _ = rows_of(st, own, x, ca)

@@ -3,9 +3,9 @@
 The sampler solves many tiny systems: one P x P system per chain for the fixed effects and one
 q x q system per cluster and chain for the random effects. Batched LAPACK calls on such tiny
 matrices are orders of magnitude slower on CPU than the same algebra written out elementwise
-(ARCHITECTURE.md, performance notes), because XLA fuses the unrolled scalar formulas into a few
-vectorised loops over the batch. Matrix sizes are static Python ints, so the loops below unroll at
-trace time; they are meant for sizes up to about a dozen.
+(docs/design/architecture.md, performance notes), because XLA fuses the unrolled scalar formulas
+into a few vectorised loops over the batch. Matrix sizes are static Python ints, so the loops
+below unroll at trace time; they are meant for sizes up to about a dozen.
 
 All functions take arrays whose last two axes are the matrix and whose leading axes are a batch.
 """

@@ -1,4 +1,5 @@
-"""Probit pieces for ordinal and binary variables (MODEL.md: ordinal blocks, sweep steps 1 and 6).
+"""Probit pieces for ordinal and binary variables (docs/design/model.md: ordinal blocks, steps 1
+and 6).
 
 An ordinal variable v with K categories has a latent z = mu + e, e ~ N(0, 1), and v = c_k when
 tau_(k-1) < z <= tau_k, with tau_0 = -inf, tau_1 = 0 (identification: the intercept is free),

@@ -34,7 +34,7 @@ class Term(NamedTuple):
 
 
 class Block(NamedTuple):
-    """One regression of the factored specification (MODEL.md)."""
+    """One regression of the factored specification (docs/design/model.md)."""
 
     outcome: int                 # column of x
     level: int                   # 1: rows are level-1 units; 2: clusters; 3: level-3 units
@@ -107,7 +107,7 @@ class Structure(NamedTuple):
 
     def has_level3(self, blk: Block) -> bool:
         """Whether block `blk` has a level-3 random intercept: every level-1 and level-2 block
-        of three-level data (MODEL.md, last paragraph of the sweep)."""
+        of three-level data (docs/design/model.md, "Three-level data")."""
         return self.num_units > 0 and blk.level < 3
 
     def rows(self, level: int) -> int:

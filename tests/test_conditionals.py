@@ -1,4 +1,4 @@
-"""Each Gibbs conditional against its closed form (MODEL.md, "What must be shown true").
+"""Each Gibbs conditional against its closed form (docs/design/model.md, "What must be shown true").
 
 Draws are taken many times from one fixed state (vmapped over keys). Means are checked with
 z-scores against the exact mean using the exact standard deviation / sqrt(n); variances with the

@@ -1,7 +1,7 @@
 """Missing-value conditionals with random slopes and interactions, against brute force (issue 4).
 
-MODEL.md step 7: a child's linear predictor is affine in the missing value v, with a
-row-specific slope when v has a random slope or sits in a product, and a level-2 v sums its
+docs/design/model.md, step 7: a child's linear predictor is affine in the missing value v, with
+a row-specific slope when v has a random slope or sits in a product, and a level-2 v sums its
 child terms over the cluster's rows. The kernels compute that conditional from `affine_in`;
 these tests compute it without any kernel code: the log joint density of the whole model is
 written out in numpy as a function of the one missing value, evaluated at v = -1, 0, 1, and the

@@ -1,4 +1,5 @@
-"""Focal models (OUTCOME, y:x, a*b): the blocks MODEL.md asks for, centring, units, errors."""
+"""Focal models (OUTCOME, y:x, a*b): the blocks docs/design/model.md asks for, centring, units,
+errors."""
 
 from __future__ import annotations
 

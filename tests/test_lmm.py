@@ -1,6 +1,6 @@
-"""Mixed-model fits against lme4 (POOLING.md): fixed effects, SEs, variance components and the
-log-likelihood within 1e-4 relative, ML and REML, on three data sets (random intercept; random
-slope; the seed's analysis shape with a cross-level interaction).
+"""Mixed-model fits against lme4 (docs/design/pooling.md): fixed effects, SEs, variance
+components and the log-likelihood within 1e-4 relative, ML and REML, on three data sets (random
+intercept; random slope; the seed's analysis shape with a cross-level interaction).
 
 The reference numbers are recorded in fixtures/lmm/lme4_fits.csv by fixtures/lmm/lme4_fits.R
 (lme4 with tight optimiser tolerances); when R is installed the same script is also run live.

@@ -254,8 +254,9 @@ def test_ridge_move_keeps_the_posterior(monkeypatch):
 
 def test_a_parent_of_an_ordinal_block_conditions_on_its_latent_responses():
     """x (continuous, missing) predicts an ordinal y: x's conditional uses y's probit block
-    through its latent responses z_y ~ N(eta_y(x), 1), not through y's codes (MODEL.md: the
-    augmented model). Checked against the log density with y's term written as N(z_y; ., 1)."""
+    through its latent responses z_y ~ N(eta_y(x), 1), not through y's codes
+    (docs/design/model.md, ordinal blocks: the augmented model). Checked against the log density
+    with y's term written as N(z_y; ., 1)."""
     import jax.numpy as jnp
 
     from jaximpute.kernels.impute import conditional
@@ -288,7 +289,7 @@ def test_imputed_category_and_latent_response_are_drawn_together(level2):
     """After an incomplete ordinal predictor is imputed, the block's latent z at each imputed cell
     lies inside the threshold interval of the category just drawn, and given the category it is
     N(mu, 1) truncated to that interval (its mean checked against the closed form), so parents
-    that condition on z (MODEL.md step 7) see a state the model can produce."""
+    that condition on z (docs/design/model.md, step 7) see a state the model can produce."""
     import jax
     import jax.numpy as jnp
     from scipy import stats as st_

@@ -1,4 +1,5 @@
-"""The whole sampler against a maximum-likelihood reference on complete data (MODEL.md).
+"""The whole sampler against a maximum-likelihood reference on complete data
+(docs/design/model.md, "What must be shown true").
 
 On complete data, `MODEL: cluster ~ y; FIXED: x;` is the random-intercept model
 y = b0 + b1 x + u_j + e. With 400 clusters the posterior is close to normal and centred near the

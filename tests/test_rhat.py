@@ -8,7 +8,8 @@ from jaximpute.kernels import rhat
 
 
 def test_burnin_windows_follow_blimp():
-    # row r compares iterations floor(r*BURN/40)+1 to r*BURN/20 (MODEL.md)
+    # row r compares iterations floor(r*BURN/40)+1 to r*BURN/20
+    # (docs/design/model.md, "Convergence (PSR)")
     w = rhat.burnin_windows(1000)
     assert len(w) == 20
     assert w[0] == (25, 50) and w[-1] == (500, 1000)

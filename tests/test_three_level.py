@@ -1,6 +1,7 @@
-"""Three-level data (MODEL.md: "Three-level data add a level-3 random intercept to each level-1
-and level-2 block"): each new conditional against its closed form, the script's two ids and the
-level of every variable, and the whole sampler against lme4 on complete data.
+"""Three-level data (docs/design/model.md, "Three-level data": "Three-level data add a level-3
+random intercept to every level-1 and level-2 block"): each new conditional against its closed
+form, the script's two ids and the level of every variable, and the whole sampler against lme4
+on complete data.
 
 The conditional tests follow test_conditionals.py: many draws from one fixed state, vmapped over
 keys, against the exact Gaussian built in numpy from a dense design (no kernel code), with
