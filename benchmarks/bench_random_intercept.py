@@ -40,10 +40,10 @@ from _common import (csv_text, fmt, machine_line, median, r_results, random_inte
                      run_r, say, spread, table, time_interleaved)
 from jaximpute.compile import prepare  # noqa: E402
 from jaximpute.data import DataTable  # noqa: E402
-from jaximpute.kernels.blocks import block_draw_counts, update_block  # noqa: E402
+from jaximpute.kernels.blocks import update_block  # noqa: E402
 from jaximpute.kernels.impute import impute_variable  # noqa: E402
 from jaximpute.kernels.state import State  # noqa: E402
-from jaximpute.kernels.stream import Stream  # noqa: E402
+from jaximpute.kernels.stream import with_stream  # noqa: E402
 from jaximpute.kernels.sweep import make_runner, sweep  # noqa: E402
 from jaximpute.run import chain_keys  # noqa: E402
 from jaximpute.script import parse_script  # noqa: E402
@@ -121,8 +121,8 @@ def component_steps(spec, st):
 
         def step(k, s, d, b=b):
             blocks = list(s.blocks)
-            rng = Stream.from_key(k, *block_draw_counts(st, b), s.x.dtype)
-            blocks[b] = update_block(rng, st, b, s.blocks, s.x, d.clusters)
+            blocks[b] = with_stream(k, lambda rng: update_block(rng, st, b, s.blocks, s.x, d.clusters),
+                                    dtype=s.x.dtype)
             return State(s.x, tuple(blocks))
         steps.append((f"update_block: {info.outcome} ~ {rhs}", step))
     for k, v in enumerate(st.incomplete):
@@ -131,9 +131,8 @@ def component_steps(spec, st):
         extra = f" (own block + child {', '.join(kids)})" if kids else " (own block)"
 
         def step(key, s, d, k=k):
-            m = int(d.miss_index[k].shape[-1])     # a normal per cell, or 2 uniforms (ordinal)
-            rng = Stream.from_key(key, m, 2 * m, s.x.dtype)
-            return State(*impute_variable(rng, st, k, s.blocks, s.x, d.clusters, d.miss_index[k]))
+            return State(*with_stream(key, lambda rng: impute_variable(
+                rng, st, k, s.blocks, s.x, d.clusters, d.miss_index[k]), dtype=s.x.dtype))
         steps.append((f"impute_variable: {name}{extra}", step))
     return steps
 

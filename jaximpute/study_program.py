@@ -44,7 +44,7 @@ import numpy as np
 from .api import _many_spec
 from .compile import prepare
 from .kernels.state import Data
-from .kernels.stream import Stream
+from .kernels.stream import Stream, with_stream
 from .kernels.sweep import diagnostics, make_runner
 from .lmm import batched_fitter, start_theta
 from .pool import rules
@@ -86,11 +86,13 @@ def generate(key, d: Design):
     intercepts of variances ``var_x3`` and ``tau3``, shared by the clusters of a unit. MCAR deletes y and x with probability 1/2 within their halves of
     the rows and w with probability ``w_rate``; MNAR deletes each by logistic selection on its
     own value (y on y, x on x, w on w, centred as under MAR)."""
-    j, n = d.clusters, d.cluster_size
     # one stream for all the draws (kernels.stream): a jax.random call per draw compiled to its
     # own threefry loop kernels, 2.9 s of LLVM time in every program that holds the generator
-    counts = generator_draw_counts(d)
-    rng = Stream.from_key(key, *counts, jnp.result_type(float))
+    return with_stream(key, lambda rng: _draw(rng, d), dtype=jnp.result_type(float))
+
+
+def _draw(rng: Stream, d: Design):
+    j, n = d.clusters, d.cluster_size
     w = rng.normal((j,))
     a = rng.normal((j,))
     f = rng.normal((j, n))
@@ -130,16 +132,9 @@ def generate(key, d: Design):
                          - d.y_centre, 0.0)
         p_w = sig(alpha_w + d.w_gamma * ybar)
     miss_w = rng.uniform((j,)) < p_w
-    rng.check_used_up(*counts)
     miss = jnp.stack([jnp.zeros((j, n), bool), miss_y, miss_x,
                       jnp.broadcast_to(miss_w[:, None], (j, n))], -1).reshape(j * n, 4)
     return full, jnp.where(miss, jnp.nan, full)
-
-
-def generator_draw_counts(d: Design) -> tuple[int, int]:
-    """(normals, uniforms) that `generate` takes from its stream."""
-    j, n = d.clusters, d.cluster_size
-    return 4 * j + 2 * j * n + 2 * d.units, 3 * j * n + j
 
 
 @functools.lru_cache(maxsize=None)

@@ -36,7 +36,7 @@ from . import draws, ordinal
 from .linalg import spd_inverse
 from .clusters import ClusterArrays, cluster_sum, expand, first, first_of_unit, unit_expand, unit_sum
 from .state import BlockState
-from .stream import Stream, gamma_draw_counts
+from .stream import Stream
 from .structure import LATENT, VAR, Block, Factor, Structure, Term
 
 
@@ -455,27 +455,3 @@ def scale_slopes(rng: Stream, st: Structure, b: int, u, sigma, s2, r, parts, w, 
         r = r - (g - 1.0) * wk
         parts[k] = g * wk
     return u, sigma, r
-
-
-def block_draw_counts(st: Structure, b: int) -> tuple[int, int]:
-    """(normals, uniforms) that `update_block` takes from the stream for block b."""
-    blk = st.blocks[b]
-    p, q = blk.num_fixed, blk.num_random
-    n, u = p, 0
-    g_n, g_u = gamma_draw_counts(1)
-    if q:
-        n += st.num_clusters * q
-        wn, wu = draws.draw_counts_inverse_wishart(q)
-        n, u = n + wn, u + wu
-        if q > 1:
-            scaled = q - (1 if st.children_of_latent(b) else 0)
-            n, u = n + scaled, u + scaled
-    if st.has_level3(blk):
-        n += st.num_units                                   # the level-3 intercepts
-        n, u = n + g_n, u + g_u                             # and their variance
-    if blk.codes:
-        rows = st.rows(blk.level)
-        thresholds = blk.categories - 1 if blk.categories > 2 else 0   # K - 2 proposals + 1
-        ridge = 1 if blk.categories > 2 else 0                          # the ridge move
-        return n + ridge, u + thresholds + ridge + rows                 # no residual variance
-    return n + g_n, u + g_u

@@ -73,8 +73,3 @@ def inverse_wishart(rng: Stream, scale, df):
     a_inv = linalg.inv_lower(a)
     m = jnp.einsum("ik,jk->ij", c, a_inv)  # C A^-T: (C A^-T)_ij = sum_k C_ik (A^-1)_jk
     return m @ m.T
-
-
-def draw_counts_inverse_wishart(q: int) -> tuple[int, int]:
-    n, u = stream.gamma_draw_counts(q)
-    return n + q * (q - 1) // 2, u

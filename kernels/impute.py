@@ -142,16 +142,6 @@ def _ordinal_outcome_draw(st: Structure, v: int, blocks, x, ca, idx, z):
     return jnp.asarray(own.codes, x.dtype)[cat - 1], latent
 
 
-def impute_draw_counts(st: Structure) -> tuple[int, int]:
-    """(normals, uniforms) that the missing-value draws of one sweep take from the stream: two
-    uniforms per cell of an ordinal predictor (its category, then its latent response), a
-    normal per other cell."""
-    enumerated = [st.blocks[st.block_of(v)].codes != () and bool(st.children_of_var(v))
-                  for v in st.incomplete]
-    m = sum(m for e, m in zip(enumerated, st.num_missing) if e)
-    return sum(st.num_missing) - m, 2 * m
-
-
 def missing_values(st: Structure, x, ca: ClusterArrays, miss_index):
     """The current values at every missing cell, concatenated over incomplete variables."""
     parts = []

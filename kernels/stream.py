@@ -5,8 +5,9 @@ dozens of them (a normal for beta, one for u, gamma rejection loops for every va
 measured on the seed analysis model, the random-number calls were 45% of the run time of a sweep
 at 2 chains and half of its compile time. A sweep now draws all its standard normals and
 uniforms in one call (`Stream.from_key`), and each update takes the next slice. Sizes
-are static: `sweep_draw_counts` in kernels.sweep adds up what every update asks for, and the
-sweep checks at trace time that the stream was used up exactly.
+are static, and the code that takes the draws says how many it takes: `with_stream` runs it once
+abstractly (`jax.eval_shape`) with a stream that only counts, then for real with a stream of
+exactly that size (no hand-kept count to fall out of step with the draws).
 
 Gamma variates use Marsaglia & Tsang's (2000) squeeze method with `GAMMA_TRIES` proposals from
 the stream: the first accepted proposal is the draw. If all of them are rejected (probability
@@ -37,6 +38,13 @@ class Stream:
         self.fallbacks = 0            # gamma calls so far: each fallback loop gets its own key
 
     @classmethod
+    def counter(cls, dtype=jnp.float32) -> "Stream":
+        """A stream that hands out zeros and counts what is asked of it (``with_stream``)."""
+        out = cls(None, None, jax.random.PRNGKey(0))
+        out._dtype = dtype
+        return out
+
+    @classmethod
     def from_key(cls, key, num_normal: int, num_uniform: int, dtype=jnp.float32) -> "Stream":
         """One `jax.random` call draws the whole stream, as `_variates` describes; a second
         key, split off first, is the gamma fallback loops' (`gamma`)."""
@@ -52,9 +60,10 @@ class Stream:
         out, self.used_uniform = self._take(self._uniforms, self.used_uniform, shape, "uniforms")
         return out
 
-    @staticmethod
-    def _take(pool, used: int, shape, what: str):
+    def _take(self, pool, used: int, shape, what: str):
         n = prod(shape)
+        if pool is None:                                   # a counter
+            return jnp.zeros(shape, self._dtype), used + n
         out = pool[used:used + n]
         if out.shape[0] != n:
             raise ValueError(f"random stream too short: {n} {what} asked for at {used}")
@@ -64,6 +73,20 @@ class Stream:
         if (self.used_normal, self.used_uniform) != (num_normal, num_uniform):
             raise AssertionError(f"a sweep used {self.used_normal} normals and {self.used_uniform} "
                                  f"uniforms, but {num_normal} and {num_uniform} were drawn")
+
+
+def with_stream(key, body, *args, dtype=jnp.float32):
+    """body(stream, *args) with one stream drawn from `key` that holds exactly the normals and
+    uniforms body takes: counted by an abstract pass of body (``jax.eval_shape``, which traces
+    but compiles nothing) with ``Stream.counter``; the real pass then checks it used them all.
+    `body` must take the same draws whatever the values of its arguments (shapes are static)."""
+    counter = Stream.counter(dtype)
+    jax.eval_shape(lambda *a: body(counter, *a), *args)
+    counts = counter.used_normal, counter.used_uniform
+    rng = Stream.from_key(key, *counts, dtype)
+    out = body(rng, *args)
+    rng.check_used_up(*counts)
+    return out
 
 
 def _variates(key, num_normal: int, num_uniform: int, dtype):
@@ -77,11 +100,6 @@ def _variates(key, num_normal: int, num_uniform: int, dtype):
     v = jax.random.uniform(key, (num_normal + num_uniform,), dtype, lo, 1.0)
     return (np.sqrt(2.0).astype(dtype) * jax.lax.erf_inv(v[:num_normal]),
             0.5 * (v[num_normal:] + 1.0))
-
-
-def gamma_draw_counts(size: int) -> tuple[int, int]:
-    """(normals, uniforms) that `gamma` takes from a stream for `size` variates."""
-    return GAMMA_TRIES * size, (GAMMA_TRIES + 1) * size
 
 
 def _mt_candidate(a1, x, u):

@@ -16,19 +16,11 @@ import jax
 import jax.numpy as jnp
 
 from . import rhat
-from .blocks import block_draw_counts, spread, update_block, values_at
-from .stream import Stream
-from .impute import impute_draw_counts, impute_variable, missing_values
+from .blocks import spread, update_block, values_at
+from .stream import Stream, with_stream
+from .impute import impute_variable, missing_values
 from .state import BlockState, Data, State
 from .structure import Structure
-
-
-def init_draw_counts(st: Structure, data: Data) -> tuple[int, int]:
-    """(normals, uniforms) that `init_state` takes from its stream."""
-    normals = sum(idx.shape[0] for idx in data.miss_index)
-    normals += sum(st.num_clusters * blk.num_random + (st.num_units if st.has_level3(blk) else 0)
-                   for blk in st.blocks)
-    return normals, 2 * len(st.blocks)
 
 
 def init_state(key, st: Structure, data: Data) -> State:
@@ -42,9 +34,11 @@ def init_state(key, st: Structure, data: Data) -> State:
     call compiles to its own threefry loop kernels on XLA:CPU, and the 17 calls of a start
     were 2.2 s of the 14 s that LLVM spent compiling a simulation batch's program.
     """
+    return with_stream(key, lambda rng, data: _start(rng, st, data), data, dtype=data.x.dtype)
+
+
+def _start(rng: Stream, st: Structure, data: Data) -> State:
     x = data.x
-    counts = init_draw_counts(st, data)
-    rng = Stream.from_key(key, *counts, x.dtype)
     for k, v in enumerate(st.incomplete):
         idx = data.miss_index[k]
         z = rng.normal(idx.shape)
@@ -82,18 +76,7 @@ def init_state(key, st: Structure, data: Data) -> State:
             s2=s2,
             **extra,
         ))
-    rng.check_used_up(*counts)
     return State(x, tuple(blocks))
-
-
-def sweep_draw_counts(st: Structure) -> tuple[int, int]:
-    """(normals, uniforms) one sweep takes from its stream: every block, then every missing cell."""
-    n = u = 0
-    for b in range(len(st.blocks)):
-        bn, bu = block_draw_counts(st, b)
-        n, u = n + bn, u + bu
-    im_n, im_u = impute_draw_counts(st)
-    return n + im_n, u + im_u
 
 
 def sweep(key, st: Structure, state: State, data: Data, warm=False, burning=False) -> State:
@@ -104,8 +87,11 @@ def sweep(key, st: Structure, state: State, data: Data, warm=False, burning=Fals
     condition on them. Any fixed order is a valid Gibbs scan. All the sweep's random numbers come
     from one stream drawn from `key` (kernels.stream).
     """
-    num_normal, num_uniform = sweep_draw_counts(st)
-    rng = Stream.from_key(key, num_normal, num_uniform, state.x.dtype)
+    return with_stream(key, lambda rng, state, data: _sweep(rng, st, state, data, warm, burning),
+                       state, data, dtype=state.x.dtype)
+
+
+def _sweep(rng: Stream, st: Structure, state: State, data: Data, warm, burning) -> State:
     blocks = list(state.blocks)
     x = state.x
     for b in reversed(range(len(st.blocks))):
@@ -113,7 +99,6 @@ def sweep(key, st: Structure, state: State, data: Data, warm=False, burning=Fals
     blocks = tuple(blocks)
     for k in range(len(st.incomplete)):
         x, blocks = impute_variable(rng, st, k, blocks, x, data.clusters, data.miss_index[k])
-    rng.check_used_up(num_normal, num_uniform)
     return State(x, blocks)
 
 

@@ -56,3 +56,27 @@ def test_stream_normals_and_uniforms_are_standard_and_independent():
     assert stats.kstest(u, "uniform").pvalue > 1e-4
     assert u.min() > 0.0 and u.max() < 1.0
     assert abs(np.corrcoef(z, u)[0, 1]) < 0.04
+
+
+def test_with_stream_sizes_the_stream_by_what_the_body_takes():
+    """`with_stream` counts the draws by an abstract pass of the body and then hands it the
+    stream `Stream.from_key` draws for exactly those counts: the same numbers as a stream sized
+    by hand (so a sweep's draws are those the hand-kept counts gave), its own gamma draws
+    included, and inside jit and vmap alike."""
+    from jaximpute.kernels.stream import with_stream
+
+    def body(rng, x):
+        a = rng.normal((3,)) + x
+        g = gamma(rng, 2.5, (2,))
+        return a, g, rng.uniform((4, 2))
+
+    key = jax.random.key(9)
+    x = jnp.arange(3.0)
+    hand = Stream.from_key(key, 3 + 2 * GAMMA_TRIES, 8 + 2 * (GAMMA_TRIES + 1))
+    want = body(hand, x)
+    hand.check_used_up(3 + 2 * GAMMA_TRIES, 8 + 2 * (GAMMA_TRIES + 1))
+    got = with_stream(key, body, x)
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(np.asarray(w), np.asarray(g))
+    batched = jax.jit(jax.vmap(lambda k: with_stream(k, body, x)))(jax.random.split(key, 2))
+    assert batched[2].shape == (2, 4, 2)
