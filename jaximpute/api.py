@@ -19,6 +19,7 @@ import pandas as pd
 from .data import DataTable, from_dataframe, read_table
 from .errors import ModelError, ScriptError
 from .kernels import rhat
+from .kernels.structure import SamplerOptions
 from .progress import Progress
 from .report import GROUP_TITLES, Report, psr_summary, psr_warnings
 from .run import RawDraws, Settings, imputed_tables, parameter_table, sample, to_original_units
@@ -132,12 +133,14 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
            chains: int = 2, seed: int | None = None, fixed=(), ordinal=(), outcome: str | None = None,
            missing: float | None = None, options=(), iterations: int | None = None,
            progress: bool = False, processors: int | None = None,
-           stream=None) -> ImputationResult:
+           stream=None, sampler: SamplerOptions | None = None) -> ImputationResult:
     """Impute a DataFrame (or a CSV path with a header row) with a Blimp-style MODEL string.
 
     Example: ``impute(df, "school ~ y x", nimps=20, burn=1000, thin=100, seed=1)``.
     `processors` caps the programs run side by side on a CPU (default: one per core; see
-    jaximpute.run.parallel_split); 1 runs every chain vectorised in one program.
+    jaximpute.run.parallel_split); 1 runs every chain vectorised in one program. `sampler`
+    (``jaximpute.kernels.structure.SamplerOptions``) switches moves that leave the posterior
+    unchanged, for comparisons such as the tests'.
     """
     table = data if isinstance(data, DataTable) else (
         from_dataframe(data, missing) if isinstance(data, pd.DataFrame) else read_table(data, None, missing))
@@ -146,7 +149,7 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
     if iterations or not nimps:
         lines.append(f"ITERATIONS: {iterations or max(thin, 1000)};")
     script = parse_script("\n".join(lines), None)
-    return run(script, table, progress=progress, stream=stream)
+    return run(script, table, progress=progress, stream=stream, sampler=sampler)
 
 
 def _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, ordinal, outcome,
@@ -201,9 +204,12 @@ def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 100
     return out, raw.burn_psr
 
 
-def run(script: Script, table: DataTable, *, progress: bool = True, stream=None) -> ImputationResult:
+def run(script: Script, table: DataTable, *, progress: bool = True, stream=None,
+        sampler: SamplerOptions | None = None) -> ImputationResult:
     t0 = time.perf_counter()
     spec = build_spec(script, table)
+    if sampler is not None:
+        spec.sampler = sampler
     if script.burn is None:
         raise script.error("BURN", "required; expected the number of burn-in sweeps, e.g. BURN: 1000;")
     if script.nimps and script.thin is None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .kernels.clusters import ClusterArrays
 from .kernels.state import Data
-from .kernels.structure import Structure
+from .kernels.structure import SamplerOptions, Structure
 from .nesting import pairs
 from .spec import ModelSpec
 
@@ -43,16 +43,12 @@ class Layout:
         return self.unit_of_cluster[self.cluster_of_row]
 
 
-# the dense grid is used while padding adds at most this fraction of the rows
-DENSE_WASTE = 0.5
-
-
-def build_layout(cluster_values: np.ndarray | None, n_rows: int, dense_waste: float | None = None,
+def build_layout(cluster_values: np.ndarray | None, n_rows: int,
+                 dense_waste: float = SamplerOptions().dense_waste,
                  unit_values: np.ndarray | None = None) -> Layout:
     """Rows grouped by cluster (module docstring). With `unit_values` (three-level data) a
     cluster is a (unit, cluster id) pair, so an id may repeat across units, and clusters are
     numbered unit by unit: the level-3 sums are then sorted segment sums over clusters."""
-    dense_waste = DENSE_WASTE if dense_waste is None else dense_waste
     if cluster_values is None:
         cluster_values = np.zeros(n_rows)
     three = {}
@@ -113,7 +109,7 @@ def prepare(spec: ModelSpec, values: np.ndarray | None = None, layout: Layout | 
     if layout is None:
         cl = values[:, spec.var(spec.cluster).column] if spec.cluster else None
         unit = values[:, spec.var(spec.unit).column] if spec.unit else None
-        layout = build_layout(cl, n, unit_values=unit)
+        layout = build_layout(cl, n, spec.sampler.dense_waste, unit_values=unit)
     xv = spec.x_vars
     x = np.zeros((layout.num_rows, len(xv)), np.float32)
     miss_index, table_rows, counts = [], [], []
@@ -149,6 +145,7 @@ def prepare(spec: ModelSpec, values: np.ndarray | None = None, layout: Layout | 
         rows_per_cluster=layout.rows_per_cluster,
         num_missing=tuple(counts),
         num_units=layout.num_units,
+        options=spec.sampler,
     )
     # x columns run in imputation order (spec.x_names), so miss_index lines up with incomplete
     data = Data(x, cluster_arrays(layout), tuple(miss_index))

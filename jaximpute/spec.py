@@ -25,7 +25,7 @@ import pandas as pd
 
 from .data import DataTable
 from .errors import DataError, ModelError, did_you_mean
-from .kernels.structure import LATENT, VAR, Block, Factor, Prior, Term
+from .kernels.structure import LATENT, VAR, Block, Factor, Prior, SamplerOptions, Term
 from .nesting import constant_within, pairs
 from .script import Script
 
@@ -66,6 +66,7 @@ class ModelSpec:
     prior: Prior
     notes: list[str] = field(default_factory=list)
     unit: str | None = None             # level-3 id name (three-level data), else None
+    sampler: SamplerOptions = SamplerOptions()   # static sampler choices (kernels.structure)
 
     def var(self, name: str) -> VariableInfo:
         return next(v for v in self.variables if v.name == name)

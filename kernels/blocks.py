@@ -326,8 +326,11 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
         if k > 2:
             tau, acc, loglik = ordinal.threshold_step(rng.uniform((k - 2,)), rng.uniform(), tau, cat,
                                                       mu, w, scale[0])
-            tau, mu, shift = ordinal.ridge_step(rng.normal(), rng.uniform(), tau, cat, mu, w, scale[1],
-                                                loglik)
+            if st.options.ridge:
+                tau, mu, shift = ordinal.ridge_step(rng.normal(), rng.uniform(), tau, cat, mu, w,
+                                                    scale[1], loglik)
+            else:
+                shift = jnp.zeros((), mu.dtype)
             bs = bs._replace(beta=bs.beta.at[0].add(shift))
             accepted = jnp.stack([acc, shift != 0])
             # each move's proposal SD is tuned in burn-in only (Robbins-Monro steps on log SD)
@@ -368,12 +371,14 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
         resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed)) - sum(parts)
         if level3:
             resid = resid - level3_part(st, blk, v3, ca)
-        if blk.num_random > 1:
+        if blk.num_random > 1 and st.options.expansion:
             u_px, sigma_px, resid_px = scale_slopes(rng, st, b, u, sigma, bs.s2, resid, parts, w,
                                                     ca.cluster_weight)
             u = jnp.where(warm, u, u_px)
             sigma = jnp.where(warm, small, sigma_px)
             resid = jnp.where(warm, resid, resid_px)
+        elif blk.num_random > 1:
+            sigma = jnp.where(warm, small, sigma)
     elif level3:
         # a level-2 block of three-level data: its level-3 intercept is a random intercept one
         # level up (clusters as rows, units as clusters), and takes the same blocked draw

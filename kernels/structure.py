@@ -91,8 +91,25 @@ class Prior(NamedTuple):
         return {"prior1": q + 1.0, "prior2": -(q + 1.0), "prior3": 0.0}[self.name]
 
 
+class SamplerOptions(NamedTuple):
+    """Static choices of the sampler that leave its target distribution unchanged: part of the
+    `Structure`, so each setting is its own compiled program (and a test switches a move off by
+    passing options, not by patching a module).
+
+    - expansion: the parameter-expansion move of random slopes (``blocks.scale_slopes``; Liu &
+      Wu 1999, Gelman et al. 2008), which speeds the mixing of slope variances;
+    - ridge: the ordinal blocks' move along the intercept-threshold ridge (``ordinal.ridge_step``);
+    - dense_waste: the host's layout rule, the dense cluster grid while padding adds at most this
+      fraction of the rows (``jaximpute.compile.build_layout``).
+    """
+
+    expansion: bool = True
+    ridge: bool = True
+    dense_waste: float = 0.5
+
+
 class Structure(NamedTuple):
-    """Everything static about a model: variables, blocks, layout, priors."""
+    """Everything static about a model: variables, blocks, layout, priors, sampler options."""
 
     num_vars: int
     var_levels: tuple[int, ...]          # level of each column of x
@@ -104,6 +121,7 @@ class Structure(NamedTuple):
     rows_per_cluster: int                # dense layout: rows per cluster; 0 = segment layout
     num_missing: tuple[int, ...]         # static length of each incomplete column's index list
     num_units: int = 0                   # K level-3 units (three-level data), else 0
+    options: SamplerOptions = SamplerOptions()
 
     def has_level3(self, blk: Block) -> bool:
         """Whether block `blk` has a level-3 random intercept: every level-1 and level-2 block

@@ -10,6 +10,7 @@ import pytest
 from jaximpute import compile as jc
 from jaximpute.api import impute
 from jaximpute.kernels.clusters import cluster_sum, expand, first
+from jaximpute.kernels.structure import SamplerOptions
 
 
 def test_layout_choice():
@@ -41,7 +42,7 @@ def test_cluster_operations_agree_with_numpy(sizes):
 
 
 @pytest.mark.slow
-def test_dense_and_segment_layouts_give_the_same_posterior(monkeypatch):
+def test_dense_and_segment_layouts_give_the_same_posterior():
     """Unequal clusters (3 to 9 rows), imputed once with the padded grid and once with segments:
     posterior means agree within Monte Carlo error (4 combined MC SEs from ESS)."""
     rng = np.random.default_rng(8)
@@ -53,9 +54,8 @@ def test_dense_and_segment_layouts_give_the_same_posterior(monkeypatch):
     df = pd.DataFrame({"c": cl, "y": y, "x": x})
     runs = {}
     for name, waste in (("dense", 10.0), ("segment", 0.0)):
-        monkeypatch.setattr(jc, "DENSE_WASTE", waste)
         res = impute(df, "c ~ y x", nimps=0, iterations=3000, burn=300, chains=2, seed=4,
-                     options="estimates")
+                     options="estimates", sampler=SamplerOptions(dense_waste=waste))
         assert (res.raw.layout.rows_per_cluster > 0) == (name == "dense")
         runs[name] = res.estimates
     a, b = runs["dense"], runs["segment"]

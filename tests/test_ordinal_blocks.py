@@ -19,6 +19,7 @@ def probit_data(seed, j=300, n=8, codes=(1, 2, 3, 4), taus=(0.0, 0.7, 1.5)):
     return pd.DataFrame({"cluster": cl, "v": np.asarray(codes, float)[cat], "x": x})
 
 
+@pytest.mark.slow
 def test_probit_random_intercept_model_recovers_known_parameters():
     """Complete data from a random-intercept probit model with 4 categories (thresholds 0, 0.7,
     1.5): posterior means of the intercept, slope, random-intercept variance and the two free
@@ -48,6 +49,7 @@ def test_probit_random_intercept_model_recovers_known_parameters():
     assert "THRESHOLD UPDATES" in render(res.report)
 
 
+@pytest.mark.slow
 def test_binary_probit_random_intercept_model_recovers_known_parameters():
     """Binary is the two-category case: threshold fixed at 0, no threshold step (nothing in the
     acceptance table), codes 0/1. Complete data from a random-intercept probit model; the
@@ -67,6 +69,7 @@ def test_binary_probit_random_intercept_model_recovers_known_parameters():
     assert len(res.report.acceptance) == 0
 
 
+@pytest.mark.slow
 def test_incomplete_binary_outcome_and_predictor_keep_their_codes():
     """A binary outcome (codes 0/1) and a binary level-1 predictor (codes 1/2), both 20%
     missing: imputed values are codes, observed ones untouched, and the imputed outcome follows
@@ -92,6 +95,7 @@ def test_incomplete_binary_outcome_and_predictor_keep_their_codes():
     assert imputed[:, bb == 2].mean() > imputed[:, bb == 1].mean() + 0.2
 
 
+@pytest.mark.slow
 def test_incomplete_ordinal_outcome_keeps_its_codes():
     """Codes 1, 2, 4 (not consecutive), 20% missing: every imputed value is one of the codes,
     observed values are untouched, and the imputed categories follow the model (more high codes
@@ -190,6 +194,7 @@ def _brute_force_probs(st, bs, vals, codes, v, level2):
 # closer codes keep some level-2 clusters uncertain, so the frequency check has something to see)
 @pytest.mark.parametrize("codes", [(-1.0, 0.2, 1.5), (-0.3, 0.4)], ids=["3 categories", "binary"])
 @pytest.mark.parametrize("level2", [False, True])
+@pytest.mark.slow
 def test_ordinal_predictor_categories_match_brute_force(level2, codes):
     """An incomplete ordinal or binary predictor (level 1 with a random slope and in a product,
     or level 2 in a cross-level product): the category probabilities the sampler uses equal
@@ -222,19 +227,21 @@ def test_ordinal_predictor_categories_match_brute_force(level2, codes):
         check_mean((np.abs(s - c) < 1e-4).astype(float), p, np.sqrt(np.maximum(p * (1 - p), 1e-12)))
 
 
-def test_ridge_move_keeps_the_posterior(monkeypatch):
+@pytest.mark.slow
+def test_ridge_move_keeps_the_posterior():
     """The intercept-threshold shift (kernels.ordinal.ridge_step) is a Metropolis move, so with
     and without it the posterior means of the intercept and thresholds agree within Monte Carlo
     error (SE from each run's bulk ESS). (An acceptance test with the wrong sign makes the chain
     diverge, which this test reports; subtler errors may need a longer run to show.)"""
-    import jaximpute.kernels.ordinal as ko
     from jaximpute.kernels import rhat
+    from jaximpute.kernels.structure import SamplerOptions
 
     df = probit_data(8, j=40, n=6)
 
-    def posterior():
+    def posterior(ridge=True):
         res = impute(df, "cluster ~ v", fixed=["x"], ordinal=["v"], nimps=0, burn=500, thin=1,
-                     chains=8, seed=9, iterations=4000, options="estimates")
+                     chains=8, seed=9, iterations=4000, options="estimates",
+                     sampler=SamplerOptions(ridge=ridge))
         draws = to_original_units(res.spec, res.raw.structure, res.raw.post_trace[:, 0])
         names = list(res.estimates["parameter"])
         idx = [names.index(p) for p in ("fix eff: Intercept", "threshold: tau2", "threshold: tau3")]
@@ -243,13 +250,9 @@ def test_ridge_move_keeps_the_posterior(monkeypatch):
         return d.mean(axis=(0, 1)), d.std(axis=(0, 1)) / np.sqrt(ess)
 
     with_move = posterior()
-    real = ko.ridge_step
-    monkeypatch.setattr(ko, "ridge_step", lambda zp, ua, tau, cat, mu, w, scale, loglik:
-                        (tau, mu, 0.0 * zp))
-    without = posterior()
+    without = posterior(ridge=False)
     z = (with_move[0] - without[0]) / np.hypot(with_move[1], without[1])
     assert np.all(np.abs(z) < 4.5), (with_move, without, z)
-    monkeypatch.setattr(ko, "ridge_step", real)
 
 
 def test_a_parent_of_an_ordinal_block_conditions_on_its_latent_responses():
