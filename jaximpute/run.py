@@ -215,16 +215,16 @@ def _knows(options: tuple) -> bool:
 
 def _compiled(runner, st, settings: Settings, keys, data, cacheable: bool, diagnose: bool = True):
     """The runner compiled for these inputs' shapes, reused within the process: the batches of
-    a simulation study have the same structure and shapes, and tracing and lowering the sweep
-    again cost 2 s a batch even when the persistent cache holds the XLA executable. Only batched
-    runs (impute_many) are kept: the key names the model, not the code, so a program traced
-    before a change to the sampler's functions (a test's monkeypatch) would be reused; and runs
-    with a progress callback are not kept (the callback is part of the program)."""
+    a simulation study, and repeated runs of one model, have the same structure and shapes, and
+    tracing and lowering the sweep again cost 2 s a batch even when the persistent cache holds
+    the XLA executable. The key is everything the program depends on: the Structure (its
+    sampler options included), the schedule, the shapes and the compile options. Runs with a
+    progress callback are not kept (the callback is part of the program)."""
     options = _compile_options(keys)
     if not cacheable:
         return runner.lower(keys, data).compile(options)
     leaves, tree = jax.tree_util.tree_flatten((keys, data))
-    key = (st, settings.burn, settings.sweeps_per_save, settings.num_saves, settings.warmup_sweeps,
+    key = (st, tuple(sorted((options or {}).items())), settings.burn, settings.sweeps_per_save, settings.num_saves, settings.warmup_sweeps,
            settings.keep_post, diagnose, tree,
            tuple((a.shape, str(a.dtype), str(getattr(a, "sharding", ""))) for a in leaves))
     hit = _COMPILED.get(key)
@@ -305,7 +305,7 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
                                                                diagnose=groups == 1)
     parts = _split_inputs(keys, data, groups, axis) if groups > 1 else [(keys, data)]
     t1 = time.perf_counter()
-    compiled = _compiled(runner, st, settings, *parts[0], cacheable=progress is None and num_sets > 1,
+    compiled = _compiled(runner, st, settings, *parts[0], cacheable=progress is None,
                          diagnose=groups == 1)
     t2 = time.perf_counter()
     out = _run_parallel(compiled, parts, axis) if groups > 1 else compiled(keys, data)
