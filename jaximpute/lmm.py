@@ -539,6 +539,7 @@ def _deviance2(theta, s, q: int, reml: bool):
 GTOL = 1e-7      # |d deviance / d theta| below which a fit has converged (deviance units)
 ARMIJO = 1e-4    # sufficient-decrease constant of the backtracking line search
 MIN_STEP = 1e-12  # a line search that has shrunk its step below this has stalled
+NOISE = 1e-13    # relative rounding noise of the deviance (a sum over every row and cluster)
 FIRST_MOVE = 0.9  # the largest change of any entry of theta in the first step from a start
 # The boundary check: where G = d deviance / d Sigma has an eigenvalue below -NEGATIVE_G times
 # max(1, |deviance|), the deviance is evaluated at Sigma + t v v' for these t (relative
@@ -627,12 +628,18 @@ def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
     curv = jnp.where(jnp.isfinite(dev), dev - c["dev"] - slope * t, jnp.inf)
     t_quad = jnp.where(curv > 0, -slope * t * t / (2.0 * curv), 0.5 * t)
     shrink = jnp.clip(t_quad, 0.1 * t, 0.5 * t)
+    # a trial that failed where a full step was expected to bring a decrease below the
+    # deviance's rounding noise: nothing measurable is left to gain, and shrinking the step would only
+    # spend evaluations until MIN_STEP (four fits of bench_analysis's 1,000 took the whole
+    # batch from 13 evaluations to 22 that way)
+    futile = (active & ~ok & jnp.isfinite(dev) & jnp.all(jnp.isfinite(grad)) & jnp.isfinite(c["dev"])
+              & (_decrease(c["grad"], c["d"]) < NOISE * jnp.maximum(1.0, jnp.abs(c["dev"]))))
     pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)
     out = dict(theta=pick(trial, c["theta"]), dev=pick(dev, c["dev"]), grad=pick(grad, c["grad"]),
                aux=pick(aux, c["aux"]), state=pick(state_new, c["state"]), d=pick(d_new, c["d"]),
                step=jnp.where(accept, jnp.where(c["fresh"], first_step, 1.0),
                               jnp.where(active, shrink, t)),
-               done=c["done"] | (accept & _converged(dev, grad, d_new)),
+               done=c["done"] | (accept & _converged(dev, grad, d_new)) | futile,
                fresh=c["fresh"] & ~accept, jump=c["jump"] & ~accept, moves=c["moves"] + accept)
     out["stalled"] = c["stalled"] | (active & ~ok & (shrink * jnp.max(jnp.abs(c["d"])) < MIN_STEP))
     return out
