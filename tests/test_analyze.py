@@ -63,6 +63,7 @@ def test_read_rejects_a_file_without_imputation_numbers(tmp_path, imputations):
         read_imputations(tmp_path / "bad.csv", ["y", "x"])
 
 
+@pytest.mark.slow
 def test_analyze_command_writes_the_pooled_table(tmp_path, imputations, capsys):
     write_stacked(tmp_path / "s.csv", imputations)
     out = tmp_path / "pooled.csv"

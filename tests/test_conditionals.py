@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaximpute.kernels import blocks as kb
 from jaximpute.kernels import draws, linalg
@@ -79,6 +80,7 @@ def test_scaled_inv_chi2_moments():
     check_var(1.0 / s, 2 * df / ss**2)
 
 
+@pytest.mark.slow
 def test_inverse_wishart_moments():
     scale = np.array([[2.0, 0.5], [0.5, 1.0]])
     df = 14.0
@@ -220,6 +222,7 @@ def test_random_intercept_with_latent_child_joint_draw():
     _check_joint(st, ca, bstate, x, 1, design_fn)
 
 
+@pytest.mark.slow
 def test_level1_missing_value_conditional_matches_bivariate_normal():
     """x missing, y observed: x | y from the joint normal of (x, y) given the cluster effects."""
     rng = np.random.default_rng(3)
@@ -246,6 +249,7 @@ def test_level1_missing_value_conditional_matches_bivariate_normal():
     check_var(s, cond_var)
 
 
+@pytest.mark.slow
 def test_level2_missing_value_conditional_sums_cluster_rows():
     """w (level 2) missing: its conditional multiplies its own normal by all child rows."""
     rng = np.random.default_rng(4)

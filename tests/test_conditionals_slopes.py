@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaximpute.kernels.clusters import ClusterArrays
 from jaximpute.kernels.impute import conditional, impute_variable
@@ -123,6 +124,7 @@ def _check(st, ca, bs, v, col, level):
     return exp_prec
 
 
+@pytest.mark.slow
 def test_predictor_with_a_random_slope():
     """x has a random slope in y's block: its slope in y is b1 + u1_j, different per cluster."""
     rng = np.random.default_rng(11)
@@ -142,6 +144,7 @@ def test_predictor_in_an_interaction():
     _check(st, ca, bs, data(rng), 1, level=1)
 
 
+@pytest.mark.slow
 def test_level2_predictor_in_a_cross_level_interaction_with_a_random_slope():
     """w (level 2) is a predictor of y (main effect and x*w, beside x's random slope) and of x:
     its conditional sums both children's terms over the cluster's rows."""
@@ -158,6 +161,7 @@ def test_random_slope_predictor_in_an_interaction():
     _check(st, ca, bs, data(rng), 1, level=1)
 
 
+@pytest.mark.slow
 def test_fixed_effects_and_random_slopes_joint_draw():
     """y's block with a random intercept and slope (q = 2, correlated): (beta, u) drawn together
     equals the dense Gaussian posterior built in numpy (flat beta, u_j ~ N(0, Sigma))."""

@@ -66,6 +66,7 @@ def test_stacked_output_and_reproducibility(example, monkeypatch, capsys):
     assert (example / "imps7.csv").read_bytes() != first
 
 
+@pytest.mark.slow
 def test_separate_files_list_file_stacked0_and_header(example, monkeypatch):
     monkeypatch.chdir(example)
     text = (example / "ri.imp").read_text()
@@ -103,6 +104,7 @@ def test_psr_table_and_estimates_in_report(example):
     assert np.all(est.psr < 1.1)
 
 
+@pytest.mark.slow
 def test_python_api_with_dataframe():
     rng = np.random.default_rng(3)
     cl = np.repeat(np.arange(30), 8)
@@ -123,6 +125,7 @@ def test_python_api_with_dataframe():
     assert np.array_equal(res.imputed, again.imputed)
 
 
+@pytest.mark.slow
 def test_prior3_collapse_stops_with_an_error_that_names_the_prior():
     """prior3's posterior is improper when a random slope's variance may be zero
     (kernels.structure.Prior): on data with no slope variance and 10 clusters, its chains drift
@@ -161,6 +164,7 @@ def test_level2_variable_is_imputed_once_per_cluster():
 
 
 @pytest.mark.peer
+@pytest.mark.slow
 def test_stacked_file_reads_in_r_like_the_seed(example, monkeypatch):
     """The seed's R example: read.csv(header = F), names, split by imputation, lmer + mitml."""
     if shutil.which("Rscript") is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from jaximpute.analyze import analyze
 from jaximpute.cli import main
@@ -27,6 +28,7 @@ def copy_script(tmp_path, name, data, replacements):
     return tmp_path / name
 
 
+@pytest.mark.slow
 def test_seed_random_slope_script(tmp_path, monkeypatch, capsys):
     copy_script(tmp_path, "random_slope.imp", "random_intercept.csv",
                 [("BURN: 1000;", "BURN: 300;"), ("THIN: 1000;", "THIN: 20;")])

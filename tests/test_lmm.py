@@ -61,6 +61,7 @@ def test_agrees_with_recorded_lme4(recorded, model, reml):
 
 
 @pytest.mark.peer
+@pytest.mark.slow
 def test_agrees_with_live_lme4(tmp_path):
     if shutil.which("Rscript") is None:
         pytest.skip("R is not installed (CI installs it)")
@@ -74,6 +75,7 @@ def test_agrees_with_live_lme4(tmp_path):
             compare(live, model, reml)
 
 
+@pytest.mark.slow
 def test_batch_of_fits_equals_single_fits():
     df = pd.read_csv(FIX / "rs.csv")
     rng = np.random.default_rng(0)
@@ -85,6 +87,7 @@ def test_batch_of_fits_equals_single_fits():
         np.testing.assert_allclose(batch.psi[i], one.psi[0], rtol=1e-6, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_singular_fit_has_zero_slope_variance():
     """Every cluster's own slope is exactly 0.5 (the noise is made orthogonal to x within each
     cluster), so the ML slope variance is on the boundary, 0 (lme4: a singular fit)."""
@@ -131,6 +134,7 @@ def test_formula_terms_and_unknown_column():
 
 @pytest.mark.parametrize("q", [1, 2, 3])
 @pytest.mark.parametrize("reml", [False, True])
+@pytest.mark.slow
 def test_deviance_gradient_equals_autodiff(q, reml):
     """The fitter's written-out gradient of the profiled deviance (lmm._profiled) is the
     reverse-mode derivative of the deviance it returns, at random theta, for q = 1..3 random

@@ -81,6 +81,7 @@ def _slopes(seed=1, j=60, n=12, tau=((0.5, 0.1, 0.0), (0.1, 0.3, 0.05), (0.0, 0.
 
 
 @pytest.mark.parametrize("start", [[0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0], [1, 0, 0, 1, 0, 0]])
+@pytest.mark.slow
 def test_q3_starts_with_zero_columns_reach_the_optimum(start):
     """q = 3 started with every, two and one column of Lambda zero: the check adds one missing
     direction a round, and the fit ends where the start at lme4's ends."""
@@ -93,6 +94,7 @@ def test_q3_starts_with_zero_columns_reach_the_optimum(start):
     assert fit["converged"][0]
 
 
+@pytest.mark.slow
 def test_three_level_start_on_the_level3_boundary():
     """lambda3 = 0 is as stationary as theta = 0; the check moves it when schools vary."""
     rng = np.random.default_rng(3)
@@ -124,6 +126,7 @@ def test_a_failing_member_leaves_the_batch_alone():
         assert fit.converged[k]
 
 
+@pytest.mark.slow
 def test_singular_fits_are_reported():
     """A true zero variance (as Dyestuff2): theta below lme4's 1e-4 is flagged, and the pooled
     table says so in its text and in its DataFrame; an interior fit is not flagged."""

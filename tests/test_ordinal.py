@@ -16,6 +16,7 @@ N = 20000
 @pytest.mark.parametrize("lo,hi", [(-np.inf, 0.0), (0.0, np.inf), (-0.5, 1.2), (2.0, 2.5),
                                    (-np.inf, -6.0), (8.0, np.inf), (12.0, 12.3), (13.0, 13.2),
                                    (-13.5, -12.9)])
+@pytest.mark.slow
 def test_truncated_normal_matches_scipy(lo, hi):
     u = jax.random.uniform(jax.random.key(3), (N,))
     z = np.asarray(truncated_normal(u, jnp.float32(0.0), jnp.float32(lo), jnp.float32(hi)), np.float64)

@@ -40,6 +40,7 @@ def test_split_rule():
     assert parallel_split(s(3), 3, 1) == (3, 2)
 
 
+@pytest.mark.slow
 def test_chains_in_threads_equal_one_program():
     df = _frame()
     kw = dict(nimps=4, burn=40, thin=10, seed=3, options=("psr", "estimates"))

@@ -69,6 +69,7 @@ def slope_data():
     return pd.DataFrame({"cluster": cl, "y": y, "x": x, "w": w})
 
 
+@pytest.mark.slow
 def test_random_slope_posterior_matches_ml_fit(slope_data):
     """The focal model `cluster ~ y:x w x*w; OUTCOME: y;` on complete data is the random-slope
     model with an interaction: its posterior means (in the user's units, through the exact units

@@ -16,7 +16,8 @@ def test_burnin_windows_follow_blimp():
     assert rhat.burnin_windows(5000)[16] == (2125, 4250)
 
 
-@pytest.mark.parametrize("burn,chains", [(5000, 2), (1000, 3), (40, 2), (7, 2)])
+@pytest.mark.parametrize("burn,chains", [pytest.param(5000, 2, marks=pytest.mark.slow),
+                                         pytest.param(1000, 3, marks=pytest.mark.slow), (40, 2), (7, 2)])
 def test_burnin_table_equals_split_rhat_window_by_window(burn, chains):
     """The all-windows-at-once table equals split R-hat of each window's slice computed in
     float64, within float32 rounding (1e-5 on values near 1; observed 8e-7), with NaN exactly
@@ -50,6 +51,7 @@ def test_split_rhat_near_one_for_iid_and_large_for_shifted_chains():
     assert float(rhat.split_rhat(jnp.asarray(drift))[0]) > 1.1
 
 
+@pytest.mark.slow
 def test_rank_normalized_rhat_handles_heavy_tails():
     rng = np.random.default_rng(1)
     cauchy = rng.standard_cauchy(size=(2000, 4, 1))
@@ -57,6 +59,7 @@ def test_rank_normalized_rhat_handles_heavy_tails():
     assert abs(r - 1) < 0.01
 
 
+@pytest.mark.slow
 def test_ess_of_iid_and_ar1_draws():
     rng = np.random.default_rng(2)
     n, c = 4000, 4

@@ -14,6 +14,7 @@ N = 20000
 
 
 @pytest.mark.parametrize("shape", [0.3, 1.0, 2.5, 50.0, 3000.0])
+@pytest.mark.slow
 def test_gamma_matches_the_gamma_distribution(shape):
     def draw(k):
         return gamma(Stream.from_key(k, GAMMA_TRIES, GAMMA_TRIES + 1), shape)

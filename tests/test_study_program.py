@@ -158,6 +158,7 @@ def test_three_level_batch_program_equals_host_pipeline(method):
     assert out["variances"].shape == (3, 5)
 
 
+@pytest.mark.slow
 def test_three_level_generator_draws_the_level3_variance():
     """The complete data of a three-level design, fitted with the analysis model (REML), give
     the population's level-3 variance and fixed effects on average over 200 replications

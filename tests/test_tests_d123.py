@@ -217,6 +217,7 @@ def fits(frames):
     return out
 
 
+@pytest.mark.slow
 def test_loglik_at_own_estimates_is_fit_loglik(fits, frames):
     for (name, reml), fit in fits.items():
         ll = loglik_at(FORMULAS[name], frames, None if reml else fit.beta, fit.psi, fit.sigma2,
@@ -312,6 +313,7 @@ def _rscript(script: str, outdir: Path):
 
 
 @pytest.mark.peer
+@pytest.mark.slow
 def test_live_mitml_on_fixed_inputs(tmp_path):
     _rscript("pool_tests.R", tmp_path)
     inputs = load_inputs(tmp_path)
@@ -323,6 +325,7 @@ def test_live_mitml_on_fixed_inputs(tmp_path):
 
 
 @pytest.mark.peer
+@pytest.mark.slow
 def test_live_mitml_on_lme4_fits(tmp_path, fits, frames):
     _rscript("lme4_tests.R", tmp_path)
     live = _read(tmp_path / "lme4_results.csv")

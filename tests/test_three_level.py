@@ -126,6 +126,7 @@ def test_level1_block_draws_beta_level3_intercepts_and_random_effects_jointly():
               + 2 * cov[i3 + 2, p + 2 * j])
 
 
+@pytest.mark.slow
 def test_level2_block_draws_beta_and_level3_intercepts_jointly():
     """A level-2 block of three-level data, w2 ~ 1 + w3 + v3_k + e_j: `update_block` draws
     (beta, v3) from their joint Gaussian posterior given s2 and s3 (its level-3 intercepts are
@@ -180,6 +181,7 @@ def log_joint(v, bs):
 
 
 @pytest.mark.parametrize("col,level,cell", [(3, 3, 2), (2, 2, 4), (1, 1, 13)])
+@pytest.mark.slow
 def test_missing_value_conditionals_at_every_level(col, level, cell):
     """The missing value of a level-3 (summing its children over the unit's rows and clusters),
     level-2 and level-1 variable: the kernels' Gaussian equals the one read off the log joint
@@ -249,6 +251,7 @@ def test_nesting_of_the_two_ids_is_detected_from_the_data(ids):
     assert any("student (level 2) within school (level 3), detected from the data" in n for n in spec.notes)
 
 
+@pytest.mark.slow
 def test_recurring_level2_ids_are_read_in_the_order_written():
     """Student 0, 1, 2 in every school: the data cannot say which id holds the other, so the
     first id is level 3 and a cluster is a (school, student) pair (36 clusters, not 3)."""
@@ -267,6 +270,7 @@ def test_ids_that_name_the_same_clusters_are_refused():
         _spec(df, "room student ~ y w2")
 
 
+@pytest.mark.slow
 def test_imputed_values_are_constant_where_their_level_says():
     """w2 and w3 missing for whole students and schools: one drawn value per student (school)."""
     df = three_level_frame(k=10)
@@ -409,6 +413,7 @@ def test_two_random_intercepts_in_either_order():
 
 
 @pytest.mark.peer
+@pytest.mark.slow
 def test_three_level_fit_matches_lme4(tmp_path):
     """ML and REML fits of y ~ x + w2 + w3 + (x | student) + (1 | school) against lme4 (bobyqa,
     tight tolerance): estimates, variance components and log-likelihoods to 1e-5 relative."""
