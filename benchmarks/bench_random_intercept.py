@@ -171,7 +171,6 @@ def time_components(spec, st, data1, state, chains: int, work: int, repeats: int
     """[(label, seconds per step per chain, repeats)] for each component and the whole sweep."""
     s = sweeps_for(chains, work)
     keys = chain_keys(CHAIN_SEED + 1, 1, chains)[0]
-    rows = []
     whole = lambda k, x, d: sweep(k, st, x, d)  # noqa: E731
     steps = [(label, step, False) for label, step in component_steps(spec, st)]
     steps += [("sweep (all of the above)", whole, False),

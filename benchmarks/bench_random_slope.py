@@ -59,7 +59,6 @@ of one Gibbs iteration, not the mixing per iteration.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path

@@ -29,6 +29,7 @@ def _checkout_kernels() -> None:
         return                                  # imported, a wheel's layout, or no checkout
     spec = importlib.util.spec_from_file_location("jaximpute.kernels", init,
                                                   submodule_search_locations=[str(init.parent)])
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["jaximpute.kernels"] = module
     spec.loader.exec_module(module)

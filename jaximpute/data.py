@@ -433,9 +433,8 @@ def _frame_column(col: pd.Series, j, name, index, source, code) -> np.ndarray:
         pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)
     ):
         out = col.to_numpy(dtype=np.float64, na_value=np.nan)
-    elif isinstance(dtype, pd.CategoricalDtype) or dtype == object or pd.api.types.is_string_dtype(
-        dtype
-    ):
+    elif (isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype)
+          or pd.api.types.is_string_dtype(dtype)):
         out = _object_column(col, where, index, code)
     else:
         raise DataError(f"{where} holds {dtype} values; {_expected(code, frame=True)}")

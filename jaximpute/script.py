@@ -587,7 +587,7 @@ def _model_terms(st: _Statement, tokens: list[tuple[str, int]]) -> list[ModelTer
                 raise st.problem(op_index, f"dangling {this_op!r} after {names[-1].text!r}",
                                  f"a name after {this_op!r}, as in 'y:x' or 'a*b'")
             if op is not None and this_op != op:
-                raise st.problem(op_index, f"a term mixes ':' and '*'", "one kind per term: 'y:x' or 'a*b'")
+                raise st.problem(op_index, "a term mixes ':' and '*'", "one kind per term: 'y:x' or 'a*b'")
             op = this_op
             names.append(_check_name(st, tokens[i + 1]))
             i += 2

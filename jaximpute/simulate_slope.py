@@ -301,7 +301,7 @@ def run_study(designs=(Design(50, 20), Design(100, 10)), reps: int = 200, *, nim
     """
     root = np.random.SeedSequence(seed)
     frames, rates, timing = [], {}, {}
-    for ci, (d, cseq) in enumerate(zip(designs, root.spawn(len(designs)))):
+    for d, cseq in zip(designs, root.spawn(len(designs))):
         data_seq, engine_seq = cseq.spawn(2)
         rep_seqs = data_seq.spawn(reps)
         engine_rng = np.random.default_rng(engine_seq)

@@ -22,7 +22,6 @@ tests/test_ordinal.py and tests/test_ordinal_blocks.py.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax.scipy.special import log_ndtr, ndtr, ndtri
 

@@ -36,6 +36,7 @@ class Stream:
         self.used_normal = 0
         self.used_uniform = 0
         self.fallbacks = 0            # gamma calls so far: each fallback loop gets its own key
+        self._dtype = None if normals is None else normals.dtype   # a counter's: its zeros'
 
     @classmethod
     def counter(cls, dtype=jnp.float32) -> "Stream":

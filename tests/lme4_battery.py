@@ -20,7 +20,6 @@ simulation programs and its row weights are what is tested.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import tempfile

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +25,7 @@ def imputations():
     x = np.round(rng.normal(size=g.size), 4)
     frames = []
     base = 1 + 0.4 * x + rng.normal(size=40)[g - 1] + 0.3 * rng.normal(size=40)[g - 1] * x
-    for m in range(5):
+    for _ in range(5):
         y = np.round(base + rng.normal(size=g.size), 4)
         frames.append(pd.DataFrame({"cluster": g, "y": y, "x": x}))
     return frames
