@@ -50,6 +50,7 @@ import numpy as np
 import optax
 import pandas as pd
 
+from . import xla_options
 from .errors import JaxImputeError, did_you_mean
 from .nesting import constant_within, pairs
 
@@ -864,30 +865,11 @@ class LMMFit:
 
 
 @functools.lru_cache(maxsize=None)
-def _compile_options() -> tuple:
-    """XLA options for the fitting program: on CPU, XLA's classic kernel emitters.
-
-    The fitting program is many small kernels that run for a fraction of a second, so its
-    compile time is most of a cold call: with the classic emitters XLA:CPU compiles it in 0.8 s
-    instead of 1.4 s, and runs it 15% slower (0.14 s instead of 0.12 s for 1,000 fits; see
-    benchmarks/bench_analysis.py). The Gibbs sweep is the opposite case and keeps the defaults.
-    An XLA that no longer knows the option gets the defaults."""
-    if jax.default_backend() != "cpu":
-        return ()
-    opts = {"xla_cpu_use_fusion_emitters": False}
-    try:
-        jax.jit(lambda a: a + 1, compiler_options=opts).lower(1.0).compile()
-    except Exception:  # noqa: BLE001 - an unknown option is an XLA error of its own type
-        return ()
-    return tuple(opts.items())
-
-
-@functools.lru_cache(maxsize=None)
 def _batched_fit(q: int, reml: bool, steps: int, num_clusters: int, weighted: bool, num_units: int = 0):
     """One jitted, vmapped fitter per static setting, so repeated analyses of same-shaped data
     reuse the compiled program instead of tracing a fresh closure each call."""
     return jax.jit(batched_fitter(q, reml, steps, num_clusters, weighted, num_units),
-                   compiler_options=dict(_compile_options()) or None)
+                   compiler_options=xla_options.options(xla_options.FITTER))
 
 
 def batched_fitter(q: int, reml: bool, steps: int, num_clusters: int, weighted: bool, num_units: int = 0):

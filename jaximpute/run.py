@@ -8,7 +8,6 @@ the key fold_in(fold_in(key(seed), d), c).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import os
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .compile import Layout, MissingCells, prepare
+from .xla_options import sampler_options
 from .kernels.state import Data
 from .kernels.sweep import RunOutput, diagnostics, make_runner, parameter_labels
 from .kernels.structure import VAR, Structure, Term
@@ -177,7 +177,7 @@ def program_memory(spec: ModelSpec, settings: Settings, datasets=None) -> int | 
     (arguments + outputs + temporaries, less what outputs reuse of the arguments); None where
     the backend does not say. Compiles the program without running it."""
     *_, keys, data, runner, _ = _program(spec, settings, datasets, None)
-    m = runner.lower(keys, data).compile(_compile_options(keys)).memory_analysis()
+    m = runner.lower(keys, data).compile(sampler_options(keys)).memory_analysis()
     if m is None:
         return None
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
@@ -187,32 +187,6 @@ def program_memory(spec: ModelSpec, settings: Settings, datasets=None) -> int | 
 _COMPILED: dict = {}          # (structure, settings, input shapes) -> compiled runner, this process
 
 
-_NO_LIBRARY_FUSIONS = (("xla_cpu_experimental_ynn_fusion_type", ""),)
-
-
-def _compile_options(keys) -> dict | None:
-    """XLA options for the sampler's program: for a batch of data sets on a CPU, no YNNPACK
-    library fusions. XLA:CPU hands reductions, with the element-wise expressions that feed them,
-    to YNNPACK; a profile of a simulation batch (50 data sets of 1,000 rows, the random-slope
-    model) put the largest of them, a cluster sum of a 14-input expression, at 0.5 ms of a
-    3.5 ms sweep, and with XLA's own loops the batch sampled 6-8% faster (0.113 -> 0.104 s per
-    data set at 50 per batch, 0.103 -> 0.097 at 100). A single data set (the seed's Ex8.2)
-    sampled about as fast or a little faster with them, so it keeps the defaults. An XLA that
-    no longer knows the option gets the defaults."""
-    if keys.shape[0] == 1 or jax.default_backend() != "cpu" or not _knows(_NO_LIBRARY_FUSIONS):
-        return None
-    return dict(_NO_LIBRARY_FUSIONS)
-
-
-@functools.lru_cache(maxsize=None)
-def _knows(options: tuple) -> bool:
-    try:
-        jax.jit(lambda a: a + 1, compiler_options=dict(options)).lower(1.0).compile()
-    except Exception:  # noqa: BLE001 - an unknown option is an XLA error of its own type
-        return False
-    return True
-
-
 def _compiled(runner, st, settings: Settings, keys, data, cacheable: bool, diagnose: bool = True):
     """The runner compiled for these inputs' shapes, reused within the process: the batches of
     a simulation study, and repeated runs of one model, have the same structure and shapes, and
@@ -220,7 +194,7 @@ def _compiled(runner, st, settings: Settings, keys, data, cacheable: bool, diagn
     the XLA executable. The key is everything the program depends on: the Structure (its
     sampler options included), the schedule, the shapes and the compile options. Runs with a
     progress callback are not kept (the callback is part of the program)."""
-    options = _compile_options(keys)
+    options = sampler_options(keys)
     if not cacheable:
         return runner.lower(keys, data).compile(options)
     leaves, tree = jax.tree_util.tree_flatten((keys, data))

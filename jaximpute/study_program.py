@@ -48,8 +48,8 @@ from .kernels.stream import Stream, with_stream
 from .kernels.sweep import diagnostics, make_runner
 from .lmm import batched_fitter, start_theta
 from .pool import rules
-from .run import (Settings, _bucket, _compile_options, _knows, _pad_sets, chain_keys,
-                  parallel_split)
+from . import xla_options
+from .run import Settings, _bucket, _pad_sets, chain_keys, parallel_split
 from .simulate_slope import MODELS, NAMES, Design, design_arrays, variances
 
 INT_FILL = np.iinfo(np.int32).max         # an out-of-range index: the sampler drops it
@@ -185,10 +185,7 @@ def _counter(d: Design):
         miss = jnp.isnan(inc)
         whole = miss.reshape(miss.shape[0], d.clusters, d.cluster_size, 4).all(axis=2)
         return miss.sum(axis=1), whole.sum(axis=1), inc
-    # compiled with XLA's optimisations off: it runs a few times per condition, and compiles in
-    # 0.8 s instead of 1.8 s while running 0.1 s slower per 256 replications
-    quick = (("xla_backend_optimization_level", 0),)
-    return jax.jit(count, compiler_options=dict(quick) if _knows(quick) else None)
+    return jax.jit(count, compiler_options=xla_options.options(xla_options.QUICK, cpu_only=False))
 
 
 @functools.lru_cache(maxsize=64)
@@ -403,7 +400,7 @@ def _compiled(key, build, gen_keys, keys):
         fn = build()
         with jax.enable_x64(True):
             lowered = jax.jit(fn).lower(gen_keys, keys)
-        hit = lowered.compile(_compile_options(keys) if keys.ndim == 2 else None)
+        hit = lowered.compile(xla_options.sampler_options(keys) if keys.ndim == 2 else None)
         if len(_PROGRAMS) >= 16:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
         _PROGRAMS[key] = hit
@@ -477,7 +474,7 @@ def program_memory(d: Design, imp: Imputation, batch: int, *, seed: int, conditi
     fn = _imputation_program(d, condition_plan(seed, condition, d, condition_reps), imp)[0]
     with jax.enable_x64(True):
         lowered = jax.jit(fn).lower(gen_keys, keys)
-    m = lowered.compile(_compile_options(keys)).memory_analysis()
+    m = lowered.compile(xla_options.sampler_options(keys)).memory_analysis()
     if m is None:
         return None
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes

@@ -97,14 +97,15 @@ def test_progress_of_programs_side_by_side_moves_forward_only():
     assert shown == [1, 10, 20, 30, 40, 100]
 
 
-def test_unknown_compile_option_falls_back_to_defaults(monkeypatch):
+def test_unknown_compile_option_falls_back_to_defaults():
     """Batched programs on a CPU compile without YNN fusions; an XLA that does not know that
     option gets its defaults, and a single data set always does."""
     import jax.numpy as jnp
-    from jaximpute import run
+    from jaximpute import xla_options as xo
     batch, single = jnp.zeros((3, 2)), jnp.zeros((1, 2))
-    assert run._compile_options(single) is None
-    if run._knows(run._NO_LIBRARY_FUSIONS):
-        assert run._compile_options(batch) == dict(run._NO_LIBRARY_FUSIONS)
-    monkeypatch.setattr(run, "_NO_LIBRARY_FUSIONS", (("xla_cpu_no_such_option_for_a_test", ""),))
-    assert run._compile_options(batch) is None
+    assert xo.sampler_options(single) is None
+    if xo.knows(xo.SAMPLER_BATCH):
+        assert xo.sampler_options(batch) == dict(xo.SAMPLER_BATCH)
+    unknown = (("xla_cpu_no_such_option_for_a_test", ""),)
+    assert not xo.knows(unknown)
+    assert xo.options(unknown) is None
