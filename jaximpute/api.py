@@ -100,8 +100,8 @@ class ImputationResult:
 def run_script(path: str | Path, *, progress: bool = True, stream=None) -> ImputationResult:
     """Read a Blimp-style script and its data, and run it (files are not written; see write)."""
     script = read_script(path)
-    if script.data is None:
-        raise script.error("DATA", "required; expected the path of the data file")
+    script.check_runnable()
+    assert script.data is not None
     table = read_table(script.data, [n.text for n in script.variables] if script.variables else None,
                        script.missing)
     return run(script, table, progress=progress, stream=stream)
@@ -207,13 +207,10 @@ def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 100
 def run(script: Script, table: DataTable, *, progress: bool = True, stream=None,
         sampler: SamplerOptions | None = None) -> ImputationResult:
     t0 = time.perf_counter()
+    script.check_runnable(data=False)
     spec = build_spec(script, table)
     if sampler is not None:
         spec.sampler = sampler
-    if script.burn is None:
-        raise script.error("BURN", "required; expected the number of burn-in sweeps, e.g. BURN: 1000;")
-    if script.nimps and script.thin is None:
-        raise script.error("THIN", "required when NIMPS is given; expected e.g. THIN: 100;")
     seed_drawn = script.seed is None
     seed = secrets.randbelow(2**31) if seed_drawn else int(script.seed)
     settings = Settings(burn=script.burn, thin=script.thin or 1, nimps=script.nimps,

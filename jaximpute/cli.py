@@ -111,12 +111,9 @@ def cmd_run(args) -> int:
 
     script = read_script(args.script)
     outfile = Path(args.outfile) if args.outfile else script.outfile
-    if script.nimps and outfile is None:
-        raise script.error("OUTFILE", "required when NIMPS is greater than 0; expected "
-                                      "e.g. OUTFILE: imps.csv; (or --outfile)")
+    script.check_runnable(writes=True, outfile=outfile)
     _check_outfile(script, outfile)
-    if script.data is None:
-        raise script.error("DATA", "required; expected the path of the data file")
+    assert script.data is not None
     table = read_table(script.data, [n.text for n in script.variables] if script.variables else None,
                        script.missing)
     _enable_compilation_cache()

@@ -127,6 +127,23 @@ class Script:
             pos = self.commands.get(command, Pos(1, 1))
         return ScriptError(_format(self.source, pos, command, message))
 
+    def check_runnable(self, *, data: bool = True, writes: bool = False,
+                       outfile: Path | None = None) -> None:
+        """Raise for the first setting a run still lacks, in one place for every front end (the
+        command line, ``run_script`` and ``impute``): OUTFILE when files are written (`writes`;
+        `outfile` is the path after any command-line override) and NIMPS > 0, DATA when the data
+        come from the script (`data`), BURN, and THIN when NIMPS > 0. Checked before any data
+        are read, so a script that cannot run says so at once."""
+        if writes and self.nimps and outfile is None:
+            raise self.error("OUTFILE", "required when NIMPS is greater than 0; expected "
+                                        "e.g. OUTFILE: imps.csv; (or --outfile)")
+        if data and self.data is None:
+            raise self.error("DATA", "required; expected the path of the data file")
+        if self.burn is None:
+            raise self.error("BURN", "required; expected the number of burn-in sweeps, e.g. BURN: 1000;")
+        if self.nimps and self.thin is None:
+            raise self.error("THIN", "required when NIMPS is given; expected e.g. THIN: 100;")
+
     def _command_at(self, pos: Pos) -> str | None:
         """The command whose statement contains `pos`: the last keyword at or before it."""
         before = [(p, c) for c, p in self.commands.items() if p <= pos]

@@ -66,6 +66,10 @@ CASES = [
     case("outfile-is-data", BASE.replace("OUTFILE: imps.csv;", "OUTFILE: data.csv;"), ["data.csv", "overwrite"]),
     case("data-file-missing", BASE.replace("DATA: data.csv;", "DATA: dta.csv;"), ["dta.csv"]),
     case("burn-missing", BASE.replace("BURN: 20;\n", ""), ["BURN", "required"]),
+    # a script that cannot run says so before its data are read
+    case("burn-missing-bad-data", BASE.replace("BURN: 20;\n", ""), ["BURN", "required"],
+         data="1,abc,3\n" + GOOD_DATA),
+    case("thin-missing", BASE.replace("THIN: 5;\n", ""), ["THIN", "required"]),
     case("column-count", BASE, ["data.csv", "row 3", "columns", "expected 3"],
          data=GOOD_DATA.replace("1,2.5,3.25\n", "1,2.5,3.25,7\n", 1) if "1,2.5,3.25\n" in GOOD_DATA
          else "1,2,3\n1,2,3\n1,2,3,4\n" + GOOD_DATA),
