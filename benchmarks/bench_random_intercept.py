@@ -122,7 +122,7 @@ def component_steps(spec, st):
         def step(k, s, d, b=b):
             blocks = list(s.blocks)
             blocks[b] = with_stream(k, lambda rng: update_block(rng, st, b, s.blocks, s.x, d.clusters),
-                                    dtype=s.x.dtype)
+                                    dtype=s.x.dtype)[0]
             return State(s.x, tuple(blocks))
         steps.append((f"update_block: {info.outcome} ~ {rhs}", step))
     for k, v in enumerate(st.incomplete):
@@ -171,7 +171,7 @@ def time_components(spec, st, data1, state, chains: int, work: int, repeats: int
     """[(label, seconds per step per chain, repeats)] for each component and the whole sweep."""
     s = sweeps_for(chains, work)
     keys = chain_keys(CHAIN_SEED + 1, 1, chains)[0]
-    whole = lambda k, x, d: sweep(k, st, x, d)  # noqa: E731
+    whole = lambda k, x, d: sweep(k, st, x, d)[0]  # noqa: E731
     steps = [(label, step, False) for label, step in component_steps(spec, st)]
     steps += [("sweep (all of the above)", whole, False),
               ("sweep vmapped over a size-1 data-set axis too (the runner avoids this)", whole, True)]

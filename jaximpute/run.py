@@ -265,8 +265,9 @@ def _run_parallel(compiled, parts, axis: int):
     join = lambda *a: jnp.concatenate(a, axis)
     burn_trace, saved, imps, post = (join(*[getattr(o, f) for o in outs])
                                      for f in ("burn_trace", "saved_params", "imputations", "post_trace"))
-    final = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis - 1), *[o.final for o in outs])
-    return RunOutput(burn_trace, saved, imps, final, post, *_diagnostics(burn_trace, post))
+    final, moves = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis - 1),
+                                          *[(o.final, o.moves) for o in outs])
+    return RunOutput(burn_trace, saved, imps, final, post, *_diagnostics(burn_trace, post), moves)
 
 
 def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | None = None,
@@ -284,8 +285,7 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
     t2 = time.perf_counter()
     out = _run_parallel(compiled, parts, axis) if groups > 1 else compiled(keys, data)
     # the one crossing back to the host: summaries, saved draws and imputed cells only
-    moves = {b: bs.moves for b, (blk, bs) in enumerate(zip(st.blocks, out.final.blocks))
-             if blk.categories > 2}
+    moves = {b: m for b, m in enumerate(out.moves) if m is not None}
     host, moves = jax.device_get(((out.burn_psr, out.saved_params, out.imputations, out.post_trace,
                                    out.post_psr), moves))
     # drop the copies that padded the batch to a multiple of the device count: the data-set

@@ -304,6 +304,8 @@ def latent_child_terms(st: Structure, b: int, blocks, x, ca):
 def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca, warm=False,
                  burning=False):
     """One Gibbs pass over block b's parameters: (beta, u) jointly, then Sigma, then s2.
+    Returns (the block's new state, info): info is the (2,) acceptance of the threshold step and
+    the ridge move of an ordinal block with K > 2 categories, None for every other block.
 
     `warm` (a traced bool, true in the first burn-in sweeps) replaces a drawn Sigma with
     q > 1 by diag(Sigma_00, 1e-4, ...), so the next (beta, u) draw keeps the slopes near 0.
@@ -318,10 +320,11 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
     lat = latents_at(st, blk, blocks, ca)
     t = design(blk.terms, x_rows, lat)
     latent_state = {}
+    info = None
     if blk.codes:
         cat = category_of(x_rows[:, blk.outcome], blk.codes)
         mu = linear_predictor(st, blk, bs, x_rows, lat, ca)
-        tau, scale, moves = bs.tau, bs.tau_scale, bs.moves
+        tau, scale = bs.tau, bs.tau_scale
         k = blk.categories
         if k > 2:
             tau, acc, loglik = ordinal.threshold_step(rng.uniform((k - 2,)), rng.uniform(), tau, cat,
@@ -340,12 +343,10 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
             # too-short steps.
             target = jnp.asarray([0.35, 0.44], scale.dtype)
             scale = jnp.where(burning, scale * jnp.exp(0.1 * (accepted.astype(scale.dtype) - target)), scale)
-            # acceptance counts for the report, burn-in (tuning) and after apart
-            phase = jnp.where(burning, 0, 1)
-            moves = moves.at[phase].add(accepted.astype(moves.dtype))
+            info = accepted
         y = ordinal.truncated_normal(rng.uniform(mu.shape), mu, tau[cat - 1], tau[cat])
         bs = bs._replace(s2=jnp.ones_like(bs.s2))
-        latent_state = dict(z=y, tau=tau, tau_scale=scale, moves=moves)
+        latent_state = dict(z=y, tau=tau, tau_scale=scale)
     else:
         y = x_rows[:, blk.outcome]
     u, sigma, v3 = bs.u, bs.sigma, bs.v3
@@ -394,9 +395,9 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
         resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
     extra = dict(v3=v3, s3=draw_s3(rng, st, v3, ca.unit_weight)) if level3 else {}
     if blk.codes:
-        return BlockState(beta, u, sigma, bs.s2, **latent_state, **extra)
+        return BlockState(beta, u, sigma, bs.s2, **latent_state, **extra), info
     s2 = draw_s2(rng, st, resid, w)
-    return BlockState(beta, u, sigma, s2, **extra)
+    return BlockState(beta, u, sigma, s2, **extra), info
 
 
 def category_of(values, codes):

@@ -18,8 +18,6 @@ class BlockState(NamedTuple):
     tau: jax.Array | None = None        # ordinal block: thresholds (K + 1,), -inf, 0, ..., +inf
     tau_scale: jax.Array | None = None  # ordinal block: (2,) proposal SDs of the threshold step and
                                         # the ridge move (tuned in burn-in)
-    moves: jax.Array | None = None      # ordinal block, K > 2: (2, 2) accepted Metropolis moves,
-                                        # rows burn-in / after, columns thresholds / ridge
     v3: jax.Array | None = None         # three-level data, level-1/2 block: (K,) level-3 random
                                         # intercepts
     s3: jax.Array | None = None         # and their variance ()

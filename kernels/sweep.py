@@ -67,7 +67,7 @@ def _start(rng: Stream, st: Structure, data: Data) -> State:
             tau = jnp.concatenate([jnp.array([-jnp.inf], x.dtype), inner, jnp.array([jnp.inf], x.dtype)])
             blocks.append(BlockState(jnp.zeros((blk.num_fixed,), x.dtype), u, sig,
                                      jnp.ones((), x.dtype), jnp.zeros((st.rows(blk.level),), x.dtype), tau,
-                                     jnp.full((2,), 0.2, x.dtype), jnp.zeros((2, 2), jnp.int32), **extra))
+                                     jnp.full((2,), 0.2, x.dtype), **extra))
             continue
         blocks.append(BlockState(
             beta=jnp.zeros((blk.num_fixed,), x.dtype),
@@ -79,8 +79,10 @@ def _start(rng: Stream, st: Structure, data: Data) -> State:
     return State(x, tuple(blocks))
 
 
-def sweep(key, st: Structure, state: State, data: Data, warm=False, burning=False) -> State:
-    """One Gibbs sweep: block parameters, parents before children, then each incomplete variable.
+def sweep(key, st: Structure, state: State, data: Data, warm=False, burning=False):
+    """One Gibbs sweep: block parameters, parents before children, then each incomplete variable;
+    returns (state, info), info a tuple with each block's info from ``update_block`` (the
+    acceptance of its Metropolis moves, or None): what the sampler did, kept out of the state.
 
     Blocks are listed children first (the first block's outcome is regressed on the later ones),
     so they are updated in reverse: a parent's latent means are refreshed before its children
@@ -91,15 +93,16 @@ def sweep(key, st: Structure, state: State, data: Data, warm=False, burning=Fals
                        state, data, dtype=state.x.dtype)
 
 
-def _sweep(rng: Stream, st: Structure, state: State, data: Data, warm, burning) -> State:
+def _sweep(rng: Stream, st: Structure, state: State, data: Data, warm, burning):
     blocks = list(state.blocks)
+    info = [None] * len(st.blocks)
     x = state.x
     for b in reversed(range(len(st.blocks))):
-        blocks[b] = update_block(rng, st, b, tuple(blocks), x, data.clusters, warm, burning)
+        blocks[b], info[b] = update_block(rng, st, b, tuple(blocks), x, data.clusters, warm, burning)
     blocks = tuple(blocks)
     for k in range(len(st.incomplete)):
         x, blocks = impute_variable(rng, st, k, blocks, x, data.clusters, data.miss_index[k])
-    return State(x, blocks)
+    return State(x, blocks), tuple(info)
 
 
 def monitored(st: Structure, state: State):
@@ -149,6 +152,9 @@ class RunOutput(NamedTuple):
     post_trace: jax.Array    # (S * THIN, D, C, P) every post-burn-in sweep, or (0, D, C, P)
     burn_psr: jax.Array      # (D, 20, P) split R-hat in each of Blimp's burn-in windows
     post_psr: jax.Array      # (D, P) split R-hat of the post-burn-in trace (NaN without one)
+    moves: tuple             # per block: (D, C, 2, 2) accepted Metropolis moves of an ordinal
+                             # block with K > 2 (rows burn-in / after, columns thresholds /
+                             # ridge), None for every other block
 
 
 def diagnostics(burn_trace, post):
@@ -201,14 +207,21 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
                        (0, 0, None, None), (0, 0, 0, None))
         p0 = mon(states)
         m0 = collect(states, data)
+        # acceptance counts, burn-in and after apart, summed from each sweep's info
+        info = jax.eval_shape(step_fn, chain_keys, states, data, 0)[1]
+        moves0 = jax.tree_util.tree_map(
+            lambda a: jnp.zeros(a.shape[:-1] + (2,) + a.shape[-1:], jnp.int32), info)
         bufs = (jnp.zeros((max(burn, 1),) + p0.shape, p0.dtype),
                 jnp.zeros((max(num_saves, 1),) + p0.shape, p0.dtype),
                 jnp.zeros((max(num_saves, 1),) + m0.shape, m0.dtype))
 
         def step(carry, t):
-            states, (burn_buf, par_buf, imp_buf) = carry
+            states, moves, (burn_buf, par_buf, imp_buf) = carry
             report(t)
-            states = step_fn(chain_keys, states, data, t)
+            states, info = step_fn(chain_keys, states, data, t)
+            phase = jnp.where(t < burn, 0, 1)
+            moves = jax.tree_util.tree_map(
+                lambda m, a: m.at[..., phase, :].add(a.astype(m.dtype)), moves, info)
             p = mon(states)
             burn_buf = masked_write(burn_buf, t, p, t < burn)
             k = t - burn
@@ -216,12 +229,12 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
             par_buf = masked_write(par_buf, k // thin, p, is_save)
             if num_saves:
                 imp_buf = masked_write(imp_buf, k // thin, collect(states, data), is_save)
-            return (states, (burn_buf, par_buf, imp_buf)), (p if keep_post else None)
+            return (states, moves, (burn_buf, par_buf, imp_buf)), (p if keep_post else None)
 
-        (states, (burn_buf, par_buf, imp_buf)), post = jax.lax.scan(
-            step, (states, bufs), jnp.arange(total))
+        (states, moves, (burn_buf, par_buf, imp_buf)), post = jax.lax.scan(
+            step, (states, moves0, bufs), jnp.arange(total))
         post = post[burn:] if keep_post else jnp.zeros((0,) + p0.shape, p0.dtype)
-        return burn_buf[:burn], par_buf[:num_saves], imp_buf[:num_saves], states, post
+        return burn_buf[:burn], par_buf[:num_saves], imp_buf[:num_saves], states, post, moves
 
     @jax.jit
     def run(chain_keys, data):
@@ -232,20 +245,20 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
         num_sets, num_chains = chain_keys.shape[:2]
         depth = 2 if num_sets > 1 else 1 if num_chains > 1 else 0
         if depth == 2:
-            burn_trace, saved, imps, states, post = scan_sweeps(chain_keys, data, 2)
+            burn_trace, saved, imps, states, post, moves = scan_sweeps(chain_keys, data, 2)
         else:
             one = jax.tree_util.tree_map(lambda a: a[0], data)
             out = scan_sweeps(chain_keys[0] if depth else chain_keys[0, 0], one, depth)
             lead = (1,) * (2 - depth)
             trace = lambda a: a.reshape(a.shape[:1] + lead + a.shape[1:])
             burn_trace, saved, imps, post = map(trace, (out[0], out[1], out[2], out[4]))
-            states = jax.tree_util.tree_map(lambda a: a.reshape(lead + a.shape), out[3])
+            states, moves = jax.tree_util.tree_map(lambda a: a.reshape(lead + a.shape), (out[3], out[5]))
         # diagnostics on device: only summaries need to cross to the host. A run that holds
         # some of the chains leaves them to its caller, on the joined traces (empty tables here).
         if diagnose:
             burn_psr, post_psr = diagnostics(burn_trace, post)
         else:
             burn_psr = post_psr = jnp.zeros((0,), burn_trace.dtype)
-        return RunOutput(burn_trace, saved, imps, states, post, burn_psr, post_psr)
+        return RunOutput(burn_trace, saved, imps, states, post, burn_psr, post_psr, moves)
 
     return run

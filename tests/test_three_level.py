@@ -139,7 +139,7 @@ def test_level2_block_draws_beta_and_level3_intercepts_jointly():
     x = jnp.asarray(v, jnp.float32)
 
     def draw(k):
-        out = kb.update_block(rs(k), st, 0, bstate, x, ca)
+        out, _ = kb.update_block(rs(k), st, 0, bstate, x, ca)
         return jnp.concatenate([out.beta, out.v3])
     s = np.asarray(jax.vmap(draw)(keys()))
     w2, w3 = v[::N_PER, 2], v[::N_PER, 3]
