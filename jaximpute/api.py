@@ -152,8 +152,8 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
     return run(script, table, progress=progress, stream=stream, sampler=sampler)
 
 
-def _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, ordinal, outcome,
-               processors=None, options=()):
+def many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, ordinal, outcome,
+              processors=None, options=()):
     """The spec and settings of impute_many's batch (the model set up from the first data set)."""
     table = DataTable(tuple(names), datasets[0], "<simulated>",
                       np.zeros(len(names), bool), None, False)
@@ -178,8 +178,8 @@ def impute_many_memory(datasets, names, model: str, *, nimps: int = 20, burn: in
     program is compiled, not run): for choosing a simulation study's batch size."""
     from .run import program_memory
     datasets = np.asarray(datasets, dtype=np.float64)
-    spec, settings = _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed,
-                                ordinal, outcome, options=options)
+    spec, settings = many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed,
+                               ordinal, outcome, options=options)
     return program_memory(spec, settings, list(datasets))
 
 
@@ -195,8 +195,8 @@ def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 100
     `options` (a prior: ``"prior1"``, ``"prior2"``, ``"prior3"``) and `processors`: as in `impute`.
     """
     datasets = np.asarray(datasets, dtype=np.float64)
-    spec, settings = _many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed,
-                                ordinal, outcome, processors, options)
+    spec, settings = many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed,
+                               ordinal, outcome, processors, options)
     prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress) if progress else None
     raw = sample(spec, settings, datasets=list(datasets), progress=prog)
     out = np.stack([imputed_tables(spec, raw, nimps, chains, dataset=d, values=datasets[d])

@@ -98,13 +98,13 @@ def spread_over_devices(keys, data: Data, num_sets: int):
     n = len(devices)
     if n == 1 or num_sets == 1:
         return keys, data
-    keys, data = _pad_sets(keys, data, n)
+    keys, data = pad_sets(keys, data, n)
     mesh = jax.sharding.Mesh(np.array(devices), ("sets",))
     shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("sets"))
     return jax.device_put(keys, shard), jax.tree_util.tree_map(lambda a: jax.device_put(a, shard), data)
 
 
-def _pad_sets(keys, data, multiple: int):
+def pad_sets(keys, data, multiple: int):
     """Keys and data of a batch padded to a multiple of `multiple` data sets with copies of the
     last one (whose results the caller drops); the real data sets keep their own keys."""
     pad = (-keys.shape[0]) % multiple
@@ -115,7 +115,7 @@ def _pad_sets(keys, data, multiple: int):
             jax.tree_util.tree_map(extend, data))
 
 
-def _bucket(m: int, universe: int) -> int:
+def bucket(m: int, universe: int) -> int:
     """A padded length for an index list of m cells out of `universe` (rows, or clusters for a
     level-2 variable): the universe itself when it is at most 256, else m rounded up to a
     multiple of universe / 8, at most the universe. The largest count over a batch's data sets
@@ -155,7 +155,7 @@ def _program(spec: ModelSpec, settings: Settings, datasets, progress, diagnose: 
         data = stack_data([p[2] for p in prepared])
         universe = [st.num_clusters if st.var_levels[v] == 2 else data.x.shape[1] for v in st.incomplete]
         data = data._replace(miss_index=tuple(       # padding: out-of-range indices, dropped
-            np.pad(a, ((0, 0), (0, _bucket(a.shape[1], u) - a.shape[1])), constant_values=np.iinfo(np.int32).max)
+            np.pad(a, ((0, 0), (0, bucket(a.shape[1], u) - a.shape[1])), constant_values=np.iinfo(np.int32).max)
             for a, u in zip(data.miss_index, universe)))
     else:
         data = jax.tree_util.tree_map(lambda a: np.asarray(a)[None], prepared[0][2])
@@ -248,7 +248,7 @@ def _split_inputs(keys, data, groups: int, axis: int):
     if axis == 2:
         size = keys.shape[1] // groups
         return [(keys[:, g * size:(g + 1) * size], data) for g in range(groups)]
-    keys, data = _pad_sets(keys, data, groups)
+    keys, data = pad_sets(keys, data, groups)
     size = keys.shape[0] // groups
     return [(keys[g * size:(g + 1) * size],
              jax.tree_util.tree_map(lambda a: a[g * size:(g + 1) * size], data)) for g in range(groups)]

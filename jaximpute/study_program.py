@@ -17,9 +17,9 @@ and method runs the same compiled program:
 
 - the model is set up (levels, standardisation, ordinal codes) from one incomplete data set,
   the condition's first replication in which every variable that is ever incomplete is
-  incomplete (``api._many_spec`` does the same from a batch's first data set);
+  incomplete (``api.many_spec`` does the same from a batch's first data set);
 - the sampler's lists of missing cells have static lengths: the largest count over all the
-  condition's replications, rounded up by ``run._bucket``. A pilot program draws every
+  condition's replications, rounded up by ``run.bucket``. A pilot program draws every
   replication's deletion pattern once to find it (cheap next to one batch's imputation).
 
 The program checks on device that each data set fits what was fixed (every incomplete
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .api import _many_spec
+from .api import many_spec
 from .compile import prepare
 from .kernels.state import Data
 from .kernels.stream import Stream, with_stream
@@ -49,7 +49,7 @@ from .kernels.sweep import diagnostics, make_runner
 from .lmm import batched_fitter, start_theta
 from .pool import rules
 from . import xla_options
-from .run import Settings, _bucket, _pad_sets, chain_keys, parallel_split
+from .run import Settings, bucket, pad_sets, chain_keys, parallel_split
 from .simulate_slope import MODELS, NAMES, Design, design_arrays, variances
 
 INT_FILL = np.iinfo(np.int32).max         # an out-of-range index: the sampler drops it
@@ -267,12 +267,12 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
     unit_col = np.repeat(d.unit_of_cluster + 1.0, d.cluster_size) if d.units else None
     with_unit = (lambda a: np.column_stack([unit_col, a])) if d.units else (lambda a: a)  # noqa: E731
     template = with_unit(plan.template)
-    spec, settings = _many_spec(template[None], list(table_names(d)), model, imp.nimps, imp.burn,
-                                imp.thin, imp.chains, 0, (), ordinal, outcome, options=(imp.prior,))
+    spec, settings = many_spec(template[None], list(table_names(d)), model, imp.nimps, imp.burn,
+                               imp.thin, imp.chains, 0, (), ordinal, outcome, options=(imp.prior,))
     st, layout, data0, _ = prepare(spec, template)
     xv = spec.x_vars
     level2 = [st.var_levels[k] == 2 for k in range(len(xv))]
-    caps = tuple(_bucket(int(plan.clusters_missing[xv[k].column - off] if level2[k] else
+    caps = tuple(bucket(int(plan.clusters_missing[xv[k].column - off] if level2[k] else
                              plan.rows_missing[xv[k].column - off]),
                          st.num_clusters if level2[k] else st.num_rows) for k in st.incomplete)
     st = st._replace(num_missing=caps)
@@ -436,7 +436,7 @@ def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, co
     base = (seed, condition, d, condition_reps, imp)
     if len(devices) > 1 and num > 1:
         n = len(devices)
-        kk, gk = _pad_sets(keys, gen_keys, n)
+        kk, gk = pad_sets(keys, gen_keys, n)
         mesh = jax.sharding.Mesh(np.array(devices), ("sets",))
         spec = jax.sharding.PartitionSpec("sets")
 
@@ -450,7 +450,7 @@ def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, co
     else:
         groups = parallel_split(settings, imp.chains, num)[0] if settings else 1
         groups = groups if num >= groups else 1
-        kk, gk = _pad_sets(keys, gen_keys, groups)
+        kk, gk = pad_sets(keys, gen_keys, groups)
         size = gk.shape[0] // groups
         parts = [(gk[i * size:(i + 1) * size], kk[i * size:(i + 1) * size]) for i in range(groups)]
         prog = _compiled(base + (parts[0][0].shape,), build, *parts[0])

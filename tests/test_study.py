@@ -115,7 +115,7 @@ def test_prior_is_part_of_the_study(tmp_path):
     of prior2 results is not resumed with prior1) and reaches the model that the imputation
     programs are built from; the default prior and two-level designs leave the fingerprint of
     studies written before those keys existed unchanged."""
-    from jaximpute.api import _many_spec
+    from jaximpute.api import many_spec
     st2 = S.load_study(write(tmp_path, TINY))
     st1 = S.load_study(write(tmp_path, TINY.replace("chains = 2", "chains = 2\nprior = \"prior1\""), "p1.toml"))
     assert (st2.prior, st1.prior) == ("prior2", "prior1")
@@ -130,7 +130,7 @@ def test_prior_is_part_of_the_study(tmp_path):
     _, inc = S.generate_batch(3, 0, np.arange(1), Design(12, 4))
     model, outcome = S.IMPUTATION_MODELS["focal"]
     for prior in ("prior1", "prior2", "prior3"):
-        spec, _ = _many_spec(inc, ["cluster", "y", "x", "w"], model, 2, 10, 5, 1, 0, (), (), outcome,
+        spec, _ = many_spec(inc, ["cluster", "y", "x", "w"], model, 2, 10, 5, 1, 0, (), (), outcome,
                              options=(prior,))
         assert spec.prior.name == prior
 

@@ -26,9 +26,9 @@ def test_batch_program_equals_host_pipeline(method, prior):
     """Same keys, same engine seed, same data: the one-program batch and the host pipeline
     agree to float32 rounding of the sampler (it runs split differently: data sets here, chains
     there), far below what a wrong key, cell or code would change (O(0.1) in an estimate).
-    300 rows, so the missing-cell lists are padded to a multiple of N/8 (run._bucket), and an
+    300 rows, so the missing-cell lists are padded to a multiple of N/8 (run.bucket), and an
     ordinal x for the focal model (codes snapped back on device); and a prior other than the
-    default reaches both (api._many_spec's OPTIONS line)."""
+    default reaches both (api.many_spec's OPTIONS line)."""
     d = Design(clusters=30, cluster_size=10, cuts=(-0.5, 0.5))
     imp = P.Imputation(method, 4, 60, 20, 2, prior)
     reps = np.arange(REPS)
