@@ -335,6 +335,7 @@ class _LinearParser:
                 raise DataError(f"constraint '{text}': cannot read '{src[pos:].strip()}'; expected "
                                 "a linear function of the fixed effects such as 'x - w == 0'")
             kind = mt.lastgroup
+            assert kind is not None
             val = mt.group(kind)
             self.tokens.append(("name" if kind == "quoted" else kind, val))
             pos = mt.end()
@@ -486,4 +487,4 @@ def test_constraints(frames, formula: str, constraints, method: str = "D1", *,
                        method=method, df_com=df_com, ariv=ariv, reml=reml)
 
 
-test_constraints.__test__ = False      # a library function, not a pytest test when imported
+test_constraints.__test__ = False  # type: ignore[attr-defined]  # a library function, not a pytest test

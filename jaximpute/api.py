@@ -212,7 +212,8 @@ def run(script: Script, table: DataTable, *, progress: bool = True, stream=None,
     if sampler is not None:
         spec.sampler = sampler
     seed_drawn = script.seed is None
-    seed = secrets.randbelow(2**31) if seed_drawn else int(script.seed)
+    seed = secrets.randbelow(2**31) if script.seed is None else int(script.seed)
+    assert script.burn is not None                      # check_runnable
     settings = Settings(burn=script.burn, thin=script.thin or 1, nimps=script.nimps,
                         chains=script.chains, seed=seed, processors=script.processors,
                         keep_post=bool(script.estimates) or (not script.nimps and bool(script.iterations)),

@@ -119,6 +119,7 @@ def cmd_run(args) -> int:
     _enable_compilation_cache()
     result = run_model(script, table, progress=not (args.no_progress or args.quiet))
     if script.nimps:
+        assert outfile is not None                      # check_runnable
         t = time.perf_counter()
         paths = result.write(outfile)
         result.report.timing["writing"] = time.perf_counter() - t

@@ -21,7 +21,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = None          # set at the first sweep, so compile time is not counted
+        self.start: float | None = None   # set at the first sweep, so compile time is not counted
         self.last_pct = -1
         self.lock = threading.Lock()
 
@@ -46,6 +46,7 @@ class Progress:
             self._show(done, pct)
 
     def _show(self, done: int, pct: int) -> None:
+        assert self.start is not None
         elapsed = time.perf_counter() - self.start
         eta = elapsed / done * (self.total - done)
         if self.tty:

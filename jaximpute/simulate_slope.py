@@ -273,6 +273,7 @@ def method_records(method: str, full, inc, d: Design, g, *, nimps: int, burn: in
     if method == "listwise":
         keep = ~np.isnan(inc[..., 1:]).any(axis=-1)
         return records_direct(fit_batch(np.nan_to_num(inc), g, d.clusters, weight=keep.astype(float)), d), None, None
+    assert seed is not None                 # every imputation method has its engine seed
     t0 = time.perf_counter()
     model, outcome = models[method]
     ordinal = ("x",) if d.ordinal and method == "focal" else ()
@@ -300,7 +301,9 @@ def run_study(designs=(Design(50, 20), Design(100, 10)), reps: int = 200, *, nim
     and batch). ``attrs`` of the summary hold realised missing rates, timings and settings.
     """
     root = np.random.SeedSequence(seed)
-    frames, rates, timing = [], {}, {}
+    frames: list = []
+    rates: dict = {}
+    timing: dict = {}
     for d, cseq in zip(designs, root.spawn(len(designs))):
         data_seq, engine_seq = cseq.spawn(2)
         rep_seqs = data_seq.spawn(reps)

@@ -34,11 +34,13 @@ class ClusterArrays(NamedTuple):
         """The same arrays one level up: clusters as the rows, level-3 units as the clusters
         (a level-2 block's level-3 random intercept is a level-1 block's random intercept
         there, and takes the same draws)."""
+        assert self.unit is not None and self.first_cluster is not None and self.unit_weight is not None
         return ClusterArrays(self.unit, self.first_cluster, self.cluster_weight, self.unit_weight)
 
 
 def unit_sum(a, ca: ClusterArrays, num_units: int):
     """Sum per-cluster values `a` (J, ...) within each level-3 unit -> (K, ...)."""
+    assert ca.unit is not None
     return jax.ops.segment_sum(a, ca.unit, num_units, indices_are_sorted=True)
 
 

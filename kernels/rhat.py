@@ -70,8 +70,8 @@ def burnin_table(trace, rows: int = 20):
     t = np.arange(burn)
     wts = jnp.asarray(((t >= np.array(lo)[:, None]) & (t < np.array(hi)[:, None])).astype(np.float32),
                       trace.dtype)                                    # (2 rows, BURN)
-    n = np.array(n)
-    cnt = jnp.asarray(np.repeat(np.maximum(n, 1), 2).astype(np.float32), trace.dtype)[:, None, None]
+    sizes = np.array(n)
+    cnt = jnp.asarray(np.repeat(np.maximum(sizes, 1), 2).astype(np.float32), trace.dtype)[:, None, None]
     x = trace - jnp.mean(trace, axis=(0, 1))           # centred: float32 sums keep their digits
     means = jnp.einsum("wt,tcp->wcp", wts, x) / cnt                     # (2 rows, C, P)
     dev2 = jnp.einsum("wt,wtcp->wcp", wts, jnp.square(x[None] - means[:, None]))
@@ -81,14 +81,14 @@ def burnin_table(trace, rows: int = 20):
     w = jnp.mean(hv, axis=1)
     hm = hm - jnp.mean(hm, axis=1, keepdims=True)
     b_over_n = jnp.sum(jnp.square(hm), axis=1) / (2 * c - 1)
-    nn = jnp.asarray(np.maximum(n, 1).astype(np.float32), trace.dtype)[:, None]
+    nn = jnp.asarray(np.maximum(sizes, 1).astype(np.float32), trace.dtype)[:, None]
     var_plus = (nn - 1.0) / nn * w + b_over_n
     # a parameter that does not vary within the halves: its centred sums are rounding noise
     # (a few ulps of its size), not a variance; NaN, as split_rhat gives for w = 0
     tiny = jnp.square(8.0 * jnp.finfo(trace.dtype).eps * jnp.max(jnp.abs(trace), axis=(0, 1)))
     varies = w > tiny
     psr = jnp.where(varies, jnp.sqrt(var_plus / jnp.where(varies, w, 1.0)), jnp.nan)
-    return jnp.where(jnp.asarray(n >= 2)[:, None], psr, jnp.nan)
+    return jnp.where(jnp.asarray(sizes >= 2)[:, None], psr, jnp.nan)
 
 
 def ess(draws):

@@ -18,7 +18,8 @@ LATENT = "latent"    # a parent block's random intercept (its latent cluster mea
 
 class Factor(NamedTuple):
     kind: str        # VAR or LATENT
-    index: int       # column of x (VAR) or index of the parent block (LATENT)
+    # column of x (VAR) or index of the parent block (LATENT); the name shadows tuple.index
+    index: int  # type: ignore[assignment]
 
 
 class Term(NamedTuple):
