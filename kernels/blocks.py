@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from . import draws, ordinal
 from .linalg import spd_inverse
 from .clusters import ClusterArrays, cluster_sum, expand, first, first_of_unit, unit_expand, unit_sum
-from .state import BlockState
+from .state import BlockState, Level3, Probit
 from .stream import Stream
 from .structure import LATENT, VAR, Block, Factor, Structure, Term
 
@@ -131,7 +131,7 @@ def random_part(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca: Clus
 def linear_predictor(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca):
     eta = (_combine(blk.terms, lambda k: bs.beta[k], x_rows, lat)
            + random_part(st, blk, bs, x_rows, lat, ca))
-    return eta + level3_part(st, blk, bs.v3, ca) if st.has_level3(blk) else eta
+    return eta + level3_part(st, blk, bs.level3.v3, ca) if st.has_level3(blk) else eta
 
 
 def affine_in(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca, factor, current):
@@ -279,7 +279,7 @@ def child_response(child: Block, cs: BlockState, x_rows):
     """What a child block regresses, at its rows: its outcome's values, or for an ordinal child
     its latent responses z (given z, the probit child is a normal regression with unit variance,
     and the category constraint does not involve the parent: the augmented Gibbs step is exact)."""
-    return cs.z if child.codes else x_rows[:, child.outcome]
+    return cs.probit.z if child.codes else x_rows[:, child.outcome]
 
 
 def latent_child_terms(st: Structure, b: int, blocks, x, ca):
@@ -319,12 +319,12 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
     x_rows, w = rows_of(st, blk, x, ca)
     lat = latents_at(st, blk, blocks, ca)
     t = design(blk.terms, x_rows, lat)
-    latent_state = {}
+    probit = None
     info = None
     if blk.codes:
         cat = category_of(x_rows[:, blk.outcome], blk.codes)
         mu = linear_predictor(st, blk, bs, x_rows, lat, ca)
-        tau, scale = bs.tau, bs.tau_scale
+        tau, scale = bs.probit.tau, bs.probit.tau_scale
         k = blk.categories
         if k > 2:
             tau, acc, loglik = ordinal.threshold_step(rng.uniform((k - 2,)), rng.uniform(), tau, cat,
@@ -346,16 +346,17 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
             info = accepted
         y = ordinal.truncated_normal(rng.uniform(mu.shape), mu, tau[cat - 1], tau[cat])
         bs = bs._replace(s2=jnp.ones_like(bs.s2))
-        latent_state = dict(z=y, tau=tau, tau_scale=scale)
+        probit = Probit(y, tau, scale)
     else:
         y = x_rows[:, blk.outcome]
-    u, sigma, v3 = bs.u, bs.sigma, bs.v3
+    u, sigma = bs.u, bs.sigma
+    v3 = bs.level3.v3 if bs.level3 is not None else None
     level3 = st.has_level3(blk)
     if blk.random:
         z = design(blk.random, x_rows, lat)
         c_prec, c_lin = latent_child_terms(st, b, blocks, x, ca)
         if level3:
-            beta, u, v3 = draw_beta_u(rng, st, blk, bs, y, t, z, w, ca, c_prec, c_lin, bs.s3)
+            beta, u, v3 = draw_beta_u(rng, st, blk, bs, y, t, z, w, ca, c_prec, c_lin, bs.level3.s3)
         else:
             beta, u = draw_beta_u(rng, st, blk, bs, y, t, z, w, ca, c_prec, c_lin)
         sigma = draw_sigma(rng, st, blk, u, ca.cluster_weight)
@@ -386,18 +387,18 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
         up = st._replace(num_rows=st.num_clusters, num_clusters=st.num_units, rows_per_cluster=0)
         zeros = jnp.zeros((st.num_units,), y.dtype)
         beta, u_up = draw_beta_u(rng, up, blk._replace(random=(Term(()),)),
-                                 bs._replace(sigma=bs.s3.reshape(1, 1)), y, t,
+                                 bs._replace(sigma=bs.level3.s3.reshape(1, 1)), y, t,
                                  jnp.ones((y.shape[0], 1), y.dtype), w, ca.up(), zeros, zeros)
         v3 = u_up[:, 0]
         resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed)) - level3_part(st, blk, v3, ca)
     else:
         beta = draw_beta(rng, bs, y, t, w)
         resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
-    extra = dict(v3=v3, s3=draw_s3(rng, st, v3, ca.unit_weight)) if level3 else {}
+    l3 = Level3(v3, draw_s3(rng, st, v3, ca.unit_weight)) if level3 else None
     if blk.codes:
-        return BlockState(beta, u, sigma, bs.s2, **latent_state, **extra), info
+        return BlockState(beta, u, sigma, bs.s2, probit, l3), info
     s2 = draw_s2(rng, st, resid, w)
-    return BlockState(beta, u, sigma, s2, **extra), info
+    return BlockState(beta, u, sigma, s2, None, l3), info
 
 
 def category_of(values, codes):

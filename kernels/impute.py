@@ -78,7 +78,7 @@ def category_log_weights(st: Structure, v: int, blocks, x, ca: ClusterArrays, id
     c_prec, c_lin = child_terms(st, v, blocks, x, ca)
     if idx is not None:        # only the missing cells: the K probit terms are the costly part
         mu, c_prec, c_lin = (a.at[idx].get(mode="fill", fill_value=0.0) for a in (mu, c_prec, c_lin))
-    own_part = ordinal.all_category_log_probs(ob.tau, mu, own.categories)     # K x (n,)
+    own_part = ordinal.all_category_log_probs(ob.probit.tau, mu, own.categories)     # K x (n,)
     return [lp + c_lin * code - 0.5 * c_prec * code * code
             for lp, code in zip(own_part, own.codes)], mu
 
@@ -100,7 +100,7 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
         logw, mu = category_log_weights(st, v, blocks, x, ca, idx)
         cat = ordinal.draw_category(rng.uniform(miss_index.shape), logw)
         draw = sum(jnp.where(cat == c, jnp.asarray(code, x.dtype), 0.0) for c, code in enumerate(own.codes))
-        lo, hi = ordinal.interval_of(blocks[b].tau, cat, own.categories)
+        lo, hi = ordinal.interval_of(blocks[b].probit.tau, cat, own.categories)
         latent = ordinal.truncated_normal(rng.uniform(miss_index.shape), mu, lo, hi)
     elif own.codes:
         draw, latent = _ordinal_outcome_draw(st, v, blocks, x, ca, idx, rng.normal(miss_index.shape))
@@ -110,8 +110,9 @@ def impute_variable(rng: Stream, st: Structure, k: int, blocks, x, ca: ClusterAr
         draw = mean.at[idx].get(mode="fill", fill_value=0.0) + z * jax.lax.rsqrt(
             prec.at[idx].get(mode="fill", fill_value=1.0))
     if own.codes:
-        z_new = blocks[b].z.at[per_chain(idx, latent)].set(latent, mode="drop")
-        blocks = blocks[:b] + (blocks[b]._replace(z=z_new),) + blocks[b + 1:]
+        probit = blocks[b].probit
+        z_new = probit.z.at[per_chain(idx, latent)].set(latent, mode="drop")
+        blocks = blocks[:b] + (blocks[b]._replace(probit=probit._replace(z=z_new)),) + blocks[b + 1:]
     level = st.var_levels[v]
     if level == 1:
         return x.at[per_chain(idx, draw), v].set(draw, mode="drop"), blocks
@@ -138,7 +139,7 @@ def _ordinal_outcome_draw(st: Structure, v: int, blocks, x, ca, idx, z):
     x_rows, _ = rows_of(st, own, x, ca)
     mu = linear_predictor(st, own, ob, x_rows, latents_at(st, own, blocks, ca), ca)
     latent = mu.at[idx].get(mode="fill", fill_value=0.0) + z
-    cat = 1 + sum((latent > ob.tau[j]).astype(jnp.int32) for j in range(1, own.categories))
+    cat = 1 + sum((latent > ob.probit.tau[j]).astype(jnp.int32) for j in range(1, own.categories))
     return jnp.asarray(own.codes, x.dtype)[cat - 1], latent
 
 

@@ -9,18 +9,32 @@ import jax
 from .clusters import ClusterArrays
 
 
+class Probit(NamedTuple):
+    """The latent side of an ordinal (probit) block (Albert & Chib 1993)."""
+
+    z: jax.Array           # latent responses at the block's rows
+    tau: jax.Array         # thresholds (K + 1,): -inf, 0, tau_2, ..., +inf
+    tau_scale: jax.Array   # (2,) proposal SDs of the threshold step and the ridge move (tuned in
+                           # burn-in)
+
+
+class Level3(NamedTuple):
+    """A level-1 or level-2 block's level-3 random intercepts in three-level data."""
+
+    v3: jax.Array          # (K,) the intercepts
+    s3: jax.Array          # () their variance
+
+
 class BlockState(NamedTuple):
+    """One block's position in the chain: its regression, and the parts that only some blocks
+    have, each a state of its own (None where the block has no such part)."""
+
     beta: jax.Array    # (P,) fixed effects
     u: jax.Array       # (J, q) random effects (q = 0 for blocks without them)
     sigma: jax.Array   # (q, q) random-effect covariance
     s2: jax.Array      # () residual variance (1 for an ordinal block: the probit scale)
-    z: jax.Array | None = None          # ordinal block: latent responses at its rows
-    tau: jax.Array | None = None        # ordinal block: thresholds (K + 1,), -inf, 0, ..., +inf
-    tau_scale: jax.Array | None = None  # ordinal block: (2,) proposal SDs of the threshold step and
-                                        # the ridge move (tuned in burn-in)
-    v3: jax.Array | None = None         # three-level data, level-1/2 block: (K,) level-3 random
-                                        # intercepts
-    s3: jax.Array | None = None         # and their variance ()
+    probit: Probit | None = None        # ordinal blocks
+    level3: Level3 | None = None        # level-1 and level-2 blocks of three-level data
 
 
 class State(NamedTuple):

@@ -19,7 +19,7 @@ from . import rhat
 from .blocks import spread, update_block, values_at
 from .stream import Stream, with_stream
 from .impute import impute_variable, missing_values
-from .state import BlockState, Data, State
+from .state import BlockState, Data, Level3, Probit, State
 from .structure import Structure
 
 
@@ -58,23 +58,23 @@ def _start(rng: Stream, st: Structure, data: Data) -> State:
         # latent cluster means would otherwise see an all-zero predictor column
         u = jnp.sqrt(scale) * rng.normal((st.num_clusters, q))
         # three-level data: level-3 intercepts start the same way, with the same variance
-        extra = (dict(v3=jnp.sqrt(scale) * rng.normal((st.num_units,)), s3=scale)
-                 if st.has_level3(blk) else {})
+        level3 = (Level3(jnp.sqrt(scale) * rng.normal((st.num_units,)), jnp.asarray(scale))
+                  if st.has_level3(blk) else None)
         if blk.codes:
             # probit scale: unit residual variance; thresholds one latent SD apart to start
             k = blk.categories
             inner = jnp.arange(k - 1, dtype=x.dtype)                   # tau_1 = 0, tau_2 = 1, ...
             tau = jnp.concatenate([jnp.array([-jnp.inf], x.dtype), inner, jnp.array([jnp.inf], x.dtype)])
+            probit = Probit(jnp.zeros((st.rows(blk.level),), x.dtype), tau, jnp.full((2,), 0.2, x.dtype))
             blocks.append(BlockState(jnp.zeros((blk.num_fixed,), x.dtype), u, sig,
-                                     jnp.ones((), x.dtype), jnp.zeros((st.rows(blk.level),), x.dtype), tau,
-                                     jnp.full((2,), 0.2, x.dtype), **extra))
+                                     jnp.ones((), x.dtype), probit, level3))
             continue
         blocks.append(BlockState(
             beta=jnp.zeros((blk.num_fixed,), x.dtype),
             u=u,
             sigma=sig,
             s2=s2,
-            **extra,
+            level3=level3,
         ))
     return State(x, tuple(blocks))
 
@@ -115,9 +115,9 @@ def monitored(st: Structure, state: State):
             rows, cols = jnp.tril_indices(q)
             parts.append(bs.sigma[rows, cols])
         if st.has_level3(blk):
-            parts.append(bs.s3[None])
+            parts.append(bs.level3.s3[None])
         if blk.codes:
-            parts.append(bs.tau[2:blk.categories])        # the free thresholds tau_2..tau_(K-1)
+            parts.append(bs.probit.tau[2:blk.categories])        # the free thresholds tau_2..tau_(K-1)
         else:
             parts.append(bs.s2[None])
     return jnp.concatenate(parts)

@@ -126,7 +126,7 @@ def _enumeration_case(level2: bool, seed: int, codes=(-1.0, 0.2, 1.5)):
     codes (binary) and the one threshold 0."""
     import jax.numpy as jnp
 
-    from jaximpute.kernels.state import BlockState
+    from jaximpute.kernels.state import BlockState, Probit
     from test_conditionals_slopes import J, N_PER, data, model, random_state
 
     st, ca = model(slope=True, product=True)
@@ -139,8 +139,8 @@ def _enumeration_case(level2: bool, seed: int, codes=(-1.0, 0.2, 1.5)):
     bs = list(random_state(st, rng))
     n = J * N_PER if not level2 else J
     tau = jnp.asarray([-np.inf, 0.0, 0.9, np.inf][:len(codes)] + [np.inf], jnp.float32)
-    bs[b] = BlockState(bs[b].beta, bs[b].u, bs[b].sigma, jnp.float32(1.0), jnp.zeros(n), tau,
-                       jnp.float32(0.2))
+    bs[b] = BlockState(bs[b].beta, bs[b].u, bs[b].sigma, jnp.float32(1.0),
+                       Probit(jnp.zeros(n), tau, jnp.float32(0.2)))
     vals = data(rng)
     pick = rng.integers(0, len(codes), J if level2 else J * N_PER)
     if level2:
@@ -160,7 +160,7 @@ def _brute_force_probs(st, bs, vals, codes, v, level2):
     cl = np.repeat(np.arange(J), N_PER)
     yb, xb, wb = (np.asarray(b.beta, np.float64) for b in bs)
     uy, ux = np.asarray(bs[0].u, np.float64), np.asarray(bs[1].u, np.float64)
-    tau = np.asarray(bs[st.block_of(v)].tau, np.float64)
+    tau = np.asarray(bs[st.block_of(v)].probit.tau, np.float64)
 
     def loglik_rows(x, w):
         mu_y = yb[0] + yb[1] * x + yb[2] * w + yb[3] * x * w + uy[cl, 0] + uy[cl, 1] * x
@@ -263,7 +263,7 @@ def test_a_parent_of_an_ordinal_block_conditions_on_its_latent_responses():
     import jax.numpy as jnp
 
     from jaximpute.kernels.impute import conditional
-    from jaximpute.kernels.state import BlockState
+    from jaximpute.kernels.state import BlockState, Probit
     from test_conditionals_slopes import J, N_PER, brute_force_level1, data, model, random_state
 
     st, ca = model(slope=True, product=True)
@@ -276,7 +276,7 @@ def test_a_parent_of_an_ordinal_block_conditions_on_its_latent_responses():
     z = rng.normal(size=J * N_PER)
     tau = jnp.asarray([-np.inf, 0.0, 0.9, np.inf], jnp.float32)
     bs[0] = BlockState(bs[0].beta, bs[0].u, bs[0].sigma, jnp.float32(1.0),
-                       jnp.asarray(z, jnp.float32), tau, jnp.float32(0.2))
+                       Probit(jnp.asarray(z, jnp.float32), tau, jnp.float32(0.2)))
     vals = data(rng)
     vals[:, 0] = np.asarray(codes)[rng.integers(0, 3, J * N_PER)]      # y's codes: unused here
     mean, prec = conditional(st, 1, tuple(bs), jnp.asarray(vals, jnp.float32), ca)
@@ -303,7 +303,7 @@ def test_imputed_category_and_latent_response_are_drawn_together(level2):
     st, ca, bs, vals, codes, v = _enumeration_case(level2, seed=41 + level2)
     x = jnp.asarray(vals, jnp.float32)
     b = st.block_of(v)
-    n = bs[b].z.shape[0]
+    n = bs[b].probit.z.shape[0]
     idx = jnp.arange(n)
     _, mu = category_log_weights(st, v, bs, x, ca, idx)
     from test_conditionals_slopes import N_PER
@@ -311,9 +311,9 @@ def test_imputed_category_and_latent_response_are_drawn_together(level2):
 
     def one(k):
         xs, blocks = impute_variable(rs(k), st, 0, bs, x, ca, idx)
-        return xs[rows, v], blocks[b].z
+        return xs[rows, v], blocks[b].probit.z
     codes_drawn, z = (np.asarray(a, np.float64) for a in jax.vmap(one)(keys()))
-    tau = np.asarray(bs[b].tau, np.float64)
+    tau = np.asarray(bs[b].probit.tau, np.float64)
     cat = np.searchsorted(np.asarray(codes), codes_drawn - 1e-4)       # 0-based category
     assert np.all((z > tau[cat] - 1e-5) & (z <= tau[cat + 1] + 1e-5))
     # E[z | category] = mu + (phi(a) - phi(b)) / (Phi(b) - Phi(a)), a, b the interval minus mu
@@ -337,7 +337,7 @@ def test_an_imputed_ordinal_outcome_keeps_its_latent_response():
     import jax.numpy as jnp
 
     from jaximpute.kernels.impute import impute_variable
-    from jaximpute.kernels.state import BlockState
+    from jaximpute.kernels.state import BlockState, Probit
     from test_conditionals import keys, rs
     from test_conditionals_slopes import J, N_PER, data, model, random_state
 
@@ -350,7 +350,7 @@ def test_an_imputed_ordinal_outcome_keeps_its_latent_response():
     bs = list(random_state(st, rng))
     tau = jnp.asarray([-np.inf, 0.0, np.inf], jnp.float32)
     bs[0] = BlockState(bs[0].beta, bs[0].u, bs[0].sigma, jnp.float32(1.0),
-                       jnp.zeros(J * N_PER, jnp.float32), tau, jnp.float32(0.2))
+                       Probit(jnp.zeros(J * N_PER, jnp.float32), tau, jnp.float32(0.2)))
     vals = data(rng)
     vals[:, 0] = np.asarray(codes)[rng.integers(0, 2, J * N_PER)]
     x = jnp.asarray(vals, jnp.float32)
@@ -358,7 +358,7 @@ def test_an_imputed_ordinal_outcome_keeps_its_latent_response():
 
     def one(k):
         xs, b = impute_variable(rs(k), st, 0, tuple(bs), x, ca, idx)
-        return xs[:, 0], b[0].z
+        return xs[:, 0], b[0].probit.z
     y, z = (np.asarray(a) for a in jax.vmap(one)(keys()))
     assert set(np.unique(y)) <= {0.0, 1.0}
     assert np.array_equal(y == 1.0, z > 0.0)

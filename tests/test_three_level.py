@@ -24,7 +24,7 @@ from jaximpute.errors import DataError
 from jaximpute.kernels import blocks as kb
 from jaximpute.kernels.clusters import ClusterArrays
 from jaximpute.kernels.impute import conditional, impute_variable
-from jaximpute.kernels.state import BlockState
+from jaximpute.kernels.state import BlockState, Level3
 from jaximpute.kernels.structure import VAR, Block, Factor, Prior, Structure, Term
 
 from test_conditionals import check_mean, check_var, keys, rs
@@ -49,8 +49,8 @@ def state(st, rng, sigma=None):
     out = []
     for blk in st.blocks:
         q = blk.num_random
-        extra = dict(v3=jnp.asarray(rng.normal(size=K), jnp.float32),
-                     s3=jnp.float32(rng.uniform(0.3, 0.8))) if st.has_level3(blk) else {}
+        extra = dict(level3=Level3(jnp.asarray(rng.normal(size=K), jnp.float32),
+                                   jnp.float32(rng.uniform(0.3, 0.8)))) if st.has_level3(blk) else {}
         sig = np.eye(q) * 0.7 if sigma is None or q != len(sigma) else sigma
         out.append(BlockState(jnp.asarray(rng.normal(size=blk.num_fixed), jnp.float32),
                               jnp.asarray(rng.normal(size=(J, q)), jnp.float32),
@@ -96,7 +96,7 @@ def test_level1_block_draws_beta_level3_intercepts_and_random_effects_jointly():
     y = rows[:, 0]
 
     def draw(k):
-        beta, u, v3 = kb.draw_beta_u(rs(k), st, blk, bs, y, t, z, w, ca, cp, cl, bs.s3)
+        beta, u, v3 = kb.draw_beta_u(rs(k), st, blk, bs, y, t, z, w, ca, cp, cl, bs.level3.s3)
         return jnp.concatenate([beta, u.reshape(-1), v3])
     s = np.asarray(jax.vmap(draw)(keys()))
     tn, zn = np.asarray(t, np.float64), np.asarray(z, np.float64)
@@ -110,7 +110,7 @@ def test_level1_block_draws_beta_level3_intercepts_and_random_effects_jointly():
         d[r, p + 2 * J + UNIT_OF_CLUSTER[j]] = 1.0
     prior = np.zeros((d.shape[1],) * 2)
     prior[p:p + 2 * J, p:p + 2 * J] = np.kron(np.eye(J), np.linalg.inv(sigma))
-    prior[p + 2 * J:, p + 2 * J:] = np.eye(K) / float(bs.s3)
+    prior[p + 2 * J:, p + 2 * J:] = np.eye(K) / float(bs.level3.s3)
     b = np.zeros(d.shape[1])
     for j in range(J):
         prior[p + 2 * j, p + 2 * j] += float(cp[j])
@@ -140,14 +140,14 @@ def test_level2_block_draws_beta_and_level3_intercepts_jointly():
 
     def draw(k):
         out, _ = kb.update_block(rs(k), st, 0, bstate, x, ca)
-        return jnp.concatenate([out.beta, out.v3])
+        return jnp.concatenate([out.beta, out.level3.v3])
     s = np.asarray(jax.vmap(draw)(keys()))
     w2, w3 = v[::N_PER, 2], v[::N_PER, 3]
     d = np.zeros((J, 2 + K))
     d[:, 0], d[:, 1] = 1.0, w3
     d[np.arange(J), 2 + UNIT_OF_CLUSTER] = 1.0
     prior = np.zeros((2 + K, 2 + K))
-    prior[2:, 2:] = np.eye(K) / float(bstate[0].s3)
+    prior[2:, 2:] = np.eye(K) / float(bstate[0].level3.s3)
     mean, cov = dense_gaussian(d, w2, np.full(J, float(bstate[0].s2)), prior, np.zeros(2 + K))
     check_mean(s, mean, np.sqrt(np.diag(cov)))
     check_var(s, np.diag(cov))
@@ -171,10 +171,10 @@ def log_joint(v, bs):
     f = lambda a: np.asarray(a, np.float64)  # noqa: E731
     yb, xb, wb, vb = (f(b.beta) for b in bs)
     uy, ux = f(bs[0].u), f(bs[1].u)
-    mu_y = yb[0] + yb[1] * x + yb[2] * w2 + yb[3] * w3 + uy[cl, 0] + uy[cl, 1] * x + f(bs[0].v3)[un]
-    mu_x = xb[0] + xb[1] * w2 + ux[cl, 0] + f(bs[1].v3)[un]
+    mu_y = yb[0] + yb[1] * x + yb[2] * w2 + yb[3] * w3 + uy[cl, 0] + uy[cl, 1] * x + f(bs[0].level3.v3)[un]
+    mu_x = xb[0] + xb[1] * w2 + ux[cl, 0] + f(bs[1].level3.v3)[un]
     w2j, w3j = w2[::N_PER], w3[::N_PER][np.searchsorted(UNIT_OF_CLUSTER, np.arange(K))]
-    mu_w2 = wb[0] + wb[1] * w3[::N_PER] + f(bs[2].v3)[UNIT_OF_CLUSTER]
+    mu_w2 = wb[0] + wb[1] * w3[::N_PER] + f(bs[2].level3.v3)[UNIT_OF_CLUSTER]
     norm = lambda r, s2: -0.5 * np.sum(r * r) / float(s2)  # noqa: E731
     return (norm(y - mu_y, bs[0].s2) + norm(x - mu_x, bs[1].s2) + norm(w2j - mu_w2, bs[2].s2)
             + norm(w3j - vb[0], bs[3].s2))
