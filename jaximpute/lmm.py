@@ -614,8 +614,8 @@ def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
     dev, grad, aux = profiled(trial, s, q, reml)      # the program's only deviance evaluation
     slope = c["grad"] @ c["d"]
     active = ~(c["done"] | c["stalled"])
-    ok = jnp.isfinite(dev) & jnp.all(jnp.isfinite(grad)) & (
-        c["jump"] | (dev <= c["dev"] + ARMIJO * c["step"] * slope))
+    finite = jnp.isfinite(dev) & jnp.all(jnp.isfinite(grad))
+    ok = finite & (c["jump"] | (dev <= c["dev"] + ARMIJO * c["step"] * slope))
     accept = active & ok
     d_new, state_new = _direction(opt, grad, c["state"], trial)
     # from a fresh memory the direction is the raw gradient, in deviance units: move theta by
@@ -633,7 +633,7 @@ def _fit_step(s, c, q: int, reml: bool, profiled=_profiled):
     # deviance's rounding noise: nothing measurable is left to gain, and shrinking the step would only
     # spend evaluations until MIN_STEP (four fits of bench_analysis's 1,000 took the whole
     # batch from 13 evaluations to 22 that way)
-    futile = (active & ~ok & jnp.isfinite(dev) & jnp.all(jnp.isfinite(grad)) & jnp.isfinite(c["dev"])
+    futile = (active & ~ok & finite & jnp.isfinite(c["dev"])
               & (_decrease(c["grad"], c["d"]) < NOISE * jnp.maximum(1.0, jnp.abs(c["dev"]))))
     pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)
     out = dict(theta=pick(trial, c["theta"]), dev=pick(dev, c["dev"]), grad=pick(grad, c["grad"]),
@@ -716,10 +716,9 @@ def _sigma_gradient3(theta, s, q: int, reml: bool, unit, num_units: int):
 
 def _check_points(theta, v, q: int, three: bool):
     """The points the boundary check evaluates, as rows of theta: Sigma + t v v' for t in
-    ESCAPE_STEPS (and s3 + t in three-level fits), then the
-    nearest boundary points (Sigma~ less its smallest eigencomponent; and lambda3 = 0 in
-    three-level fits), with whether each one's dropped eigenvalue is small (above rounding, so
-    there is something to drop, and below SNAP)."""
+    ESCAPE_STEPS (and s3 + t in three-level fits), then the nearest boundary points (Sigma~ less
+    its smallest eigencomponent; and lambda3 = 0 in three-level fits), with whether each one's
+    dropped eigenvalue is small (above rounding, so there is something to drop, and below SNAP)."""
     lam = theta_to_lambda(theta[:-1] if three else theta, q)
     cov = lam @ lam.T
     ts = jnp.asarray(ESCAPE_STEPS, theta.dtype)

@@ -373,13 +373,13 @@ def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, .
         resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed)) - sum(parts)
         if level3:
             resid = resid - level3_part(st, blk, v3, ca)
-        if blk.num_random > 1 and st.options.expansion:
-            u_px, sigma_px, resid_px = scale_slopes(rng, st, b, u, sigma, bs.s2, resid, parts, w,
-                                                    ca.cluster_weight)
-            u = jnp.where(warm, u, u_px)
-            sigma = jnp.where(warm, small, sigma_px)
-            resid = jnp.where(warm, resid, resid_px)
-        elif blk.num_random > 1:
+        if blk.num_random > 1:
+            if st.options.expansion:
+                u_px, sigma_px, resid_px = scale_slopes(rng, st, b, u, sigma, bs.s2, resid, parts, w,
+                                                        ca.cluster_weight)
+                u = jnp.where(warm, u, u_px)
+                sigma = jnp.where(warm, sigma, sigma_px)
+                resid = jnp.where(warm, resid, resid_px)
             sigma = jnp.where(warm, small, sigma)
     elif level3:
         # a level-2 block of three-level data: its level-3 intercept is a random intercept one

@@ -207,10 +207,10 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
                        (0, 0, None, None), (0, 0, 0, None))
         p0 = mon(states)
         m0 = collect(states, data)
-        # acceptance counts, burn-in and after apart, summed from each sweep's info
-        info = jax.eval_shape(step_fn, chain_keys, states, data, 0)[1]
-        moves0 = jax.tree_util.tree_map(
-            lambda a: jnp.zeros(a.shape[:-1] + (2,) + a.shape[-1:], jnp.int32), info)
+        # acceptance counts, burn-in and after apart, summed from each sweep's info: (2, 2) per
+        # chain for each ordinal block with K > 2 (update_block's info), None for the others
+        moves0 = tuple(jnp.zeros(p0.shape[:-1] + (2, 2), jnp.int32) if blk.categories > 2 else None
+                       for blk in st.blocks)
         bufs = (jnp.zeros((max(burn, 1),) + p0.shape, p0.dtype),
                 jnp.zeros((max(num_saves, 1),) + p0.shape, p0.dtype),
                 jnp.zeros((max(num_saves, 1),) + m0.shape, m0.dtype))
