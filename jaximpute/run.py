@@ -38,7 +38,7 @@ class Settings:
     keep_post: bool = False      # keep every post-burn-in draw (for parameter summaries)
     iterations: int = 0          # post-burn-in sweeps for summaries when nimps == 0
     warmup: int | None = None    # first burn-in sweeps with random slopes held near zero
-                                 # (None: BURN // 10; see kernels.blocks.update_block)
+                                 # (None: BURN // 10; see kernels.blocks.hold_slopes)
     processors: int | None = None  # programs run side by side on a CPU (None: one per core;
                                    # see `parallel_split`)
 

@@ -29,13 +29,15 @@ a = eta_c - b u: exact for any term in which the intercept appears once.
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from . import draws, ordinal
 from .linalg import spd_inverse
 from .clusters import ClusterArrays, cluster_sum, expand, first, first_of_unit, unit_expand, unit_sum
-from .state import BlockState, Level3, Probit
+from .state import BlockState
 from .stream import Stream
 from .structure import LATENT, VAR, Block, Factor, Structure, Term
 
@@ -301,104 +303,241 @@ def latent_child_terms(st: Structure, b: int, blocks, x, ca):
     return prec, lin
 
 
-def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca, warm=False,
-                 burning=False):
-    """One Gibbs pass over block b's parameters: (beta, u) jointly, then Sigma, then s2.
-    Returns (the block's new state, info): info is the (2,) acceptance of the threshold step and
-    the ridge move of an ordinal block with K > 2 categories, None for every other block.
+# ---------------------------------------------------------------- one block's update, step by step
 
-    `warm` (a traced bool, true in the first burn-in sweeps) replaces a drawn Sigma with
-    q > 1 by diag(Sigma_00, 1e-4, ...), so the next (beta, u) draw keeps the slopes near 0.
+class Phase(NamedTuple):
+    """Where the chain is, as traced bools: `warm` in the first burn-in sweeps (random slopes held
+    near zero, `hold_slopes`), `burning` in burn-in (proposal scales tuned, `tune_scales`)."""
 
-    An ordinal block (docs/design/model.md, ordinal blocks and steps 1 and 6) first updates
-    its thresholds with z integrated out (Cowles 1996), then draws its latent responses z given
-    the categories, then (beta, u) and Sigma given z with the residual variance fixed at 1; the
-    threshold proposal SD is tuned towards acceptance 0.35 while `burning` only."""
+    warm: jax.Array | bool = False
+    burning: jax.Array | bool = False
+
+
+SAMPLING = Phase()          # after burn-in: no warm start, no tuning
+
+
+class Context(NamedTuple):
+    """What the steps of one block's update read and do not change: the block, the other blocks'
+    current states, and its rows' values, weights, latent parent means and designs."""
+
+    st: Structure
+    b: int
+    blocks: tuple[BlockState, ...]
+    x: jax.Array
+    ca: ClusterArrays
+    phase: Phase
+    x_rows: jax.Array
+    w: jax.Array
+    lat: dict
+    t: jax.Array                 # fixed-effect design at the rows
+    z: jax.Array | None          # random-effect design (blocks with random effects)
+
+    @property
+    def blk(self) -> Block:
+        return self.st.blocks[self.b]
+
+
+class Draft(NamedTuple):
+    """The block's state as its update goes along, with what one step hands the next."""
+
+    bs: BlockState
+    y: jax.Array | None = None       # the regressed response: the outcome, or an ordinal block's z
+    mu: jax.Array | None = None      # an ordinal block's linear predictor (for thresholds and z)
+    resid: jax.Array | None = None   # y less the linear predictor, after the regression draw
+    parts: tuple = ()                # z_k u_k at the rows, per random effect (the slope moves)
+    info: jax.Array | None = None    # acceptance of the threshold and ridge moves (K > 2)
+
+
+def context(st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca: ClusterArrays,
+            phase: Phase = SAMPLING) -> Context:
     blk = st.blocks[b]
-    bs = blocks[b]
     x_rows, w = rows_of(st, blk, x, ca)
     lat = latents_at(st, blk, blocks, ca)
-    t = design(blk.terms, x_rows, lat)
-    probit = None
-    info = None
+    z = design(blk.random, x_rows, lat) if blk.random else None
+    return Context(st, b, blocks, x, ca, phase, x_rows, w, lat, design(blk.terms, x_rows, lat), z)
+
+
+def start_draft(ctx: Context) -> Draft:
+    blk, bs = ctx.blk, ctx.blocks[ctx.b]
     if blk.codes:
-        cat = category_of(x_rows[:, blk.outcome], blk.codes)
-        mu = linear_predictor(st, blk, bs, x_rows, lat, ca)
-        tau, scale = bs.probit.tau, bs.probit.tau_scale
-        k = blk.categories
-        if k > 2:
-            tau, acc, loglik = ordinal.threshold_step(rng.uniform((k - 2,)), rng.uniform(), tau, cat,
-                                                      mu, w, scale[0])
-            if st.options.ridge:
-                tau, mu, shift = ordinal.ridge_step(rng.normal(), rng.uniform(), tau, cat, mu, w,
-                                                    scale[1], loglik)
-            else:
-                shift = jnp.zeros((), mu.dtype)
-            bs = bs._replace(beta=bs.beta.at[0].add(shift))
-            accepted = jnp.stack([acc, shift != 0])
-            # each move's proposal SD is tuned in burn-in only (Robbins-Monro steps on log SD)
-            # toward its own acceptance rate: 0.35 for the joint threshold proposal
-            # (docs/design/model.md, step 6), 0.44 for the one-dimensional ridge shift (Gelman,
-            # Roberts & Gilks 1996). With the threshold SD the ridge move accepted 84% of its
-            # too-short steps.
-            target = jnp.asarray([0.35, 0.44], scale.dtype)
-            scale = jnp.where(burning, scale * jnp.exp(0.1 * (accepted.astype(scale.dtype) - target)), scale)
-            info = accepted
-        y = ordinal.truncated_normal(rng.uniform(mu.shape), mu, tau[cat - 1], tau[cat])
-        bs = bs._replace(s2=jnp.ones_like(bs.s2))
-        probit = Probit(y, tau, scale)
+        return Draft(bs, mu=linear_predictor(ctx.st, blk, bs, ctx.x_rows, ctx.lat, ctx.ca))
+    return Draft(bs, y=ctx.x_rows[:, blk.outcome])
+
+
+def thresholds(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """An ordinal block's free thresholds (K > 2), with the latent responses integrated out
+    (Cowles 1996; docs/design/model.md, step 6): one joint Metropolis-Hastings proposal, then
+    (with the ridge option) a shift along the intercept-threshold ridge (``ordinal.ridge_step``).
+    Info: whether each move was accepted."""
+    blk, bs = ctx.blk, d.bs
+    cat = category_of(ctx.x_rows[:, blk.outcome], blk.codes)
+    pb = bs.probit
+    tau, acc, loglik = ordinal.threshold_step(rng.uniform((blk.categories - 2,)), rng.uniform(), pb.tau,
+                                              cat, d.mu, ctx.w, pb.tau_scale[0])
+    mu = d.mu
+    if ctx.st.options.ridge:
+        tau, mu, shift = ordinal.ridge_step(rng.normal(), rng.uniform(), tau, cat, mu, ctx.w,
+                                            pb.tau_scale[1], loglik)
     else:
-        y = x_rows[:, blk.outcome]
-    u, sigma = bs.u, bs.sigma
-    v3 = bs.level3.v3 if bs.level3 is not None else None
-    level3 = st.has_level3(blk)
+        shift = jnp.zeros((), mu.dtype)
+    bs = bs._replace(beta=bs.beta.at[0].add(shift), probit=pb._replace(tau=tau))
+    return d._replace(bs=bs, mu=mu, info=jnp.stack([acc, shift != 0]))
+
+
+def tune_scales(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """Burn-in only: each move's proposal SD takes a Robbins-Monro step on its log toward its own
+    acceptance rate, 0.35 for the joint threshold proposal (docs/design/model.md, step 6), 0.44
+    for the one-dimensional ridge shift (Gelman, Roberts & Gilks 1996). With the threshold SD the
+    ridge move accepted 84% of its too-short steps."""
+    scale = d.bs.probit.tau_scale
+    target = jnp.asarray([0.35, 0.44], scale.dtype)
+    tuned = jnp.where(ctx.phase.burning, scale * jnp.exp(0.1 * (d.info.astype(scale.dtype) - target)), scale)
+    return d._replace(bs=d.bs._replace(probit=d.bs.probit._replace(tau_scale=tuned)))
+
+
+def latent_responses(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """An ordinal block's latent responses z given the categories (Albert & Chib 1993); the
+    block is then a normal regression of z with unit residual variance."""
+    blk, pb = ctx.blk, d.bs.probit
+    cat = category_of(ctx.x_rows[:, blk.outcome], blk.codes)
+    y = ordinal.truncated_normal(rng.uniform(d.mu.shape), d.mu, pb.tau[cat - 1], pb.tau[cat])
+    bs = d.bs._replace(s2=jnp.ones_like(d.bs.s2), probit=pb._replace(z=y))
+    return d._replace(bs=bs, y=y)
+
+
+def _fixed_part(t, beta, p: int):
+    return sum(beta[k] * t[:, k] for k in range(p))
+
+
+def mixed_regression(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """(beta, u) jointly, with the level-3 intercepts in three-level data (`draw_beta_u`); the
+    child blocks that use the random intercept as a latent mean add their terms; then the
+    residual and each random effect's part of the predictor, for the steps that follow."""
+    st, blk, bs, ca = ctx.st, ctx.blk, d.bs, ctx.ca
+    c_prec, c_lin = latent_child_terms(st, ctx.b, ctx.blocks, ctx.x, ca)
+    if st.has_level3(blk):
+        beta, u, v3 = draw_beta_u(rng, st, blk, bs, d.y, ctx.t, ctx.z, ctx.w, ca, c_prec, c_lin,
+                                  bs.level3.s3)
+        bs = bs._replace(level3=bs.level3._replace(v3=v3))
+    else:
+        beta, u = draw_beta_u(rng, st, blk, bs, d.y, ctx.t, ctx.z, ctx.w, ca, c_prec, c_lin)
+    u_rows = expand(u, ca, st.rows_per_cluster)
+    parts = tuple(ctx.z[:, k] * u_rows[:, k] for k in range(blk.num_random))
+    resid = d.y - _fixed_part(ctx.t, beta, blk.num_fixed) - sum(parts)
+    if st.has_level3(blk):
+        resid = resid - level3_part(st, blk, bs.level3.v3, ca)
+    return d._replace(bs=bs._replace(beta=beta, u=u), resid=resid, parts=parts)
+
+
+def level3_regression(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """A level-2 block of three-level data: its level-3 intercept is a random intercept one level
+    up (clusters as rows, units as clusters), and takes the same blocked draw as `mixed_regression`."""
+    st, blk, bs, ca, y = ctx.st, ctx.blk, d.bs, ctx.ca, d.y
+    up = st._replace(num_rows=st.num_clusters, num_clusters=st.num_units, rows_per_cluster=0)
+    zeros = jnp.zeros((st.num_units,), y.dtype)
+    beta, u_up = draw_beta_u(rng, up, blk._replace(random=(Term(()),)),
+                             bs._replace(sigma=bs.level3.s3.reshape(1, 1)), y, ctx.t,
+                             jnp.ones((y.shape[0], 1), y.dtype), ctx.w, ca.up(), zeros, zeros)
+    v3 = u_up[:, 0]
+    resid = y - _fixed_part(ctx.t, beta, blk.num_fixed) - level3_part(st, blk, v3, ca)
+    return d._replace(bs=bs._replace(beta=beta, level3=bs.level3._replace(v3=v3)), resid=resid)
+
+
+def fixed_regression(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """beta of a block without random effects (`draw_beta`), and its residual."""
+    beta = draw_beta(rng, d.bs, d.y, ctx.t, ctx.w)
+    return d._replace(bs=d.bs._replace(beta=beta),
+                      resid=d.y - _fixed_part(ctx.t, beta, ctx.blk.num_fixed))
+
+
+def covariance(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """Sigma given the random effects (`draw_sigma`)."""
+    return d._replace(bs=d.bs._replace(sigma=draw_sigma(rng, ctx.st, ctx.blk, d.bs.u, ctx.ca.cluster_weight)))
+
+
+def expand_slopes(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """The parameter-expansion move of the random effects (`scale_slopes`), skipped while the
+    slopes are held near zero (`hold_slopes`)."""
+    bs, warm = d.bs, ctx.phase.warm
+    u, sigma, resid = scale_slopes(rng, ctx.st, ctx.b, bs.u, bs.sigma, bs.s2, d.resid, d.parts, ctx.w,
+                                   ctx.ca.cluster_weight)
+    return d._replace(bs=bs._replace(u=jnp.where(warm, bs.u, u), sigma=jnp.where(warm, bs.sigma, sigma)),
+                      resid=jnp.where(warm, d.resid, resid))
+
+
+def hold_slopes(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """Warm start (the first burn-in sweeps): Sigma becomes diag(Sigma_00, 1e-4, ...), so the next
+    (beta, u) draw keeps the random slopes near zero.
+
+    From over-dispersed starts, about half of the chains of a random-slope model with an
+    incomplete predictor in a product (x*w, y:x, x and y missing) otherwise fell into a minor
+    mode in which large slope variance absorbs the interaction and the imputed x lose their
+    relation to y; they stayed there for thousands of sweeps. Chains that start with common
+    slopes find the main mode; the sweeps are discarded."""
+    sigma = d.bs.sigma
+    small = jnp.diag(jnp.full((ctx.blk.num_random,), 1e-4, sigma.dtype)).at[0, 0].set(sigma[0, 0])
+    return d._replace(bs=d.bs._replace(sigma=jnp.where(ctx.phase.warm, small, sigma)))
+
+
+def level3_variance(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """The variance of the block's level-3 intercepts (`draw_s3`)."""
+    l3 = d.bs.level3
+    return d._replace(bs=d.bs._replace(level3=l3._replace(s3=draw_s3(rng, ctx.st, l3.v3, ctx.ca.unit_weight))))
+
+
+def residual_variance(rng: Stream, ctx: Context, d: Draft) -> Draft:
+    """The residual variance (`draw_s2`); an ordinal block's stays 1, the probit scale."""
+    return d._replace(bs=d.bs._replace(s2=draw_s2(rng, ctx.st, d.resid, ctx.w)))
+
+
+Step = Callable[[Stream, Context, Draft], Draft]
+
+
+def block_steps(st: Structure, b: int) -> tuple[Step, ...]:
+    """The steps of block b's update, picked from its static structure and the sampler options
+    (docs/design/model.md, steps 2-6): an ordinal block first moves its thresholds and draws its
+    latent responses; then (beta, u) jointly (and the level-3 intercepts), Sigma, the slope moves,
+    the level-3 variance and the residual variance, as the block has them."""
+    blk = st.blocks[b]
+    steps: list[Step] = []
+    if blk.codes:
+        if blk.categories > 2:
+            steps += [thresholds, tune_scales]
+        steps.append(latent_responses)
     if blk.random:
-        z = design(blk.random, x_rows, lat)
-        c_prec, c_lin = latent_child_terms(st, b, blocks, x, ca)
-        if level3:
-            beta, u, v3 = draw_beta_u(rng, st, blk, bs, y, t, z, w, ca, c_prec, c_lin, bs.level3.s3)
-        else:
-            beta, u = draw_beta_u(rng, st, blk, bs, y, t, z, w, ca, c_prec, c_lin)
-        sigma = draw_sigma(rng, st, blk, u, ca.cluster_weight)
+        steps += [mixed_regression, covariance]
         if blk.num_random > 1:
-            # warm start (burn-in only): hold the random slopes near zero for the first sweeps.
-            # From over-dispersed starts, about half of the chains of a random-slope model with
-            # an incomplete predictor in a product (x*w, y:x, x and y missing) otherwise fell
-            # into a minor mode in which large slope variance absorbs the interaction and the
-            # imputed x lose their relation to y; they stayed there for thousands of sweeps.
-            # Chains that start with common slopes find the main mode; the sweeps are discarded.
-            small = jnp.diag(jnp.full((blk.num_random,), 1e-4, sigma.dtype)).at[0, 0].set(sigma[0, 0])
-        u_rows = expand(u, ca, st.rows_per_cluster)
-        parts = [z[:, k] * u_rows[:, k] for k in range(blk.num_random)]
-        resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed)) - sum(parts)
-        if level3:
-            resid = resid - level3_part(st, blk, v3, ca)
-        if blk.num_random > 1:
-            if st.options.expansion:
-                u_px, sigma_px, resid_px = scale_slopes(rng, st, b, u, sigma, bs.s2, resid, parts, w,
-                                                        ca.cluster_weight)
-                u = jnp.where(warm, u, u_px)
-                sigma = jnp.where(warm, sigma, sigma_px)
-                resid = jnp.where(warm, resid, resid_px)
-            sigma = jnp.where(warm, small, sigma)
-    elif level3:
-        # a level-2 block of three-level data: its level-3 intercept is a random intercept one
-        # level up (clusters as rows, units as clusters), and takes the same blocked draw
-        up = st._replace(num_rows=st.num_clusters, num_clusters=st.num_units, rows_per_cluster=0)
-        zeros = jnp.zeros((st.num_units,), y.dtype)
-        beta, u_up = draw_beta_u(rng, up, blk._replace(random=(Term(()),)),
-                                 bs._replace(sigma=bs.level3.s3.reshape(1, 1)), y, t,
-                                 jnp.ones((y.shape[0], 1), y.dtype), w, ca.up(), zeros, zeros)
-        v3 = u_up[:, 0]
-        resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed)) - level3_part(st, blk, v3, ca)
+            steps += [expand_slopes] if st.options.expansion else []
+            steps.append(hold_slopes)
+    elif st.has_level3(blk):
+        steps.append(level3_regression)
     else:
-        beta = draw_beta(rng, bs, y, t, w)
-        resid = y - sum(beta[k] * t[:, k] for k in range(blk.num_fixed))
-    l3 = Level3(v3, draw_s3(rng, st, v3, ca.unit_weight)) if level3 else None
-    if blk.codes:
-        return BlockState(beta, u, sigma, bs.s2, probit, l3), info
-    s2 = draw_s2(rng, st, resid, w)
-    return BlockState(beta, u, sigma, s2, None, l3), info
+        steps.append(fixed_regression)
+    if st.has_level3(blk):
+        steps.append(level3_variance)
+    if not blk.codes:
+        steps.append(residual_variance)
+    return tuple(steps)
+
+
+def chain(*steps: Step) -> Step:
+    """The steps applied in order, each to what the one before returned (as optax.chain composes
+    gradient transformations): one Gibbs pass over a block, a composition of exact moves."""
+    def run(rng: Stream, ctx: Context, d: Draft) -> Draft:
+        for step in steps:
+            d = step(rng, ctx, d)
+        return d
+    return run
+
+
+def update_block(rng: Stream, st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca,
+                 phase: Phase = SAMPLING):
+    """One Gibbs pass over block b's parameters (`block_steps`). Returns (the block's new state,
+    info): info is the (2,) acceptance of the threshold step and the ridge move of an ordinal
+    block with K > 2 categories, None for every other block."""
+    ctx = context(st, b, blocks, x, ca, phase)
+    d = chain(*block_steps(st, b))(rng, ctx, start_draft(ctx))
+    return d.bs, d.info
 
 
 def category_of(values, codes):

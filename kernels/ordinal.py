@@ -16,7 +16,7 @@ tau_K = +inf. Two updates live here, both vectorised and free of data-dependent 
   normalisers (Cowles, M. K. (1996). Accelerating Monte Carlo Markov chain convergence for
   cumulative-link generalized linear models. Statistics and Computing, 6, 101-111).
 
-The probit blocks that use them are in kernels/blocks.py (`update_block`); tests in
+The probit blocks that use them are in kernels/blocks.py (`thresholds`, `latent_responses`); tests in
 tests/test_ordinal.py and tests/test_ordinal_blocks.py.
 """
 

@@ -1,10 +1,9 @@
-"""A Gibbs sweep composed from block updates, and the scans that run it.
+"""The scans that run a sampler (kernels.sampler) and what they monitor.
 
-The sweep is a pure function `(key, state, data) -> state` closed over the static `Structure`
-(the blackjax kernel shape): every block's parameters in order, then every incomplete variable.
-`run` scans it over burn-in and imputation phases inside one jitted program, vmapped over chains
-and over a leading data-set axis; each chain's key for sweep t is fold_in(chain_key, t), so a
-chain's stream does not depend on how many chains or data sets share the batch.
+`make_runner` scans the sampler's step over burn-in and imputation phases inside one jitted
+program, vmapped over chains and over a leading data-set axis; each chain's key for sweep t is
+fold_in(chain_key, t), so a chain's stream does not depend on how many chains or data sets share
+the batch.
 """
 
 from __future__ import annotations
@@ -16,93 +15,11 @@ import jax
 import jax.numpy as jnp
 
 from . import rhat
-from .blocks import spread, update_block, values_at
-from .stream import Stream, with_stream
-from .impute import impute_variable, missing_values
-from .state import BlockState, Data, Level3, Probit, State
+from .blocks import Phase
+from .impute import missing_values
+from .sampler import build_sampler
+from .state import State
 from .structure import Structure
-
-
-def init_state(key, st: Structure, data: Data) -> State:
-    """Over-dispersed starting values, drawn from the chain's own key.
-
-    Missing cells start at N(0, 1) on the standardised scale (about the observed spread), random
-    effects at 0, and variances at random multiples of the standardised variance; the first
-    sweep's fixed-effect draw is conditional on these.
-
-    All of them come from one stream (kernels.stream), not a key per draw: each `jax.random`
-    call compiles to its own threefry loop kernels on XLA:CPU, and the 17 calls of a start
-    were 2.2 s of the 14 s that LLVM spent compiling a simulation batch's program.
-    """
-    return with_stream(key, lambda rng, data: _start(rng, st, data), data, dtype=data.x.dtype)
-
-
-def _start(rng: Stream, st: Structure, data: Data) -> State:
-    x = data.x
-    for k, v in enumerate(st.incomplete):
-        idx = data.miss_index[k]
-        z = rng.normal(idx.shape)
-        level = st.var_levels[v]
-        if level == 1:
-            x = x.at[idx, v].set(z, mode="drop")
-        else:
-            col = values_at(st, x, data.clusters, level)[:, v].at[idx].set(z, mode="drop")
-            x = x.at[:, v].set(spread(st, col, data.clusters, level))
-    blocks = []
-    for blk in st.blocks:
-        q = blk.num_random
-        s2 = 0.3 + 0.7 * rng.uniform()                 # U(0.3, 1)
-        scale = 0.1 + 0.4 * rng.uniform()              # U(0.1, 0.5)
-        sig = scale * jnp.eye(q, dtype=x.dtype)
-        # random effects start as prior draws, not zeros: a child block that uses this block's
-        # latent cluster means would otherwise see an all-zero predictor column
-        u = jnp.sqrt(scale) * rng.normal((st.num_clusters, q))
-        # three-level data: level-3 intercepts start the same way, with the same variance
-        level3 = (Level3(jnp.sqrt(scale) * rng.normal((st.num_units,)), jnp.asarray(scale))
-                  if st.has_level3(blk) else None)
-        if blk.codes:
-            # probit scale: unit residual variance; thresholds one latent SD apart to start
-            k = blk.categories
-            inner = jnp.arange(k - 1, dtype=x.dtype)                   # tau_1 = 0, tau_2 = 1, ...
-            tau = jnp.concatenate([jnp.array([-jnp.inf], x.dtype), inner, jnp.array([jnp.inf], x.dtype)])
-            probit = Probit(jnp.zeros((st.rows(blk.level),), x.dtype), tau, jnp.full((2,), 0.2, x.dtype))
-            blocks.append(BlockState(jnp.zeros((blk.num_fixed,), x.dtype), u, sig,
-                                     jnp.ones((), x.dtype), probit, level3))
-            continue
-        blocks.append(BlockState(
-            beta=jnp.zeros((blk.num_fixed,), x.dtype),
-            u=u,
-            sigma=sig,
-            s2=s2,
-            level3=level3,
-        ))
-    return State(x, tuple(blocks))
-
-
-def sweep(key, st: Structure, state: State, data: Data, warm=False, burning=False):
-    """One Gibbs sweep: block parameters, parents before children, then each incomplete variable;
-    returns (state, info), info a tuple with each block's info from ``update_block`` (the
-    acceptance of its Metropolis moves, or None): what the sampler did, kept out of the state.
-
-    Blocks are listed children first (the first block's outcome is regressed on the later ones),
-    so they are updated in reverse: a parent's latent means are refreshed before its children
-    condition on them. Any fixed order is a valid Gibbs scan. All the sweep's random numbers come
-    from one stream drawn from `key` (kernels.stream).
-    """
-    return with_stream(key, lambda rng, state, data: _sweep(rng, st, state, data, warm, burning),
-                       state, data, dtype=state.x.dtype)
-
-
-def _sweep(rng: Stream, st: Structure, state: State, data: Data, warm, burning):
-    blocks = list(state.blocks)
-    info = [None] * len(st.blocks)
-    x = state.x
-    for b in reversed(range(len(st.blocks))):
-        blocks[b], info[b] = update_block(rng, st, b, tuple(blocks), x, data.clusters, warm, burning)
-    blocks = tuple(blocks)
-    for k in range(len(st.incomplete)):
-        x, blocks = impute_variable(rng, st, k, blocks, x, data.clusters, data.miss_index[k])
-    return State(x, blocks), tuple(info)
 
 
 def monitored(st: Structure, state: State):
@@ -178,6 +95,7 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
     `diagnose=False` the R-hat tables are left out (empty), for runs joined by the caller.
     """
     total = burn + num_saves * thin
+    sampler = build_sampler(st)
 
     def report(t):
         if progress is not None and progress_every:
@@ -199,11 +117,12 @@ def make_runner(st: Structure, burn: int, thin: int, num_saves: int, keep_post: 
             return jax.vmap(f, in_axes=set_axes) if depth == 2 else f
 
         # chains share their data set; the sweep index is shared by all
-        init = over(lambda k, d: init_state(jax.random.fold_in(k, 2**31 - 1), st, d), (0, None), 0)
+        init = over(lambda k, d: sampler.init(jax.random.fold_in(k, 2**31 - 1), d), (0, None), 0)
         states = init(chain_keys, data)
         mon = over(partial(monitored, st), 0, 0)
         collect = over(lambda s, d: missing_values(st, s.x, d.clusters, d.miss_index), (0, None), 0)
-        step_fn = over(lambda k, s, d, t: sweep(jax.random.fold_in(k, t), st, s, d, t < warmup, t < burn),
+        step_fn = over(lambda k, s, d, t: sampler.step(jax.random.fold_in(k, t), s, d,
+                                                       Phase(t < warmup, t < burn)),
                        (0, 0, None, None), (0, 0, 0, None))
         p0 = mon(states)
         m0 = collect(states, data)

@@ -11,10 +11,10 @@ _CHECKOUT = """
 import sys
 sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]
 import jaximpute
-import jaximpute.kernels.sweep as sweep
+import jaximpute.kernels.sampler as sampler
 import jaximpute.cli
 print(jaximpute.__file__)
-print(sweep.__file__)
+print(sampler.__file__)
 """
 
 
@@ -26,7 +26,7 @@ def test_a_plain_checkout_imports_the_kernels(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     pkg, kern = r.stdout.split()
     assert Path(pkg) == ROOT / "jaximpute" / "__init__.py"
-    assert Path(kern) == ROOT / "kernels" / "sweep.py"
+    assert Path(kern) == ROOT / "kernels" / "sampler.py"
 
 
 def test_one_version_number():
