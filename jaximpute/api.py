@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 
 from .data import DataTable, from_dataframe, read_table
-from .errors import ModelError, ScriptError
+from .errors import ModelError, ScriptError, did_you_mean
 from .kernels import rhat
 from .kernels.structure import SamplerOptions
 from .progress import Progress
 from .report import GROUP_TITLES, Report, psr_summary, psr_warnings
 from .run import RawDraws, Settings, imputed_tables, parameter_table, sample, to_original_units
-from .script import Script, parse_script, read_script
+from .config import Config, Name, Origin, Problem, argument_pos, problems, raise_first
+from .script import OPTION_WORDS, option_clash, parse_model, read_script
 from .spec import ModelSpec, build_spec
 
 # why draws fail under prior3 (kernels.structure.Prior), for the errors of `impute` and studies
@@ -35,6 +36,7 @@ PRIOR_TEXT = {"prior1": "prior1: IW(I, q+1)", "prior2": "prior2: IW(0, -(q+1)), 
 
 @dataclass
 class ImputationResult:
+    config: Config
     spec: ModelSpec
     settings: Settings
     raw: RawDraws
@@ -78,7 +80,7 @@ class ImputationResult:
         """Write the imputations in Blimp's stacked or separate format (atomically)."""
         from .output import write_separate, write_stacked
 
-        s = self.spec.script
+        s = self.config
         outfile = Path(outfile) if outfile is not None else s.outfile
         if outfile is None:
             raise ScriptError("no output file: give OUTFILE in the script or an outfile argument")
@@ -111,22 +113,64 @@ def _words(names) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome,
-                  processors=None, options=()) -> list[str]:
-    """The Blimp-style script that `impute` and `impute_many` run, as statements."""
-    procs = f" processors {processors}" if processors else ""
-    lines = [f"VARIABLES: {' '.join(names)};", f"MODEL: {model};", f"BURN: {burn};",
-             f"THIN: {thin};", f"NIMPS: {nimps};", f"CHAINS: {chains}{procs};"]
-    if seed is not None:
-        lines.append(f"SEED: {seed};")
-    for cmd, listed in (("FIXED", fixed), ("ORDINAL", ordinal)):
-        if listed:
-            lines.append(f"{cmd}: {' '.join(_words(listed))};")
-    if outcome:
-        lines.append(f"OUTCOME: {outcome};")
-    if options:
-        lines.append(f"OPTIONS: {' '.join(_words(options))};")
-    return lines
+def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
+              chains: int = 2, seed: int | None = None, fixed=(), ordinal=(), nominal=(),
+              outcome: str | None = None, missing: float | None = None, options=(),
+              iterations: int | None = None, processors: int | None = None,
+              label: str = "impute()") -> Config:
+    """The configuration (jaximpute.config) of `impute`'s arguments for data with columns
+    `names`, built directly and checked as a script's is; a message names the argument, e.g.
+    "impute(): ordinal: unknown variable 'z'; expected a column of the data"."""
+    given = {"MODEL": True, "VARIABLES": True, "ORDINAL": ordinal, "NOMINAL": nominal,
+             "FIXED": fixed, "OUTCOME": outcome is not None, "MISSING": missing is not None,
+             "SEED": seed is not None, "BURN": True, "THIN": True, "NIMPS": True,
+             "ITERATIONS": iterations is not None, "CHAINS": True,
+             "PROCESSORS": processors is not None, "OPTIONS": options}
+    origin = Origin("arguments", label, {c: argument_pos(c) for c, g in given.items() if g})
+    found: list[Problem] = []
+
+    def whole(command: str, value, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            found.append(Problem(argument_pos(command), command, f"{value!r} is not a whole number "
+                                 f"of at least {minimum}", f"an integer >= {minimum}"))
+            return minimum
+        return int(value)
+
+    def listed(command: str, values) -> tuple[Name, ...]:
+        return tuple(Name(str(v), argument_pos(command, i + 1)) for i, v in enumerate(_words(values)))
+
+    ids, terms, model_pos = parse_model(model, label)
+    words = [str(w).lower() for w in _words(options)]
+    seen: list[str] = []
+    for i, w in enumerate(words):
+        if w not in OPTION_WORDS:
+            found.append(Problem(argument_pos("OPTIONS", i + 1), "OPTIONS",
+                                 f"unknown option {w!r}{did_you_mean(w, OPTION_WORDS)}",
+                                 "options from " + ", ".join(OPTION_WORDS)))
+        elif (clash := option_clash(w, seen)) is not None:
+            found.append(Problem(argument_pos("OPTIONS", i + 1), "OPTIONS",
+                                 f"{w!r} conflicts with {clash[0]!r}", clash[1]))
+        seen.append(w)
+    flags = frozenset(words)
+    nimps = whole("NIMPS", nimps, 0)
+    if iterations or not nimps:
+        iterations = iterations or max(thin, 1000)
+    priors = [p for p in ("prior1", "prior2", "prior3") if p in flags]
+    config = Config(
+        variables=listed("VARIABLES", names), ordinal=listed("ORDINAL", ordinal),
+        nominal=listed("NOMINAL", nominal), fixed=listed("FIXED", fixed), missing=missing,
+        cluster_ids=ids, outcome=Name(outcome, argument_pos("OUTCOME", 1)) if outcome else None,
+        model=terms, model_pos=model_pos, prior=priors[0] if priors else "prior2",
+        seed=None if seed is None else whole("SEED", seed, 0), burn=whole("BURN", burn, 0),
+        thin=whole("THIN", thin, 1), nimps=nimps,
+        iterations=None if iterations is None else whole("ITERATIONS", iterations, 1),
+        chains=whole("CHAINS", chains, 1),
+        processors=None if processors is None else whole("PROCESSORS", processors, 1),
+        data=None, outfile=None, output_format="separate" if flags & {"separate", "sep"} else "stacked",
+        stacked0="stacked0" in flags, header="header" in flags, psr="psr" in flags,
+        estimates="estimates" in flags, options=flags, origin=origin)
+    raise_first(found + problems(config), origin, config)
+    return config
 
 
 def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
@@ -144,12 +188,10 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
     """
     table = data if isinstance(data, DataTable) else (
         from_dataframe(data, missing) if isinstance(data, pd.DataFrame) else read_table(data, None, missing))
-    lines = _script_lines(table.names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome,
-                          processors, options)
-    if iterations or not nimps:
-        lines.append(f"ITERATIONS: {iterations or max(thin, 1000)};")
-    script = parse_script("\n".join(lines), None)
-    return run(script, table, progress=progress, stream=stream, sampler=sampler)
+    config = configure(table.names, model, nimps=nimps, burn=burn, thin=thin, chains=chains, seed=seed,
+                       fixed=fixed, ordinal=ordinal, outcome=outcome, missing=missing, options=options,
+                       iterations=iterations, processors=processors)
+    return run(config, table, progress=progress, stream=stream, sampler=sampler)
 
 
 def many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, ordinal, outcome,
@@ -157,9 +199,10 @@ def many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, or
     """The spec and settings of impute_many's batch (the model set up from the first data set)."""
     table = DataTable(tuple(names), datasets[0], "<simulated>",
                       np.zeros(len(names), bool), None, False)
-    lines = _script_lines(names, model, burn, thin, nimps, chains, seed, fixed, ordinal, outcome,
-                          processors, options)
-    spec = build_spec(parse_script("\n".join(lines), None), table)
+    config = configure(names, model, nimps=nimps, burn=burn, thin=thin, chains=chains, seed=seed,
+                       fixed=fixed, ordinal=ordinal, outcome=outcome, options=options,
+                       processors=processors, label="impute_many()")
+    spec = build_spec(config, table)
     settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed,
                         processors=processors)
     # missing-cell lists differ per data set; the model's incomplete set must cover all of them
@@ -204,30 +247,31 @@ def impute_many(datasets, names, model: str, *, nimps: int = 20, burn: int = 100
     return out, raw.burn_psr
 
 
-def run(script: Script, table: DataTable, *, progress: bool = True, stream=None,
+def run(config: Config, table: DataTable, *, progress: bool = True, stream=None,
         sampler: SamplerOptions | None = None) -> ImputationResult:
+    """Run a configuration (from a script or `configure`) on a table."""
     t0 = time.perf_counter()
-    script.check_runnable(data=False)
-    spec = build_spec(script, table)
+    config.check_runnable(data=False)
+    spec = build_spec(config, table)
     if sampler is not None:
         spec.sampler = sampler
-    seed_drawn = script.seed is None
-    seed = secrets.randbelow(2**31) if script.seed is None else int(script.seed)
-    assert script.burn is not None                      # check_runnable
-    settings = Settings(burn=script.burn, thin=script.thin or 1, nimps=script.nimps,
-                        chains=script.chains, seed=seed, processors=script.processors,
-                        keep_post=bool(script.estimates) or (not script.nimps and bool(script.iterations)),
-                        iterations=script.iterations or 0)
+    seed_drawn = config.seed is None
+    seed = secrets.randbelow(2**31) if config.seed is None else int(config.seed)
+    assert config.burn is not None                      # check_runnable
+    settings = Settings(burn=config.burn, thin=config.thin or 1, nimps=config.nimps,
+                        chains=config.chains, seed=seed, processors=config.processors,
+                        keep_post=bool(config.estimates) or (not config.nimps and bool(config.iterations)),
+                        iterations=config.iterations or 0)
     prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress)
     raw = sample(spec, settings, progress=prog if progress else None)
     labels = parameter_table(spec, raw.structure)
-    _check_finite(spec, raw, labels)
+    _check_finite(spec, raw, labels, str(config.path) if config.path else "the model")
     imputed = imputed_tables(spec, raw, settings.nimps, settings.chains)
     estimates = _estimates(spec, raw, labels) if settings.keep_post else None
-    report = _report(spec, settings, raw, labels, estimates, seed_drawn, time.perf_counter() - t0)
+    report = _report(config, spec, settings, raw, labels, estimates, seed_drawn, time.perf_counter() - t0)
     report.categories = _category_counts(spec, imputed)
     report.acceptance = _acceptance_rates(spec, settings, raw)
-    return ImputationResult(spec, settings, raw, imputed, raw.burn_psr[0], labels, estimates, report)
+    return ImputationResult(config, spec, settings, raw, imputed, raw.burn_psr[0], labels, estimates, report)
 
 
 def _category_counts(spec: ModelSpec, imputed: np.ndarray) -> pd.DataFrame:
@@ -263,7 +307,7 @@ def _acceptance_rates(spec: ModelSpec, settings: Settings, raw: RawDraws) -> pd.
     return pd.DataFrame(rows)
 
 
-def _check_finite(spec: ModelSpec, raw: RawDraws, labels) -> None:
+def _check_finite(spec: ModelSpec, raw: RawDraws, labels, where: str) -> None:
     """Stop, writing nothing, if the sampler produced NaN or infinite draws (a numerically
     singular block that the collinearity check could not see, e.g. an imputed predictor that
     duplicates another); name the first parameter that went wrong."""
@@ -277,10 +321,10 @@ def _check_finite(spec: ModelSpec, raw: RawDraws, labels) -> None:
             where = f" (first in the model of '{block}': {GROUP_TITLES[group].lower()} '{term}')"
         random = any(g == "ranvar" for b, g, _ in labels if block is None or b == block)
         if spec.prior.name == "prior3" and random:
-            raise ModelError(f"{spec.script.path or 'the model'}: the sampler produced non-finite "
+            raise ModelError(f"{where}: the sampler produced non-finite "
                              f"draws{where}: {PRIOR3_FAILURE}; expected prior2 (the default, flat) "
                              "or prior1 for this model. No file was written")
-        raise ModelError(f"{spec.script.path or 'the model'}: the sampler produced non-finite draws"
+        raise ModelError(f"{where}: the sampler produced non-finite draws"
                          f"{where}; expected a model whose predictors are not (nearly) collinear "
                          "and whose variables vary: check the predictors of that block. No file "
                          "was written")
@@ -311,8 +355,7 @@ def _programs_text(programs: tuple[int, int], requested: int | None) -> str:
     return f" ({asked}run as {groups} programs side by side, one per CPU core)"
 
 
-def _report(spec, settings, raw, labels, estimates, seed_drawn, total) -> Report:
-    s = spec.script
+def _report(s: Config, spec, settings, raw, labels, estimates, seed_drawn, total) -> Report:
     settings_d = {
         "script": str(s.path) if s.path else "<api>",
         "data": spec.table.source,

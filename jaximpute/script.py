@@ -15,8 +15,10 @@ Parsing runs in three small steps:
    structure itself: a missing ':' or ';', an unknown command, an unterminated quote.
 2. `_Reader.take` reads each statement's value on its own: integers, names, paths, options and the
    MODEL grammar.
-3. `_Reader.cross_check` checks what needs several statements: names against VARIABLES, OUTCOME
-   against MODEL, the output format against OUTFILE, and so on.
+3. `_Reader.cross_check` checks what needs several statements of a script (the output format
+   against OUTFILE, CLUSTERID against MODEL's ids); the reader builds the `Config`
+   (jaximpute.config), whose own checks (`config.problems`: names against VARIABLES, OUTCOME
+   against MODEL, ...) are the same for every front end.
 
 Every problem is collected with its position and only the one earliest in the file is raised, as a
 single `ScriptError`, so a user fixes a script top-down as they would a compiler's errors. Messages
@@ -26,7 +28,7 @@ have one shape, which the command line and the tests rely on::
 
 Names are matched case-insensitively. When VARIABLES is given, every name is checked against it
 and stored in its VARIABLES spelling; without VARIABLES (names come from the data file's header)
-the name checks are left to the caller, which can point at `Name.pos` through `Script.error`.
+the name checks are left to the caller, which can point at `Name.pos` through `Config.error`.
 """
 
 from __future__ import annotations
@@ -35,119 +37,16 @@ import bisect
 import os
 import re
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator
 
+from jaximpute.config import (Config, ModelTerm, Name, Origin, Pos, Problem, problems,
+                              raise_first)
 from jaximpute.errors import ScriptError, did_you_mean
 from jaximpute.kernels.structure import PRIORS
 
-__all__ = ["Pos", "Name", "ModelTerm", "Script", "parse_script", "read_script"]
-
-
-# --------------------------------------------------------------------------------------------
-# Public data types
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, order=True)
-class Pos:
-    """A 1-based line and column in the script text."""
-
-    line: int
-    col: int
-
-
-@dataclass(frozen=True)
-class Name:
-    """A name as written in the script (or in its VARIABLES spelling) and where it was written."""
-
-    text: str
-    pos: Pos
-
-
-@dataclass(frozen=True)
-class ModelTerm:
-    """One term right of '~' in MODEL.
-
-    kind is 'var' (``x``: names (x,)), 'slope' (``y:x``: a random slope of x in the model of y,
-    names (y, x)) or 'product' (``a*b`` or ``a*b*c``: names in the order written).
-    """
-
-    kind: str
-    names: tuple[Name, ...]
-    pos: Pos
-
-
-@dataclass(frozen=True)
-class Script:
-    """A parsed and validated script. Defaults are filled in for every command not given."""
-
-    path: Path | None
-    commands: Mapping[str, Pos]
-    data: Path | None
-    variables: tuple[Name, ...] | None
-    ordinal: tuple[Name, ...]
-    nominal: tuple[Name, ...]
-    fixed: tuple[Name, ...]
-    missing: float | None
-    cluster_ids: tuple[Name, ...]
-    model: tuple[ModelTerm, ...]
-    model_pos: Pos | None
-    outcome: Name | None
-    seed: int | None
-    burn: int | None
-    thin: int | None
-    nimps: int
-    iterations: int | None
-    chains: int
-    processors: int | None
-    outfile: Path | None
-    output_format: str
-    stacked0: bool
-    header: bool
-    psr: bool
-    estimates: bool
-    prior: str
-    options: frozenset[str]
-    # The script's name as the caller gave it: the '{file}' of every message ('<script>' for text).
-    source: str = field(default="<script>", compare=False)
-
-    def error(self, where: Pos | str, message: str) -> ScriptError:
-        """Build a ScriptError for a position or a command name, formatted like parse errors.
-
-        `message` is "what was wrong; expected what" without the command: the command is the one
-        named by `where`, or for a position, the statement that holds it. A command that the script
-        does not contain (say DATA, when a DataFrame was passed) is reported at line 1, column 1.
-        """
-        if isinstance(where, Pos):
-            pos, command = where, self._command_at(where)
-        else:
-            command = _canonical(where) or where.upper()
-            pos = self.commands.get(command, Pos(1, 1))
-        return ScriptError(_format(self.source, pos, command, message))
-
-    def check_runnable(self, *, data: bool = True, writes: bool = False,
-                       outfile: Path | None = None) -> None:
-        """Raise for the first setting a run still lacks, in one place for every front end (the
-        command line, ``run_script`` and ``impute``): OUTFILE when files are written (`writes`;
-        `outfile` is the path after any command-line override) and NIMPS > 0, DATA when the data
-        come from the script (`data`), BURN, and THIN when NIMPS > 0. Checked before any data
-        are read, so a script that cannot run says so at once."""
-        if writes and self.nimps and outfile is None:
-            raise self.error("OUTFILE", "required when NIMPS is greater than 0; expected "
-                                        "e.g. OUTFILE: imps.csv; (or --outfile)")
-        if data and self.data is None:
-            raise self.error("DATA", "required; expected the path of the data file")
-        if self.burn is None:
-            raise self.error("BURN", "required; expected the number of burn-in sweeps, e.g. BURN: 1000;")
-        if self.nimps and self.thin is None:
-            raise self.error("THIN", "required when NIMPS is given; expected e.g. THIN: 100;")
-
-    def _command_at(self, pos: Pos) -> str | None:
-        """The command whose statement contains `pos`: the last keyword at or before it."""
-        before = [(p, c) for c, p in self.commands.items() if p <= pos]
-        return max(before)[1] if before else None
+__all__ = ["Pos", "Name", "ModelTerm", "Config", "parse_script", "read_script", "parse_model"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +78,7 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MAX_RANGE = 10_000  # a1-a100000000 is a typo, not a data set
 
 
-def _canonical(word: str) -> str | None:
+def canonical(word: str) -> str | None:
     """The canonical command for a word as written (any case), or None if it is no command."""
     upper = word.upper()
     return _ALIASES.get(upper, upper if upper in COMMANDS else None)
@@ -193,17 +92,6 @@ def _format(source: str, pos: Pos | None, command: str | None, message: str) -> 
 # --------------------------------------------------------------------------------------------
 # Problems: collected with their position, the earliest one is raised
 # --------------------------------------------------------------------------------------------
-
-
-class _Problem(Exception):
-    """One thing wrong with the script; becomes the ScriptError if it is the earliest."""
-
-    def __init__(self, pos: Pos, command: str | None, what: str, expected: str):
-        super().__init__(what)
-        self.pos, self.command, self.what, self.expected = pos, command, what, expected
-
-    def message(self, source: str) -> str:
-        return _format(source, self.pos, self.command, f"{self.what}; expected {self.expected}")
 
 
 def _show(text: str, limit: int = 40) -> str:
@@ -253,10 +141,10 @@ class _Statement:
         """Position of value[index]."""
         return self.src.pos(self.start + index)
 
-    def problem(self, index: int | None, what: str, expected: str) -> _Problem:
+    def problem(self, index: int | None, what: str, expected: str) -> Problem:
         """A problem at value[index], or at the command keyword when index is None."""
         pos = self.pos if index is None else self.at(index)
-        return _Problem(pos, self.word, what, expected)
+        return Problem(pos, self.word, what, expected)
 
 
 def _skip_blank(text: str, i: int) -> int:
@@ -273,7 +161,7 @@ def _skip_blank(text: str, i: int) -> int:
 
 
 def _statements(src: _Source) -> Iterator[_Statement]:
-    """Yield the statements in file order; raise _Problem where the structure breaks."""
+    """Yield the statements in file order; raise Problem where the structure breaks."""
     text, i, first = src.text, 0, True
     while (i := _skip_blank(text, i)) < len(text):
         word, command, colon = _command_word(src, i, first)
@@ -295,24 +183,24 @@ def _command_word(src: _Source, i: int, first: bool) -> tuple[str, str, int]:
         j += 1
     has_colon = j < len(text) and text[j] == ":"
     word = m.group() if m else ""
-    command = _canonical(word)
+    command = canonical(word)
     if command is None and not has_colon and not (m and did_you_mean(word, _ALL_COMMAND_WORDS)):
         # Not even shaped like a command: most often the rest of the previous statement, cut off
         # by a stray ';'.
         line_end = text.find("\n", i)
         hint = "" if first else " (is there a ';' too many before it?)"
-        raise _Problem(src.pos(i), None,
+        raise Problem(src.pos(i), None,
                        f"unexpected {_show(text[i:line_end if line_end >= 0 else None])} "
                        f"where a command should start{hint}",
                        "a statement such as 'MODEL: cluster ~ y x;'")
     if command is None:
-        raise _Problem(src.pos(i), None,
+        raise Problem(src.pos(i), None,
                        f"unknown command {word!r}{did_you_mean(word, _ALL_COMMAND_WORDS)}",
                        "one of " + ", ".join(COMMANDS))
     if not has_colon:
         rest = text[j:].split("\n", 1)[0]
         found = _show(rest) if rest.strip() else "the end of the line"
-        raise _Problem(src.pos(j), word.upper(), f"no ':' after the command name (found {found})",
+        raise Problem(src.pos(j), word.upper(), f"no ':' after the command name (found {found})",
                        f"'{word.upper()}: value;'")
     return word.upper(), command, j
 
@@ -334,7 +222,7 @@ def _scan_value(src: _Source, start: int, word: str) -> tuple[str, str, int]:
             newline = text.find("\n", i + 1)
             if close < 0 or (0 <= newline < close):
                 rest = text[i:newline] if newline >= 0 else text[i:]
-                raise _Problem(src.pos(i), word, f"unterminated quote {c} in {_show(rest)}",
+                raise Problem(src.pos(i), word, f"unterminated quote {c} in {_show(rest)}",
                                f"a closing {c} on the same line")
             value.append(text[i:close + 1])
             masked.append(c + " " * (close - i - 1) + c)
@@ -363,7 +251,7 @@ def _check_run_on(st: _Statement) -> None:
         word = m.group(1)
         before = text[: m.start()]
         at_line_start = "\n" in before and before.rstrip(" \t").endswith("\n") and before.strip() != ""
-        known = _canonical(word) is not None
+        known = canonical(word) is not None
         if st.command == "MODEL":
             spaced = m.end() == len(text) or text[m.end()].isspace()
             looks_like_command = known or (at_line_start and did_you_mean(word, _ALL_COMMAND_WORDS))
@@ -502,7 +390,7 @@ def _check_unique(st: _Statement, names: list[Name], what: str) -> None:
         other = seen.setdefault(name.text.lower(), name)
         if other is not name:
             same = "" if other.text == name.text else f" (names are case-insensitive: {other.text!r})"
-            raise _Problem(name.pos, st.word, f"{name.text!r} is listed twice, at line {other.pos.line} "
+            raise Problem(name.pos, st.word, f"{name.text!r} is listed twice, at line {other.pos.line} "
                                               f"column {other.pos.col} and here{same}",
                            f"each {what} once")
 
@@ -612,7 +500,7 @@ def _model_terms(st: _Statement, tokens: list[tuple[str, int]]) -> list[ModelTer
         key = (term.kind, tuple(sorted(n.text.lower() for n in names)) if op == "*"
                else tuple(n.text.lower() for n in names))
         if key in seen:
-            raise st.problem(index, f"the term {_term_text(term)!r} is listed twice", "each term once")
+            raise st.problem(index, f"the term {term.text!r} is listed twice", "each term once")
         seen[key] = term
         terms.append(term)
     return terms
@@ -627,11 +515,6 @@ def _make_term(st: _Statement, names: list[Name], op: str | None, index: int) ->
         raise st.problem(index, f"{shown!r} names a variable twice", "distinct names in 'y:x' and 'a*b'")
     kind = {None: "var", ":": "slope", "*": "product"}[op]
     return ModelTerm(kind, tuple(names), st.at(index))
-
-
-def _term_text(term: ModelTerm) -> str:
-    op = {"var": "", "slope": ":", "product": "*"}[term.kind]
-    return op.join(n.text for n in term.names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -667,7 +550,7 @@ class _Reader:
         first = self.commands.get(st.command)
         if first is not None and st.command not in _REPEATABLE:
             also = "" if self.words[st.command] == st.word else f" (as {self.words[st.command]})"
-            raise _Problem(st.pos, st.word,
+            raise Problem(st.pos, st.word,
                            f"given twice, on line {first.line}{also} and line {st.pos.line}",
                            "each command once")
         self.commands.setdefault(st.command, st.pos)
@@ -694,7 +577,7 @@ class _Reader:
         }
         try:
             value = readers[st.command](st)
-        except _Problem:
+        except Problem:
             self.failed.add(st.command)
             raise
         if st.command not in _REPEATABLE:
@@ -720,7 +603,7 @@ class _Reader:
         if not names:
             raise st.problem(None, "no id given", expected)
         if len(names) > 2:
-            raise _Problem(names[2].pos, st.word, f"{len(names)} ids given", expected)
+            raise Problem(names[2].pos, st.word, f"{len(names)} ids given", expected)
         _check_unique(st, names, "cluster id")
         return names
 
@@ -762,7 +645,9 @@ class _Reader:
             if key not in OPTION_WORDS:
                 raise st.problem(index, f"unknown option {word!r}{did_you_mean(word, OPTION_WORDS)}",
                                  "options from " + ", ".join(OPTION_WORDS))
-            _check_option_conflicts(st, key, index, given)
+            clash = option_clash(key, given)
+            if clash:
+                raise st.problem(index, f"{key!r} conflicts with {clash[0]!r}", clash[1])
             given.setdefault(key, index)
         for key, index in given.items():
             self.option_pos[key] = st.at(index)
@@ -785,102 +670,36 @@ class _Reader:
 
     # -- step 3 --------------------------------------------------------------------------------
 
-    def cross_check(self, complete: bool) -> list[_Problem]:
-        """Problems that involve several statements. `complete` is False when a syntax error cut
-        the file short: then a missing command may just be beyond the cut, so it is not reported."""
-        problems: list[_Problem] = []
-        checks = [self._check_names, self._check_model, self._check_output]
+    def cross_check(self, complete: bool) -> list[Problem]:
+        """Problems of the script's own statements that involve several of them (the shared
+        checks of every configuration are `config.problems`). `complete` is False when a syntax
+        error cut the file short: then a missing command may just be beyond the cut, so it is
+        not reported."""
+        found: list[Problem] = []
+        checks = [self._check_clusterid, self._check_output]
         if complete:
             checks.append(self._check_required)
         for check in checks:
-            problems.extend(check())
-        return problems
+            found.extend(check())
+        return found
 
-    def _check_required(self) -> Iterator[_Problem]:
+    def _check_required(self) -> Iterator[Problem]:
         if "MODEL" not in self.commands:
-            yield _Problem(Pos(1, 1), "MODEL", "required but not given",
-                           "a statement such as 'MODEL: cluster ~ y x;'")
+            yield Problem(Pos(1, 1), "MODEL", "required but not given",
+                          "a statement such as 'MODEL: cluster ~ y x;'")
 
-    def _named(self) -> Iterator[tuple[str, Name]]:
-        """Every (command, name) that must be a column of the data."""
-        for command in ("ORDINAL", "NOMINAL", "FIXED", "CLUSTERID"):
-            for name in self.values.get(command, ()):
-                yield command, name
-        if "OUTCOME" in self.values:
-            yield "OUTCOME", self.values["OUTCOME"]
-        model = self.values.get("MODEL")
-        if model is not None:
-            for name in model.ids:
-                yield "MODEL", name
-            for term in model.terms:
-                for name in term.names:
-                    yield "MODEL", name
-
-    def _check_names(self) -> Iterator[_Problem]:
-        variables = self.values.get("VARIABLES")
-        if variables is not None:
-            known = {v.text.lower() for v in variables}
-            spellings = [v.text for v in variables]
-            for command, name in self._named():
-                if name.text.lower() not in known:
-                    yield _Problem(name.pos, self.words[command],
-                                   f"unknown variable {name.text!r}{did_you_mean(name.text, spellings)}",
-                                   "a name from VARIABLES")
-        ordinal = {n.text.lower(): n for n in self.values.get("ORDINAL", ())}
-        for name in self.values.get("NOMINAL", ()):
-            other = ordinal.get(name.text.lower())
-            if other is not None:
-                later, first = (name, other) if other.pos < name.pos else (other, name)
-                command = self.words["NOMINAL" if later is name else "ORDINAL"]
-                yield _Problem(later.pos, command, f"{name.text!r} is both ORDINAL and NOMINAL",
-                               "each categorical variable in one of the two")
-
-    def _check_model(self) -> Iterator[_Problem]:
-        model = self.values.get("MODEL")
-        if model is None:
-            return
-        ids = {n.text.lower() for n in model.ids}
-        yield from self._check_clusterid(model)
-        if not ids and "CLUSTERID" in self.values:
-            ids = {n.text.lower() for n in self.values["CLUSTERID"]}
-        for term in model.terms:
-            for name in term.names:
-                if name.text.lower() in ids:
-                    yield _Problem(name.pos, "MODEL",
-                                   f"cluster id {name.text!r} is also used as a model term",
-                                   "cluster ids only left of '~' (or in CLUSTERID), not among the terms")
-        yield from self._check_outcome(model)
-
-    def _check_clusterid(self, model: _Model) -> Iterator[_Problem]:
-        given = self.values.get("CLUSTERID")
-        if given is None or not model.ids:
+    def _check_clusterid(self) -> Iterator[Problem]:
+        given, model = self.values.get("CLUSTERID"), self.values.get("MODEL")
+        if given is None or model is None or not model.ids:
             return
         if {n.text.lower() for n in given} != {n.text.lower() for n in model.ids}:
             ids = " ".join(n.text for n in model.ids)
-            yield _Problem(given[0].pos, self.words["CLUSTERID"],
-                           f"{' '.join(n.text for n in given)!r} differs from the ids left of '~' in MODEL "
-                           f"on line {self.commands['MODEL'].line} ({ids!r})",
-                           "the same ids in both, or the ids in only one of them")
+            yield Problem(given[0].pos, self.words["CLUSTERID"],
+                          f"{' '.join(n.text for n in given)!r} differs from the ids left of '~' in MODEL "
+                          f"on line {self.commands['MODEL'].line} ({ids!r})",
+                          "the same ids in both, or the ids in only one of them")
 
-    def _check_outcome(self, model: _Model) -> Iterator[_Problem]:
-        outcome = self.values.get("OUTCOME")
-        in_model = {n.text.lower() for t in model.terms for n in t.names}
-        if outcome is not None and outcome.text.lower() not in in_model:
-            yield _Problem(outcome.pos, "OUTCOME", f"{outcome.text!r} is not in MODEL",
-                           "a variable that MODEL names right of '~'")
-        for term in model.terms:
-            if term.kind != "slope":
-                continue
-            y = term.names[0]
-            if outcome is None and "OUTCOME" not in self.commands:
-                yield _Problem(term.pos, "MODEL", f"the random slope {_term_text(term)!r} needs an OUTCOME",
-                               f"'OUTCOME: {y.text};'")
-            elif outcome is not None and y.text.lower() != outcome.text.lower():
-                yield _Problem(y.pos, "MODEL",
-                               f"the random slope {_term_text(term)!r} is not in the model of OUTCOME "
-                               f"{outcome.text!r}", f"'{outcome.text}:{term.names[1].text}'")
-
-    def _check_output(self) -> Iterator[_Problem]:
+    def _check_output(self) -> Iterator[Problem]:
         """One output file, one format, and a '*' in the file name exactly when output is separate."""
         formats = [(pos, _FORMAT_OF_OPTION[key], "OPTIONS", key) for key, pos in self.option_pos.items()
                    if key in _FORMAT_OF_OPTION]
@@ -891,7 +710,7 @@ class _Reader:
             if fmt != formats[0][1]:
                 conflict = True
                 first_pos, _, _, first_key = formats[0]
-                yield _Problem(pos, command,
+                yield Problem(pos, command,
                                f"{key!r} conflicts with {first_key!r} on line {first_pos.line}",
                                "one output format: stacked or separate")
         files = ([(self.values["OUTFILE"][1], "OUTFILE", self.values["OUTFILE"][0])]
@@ -899,7 +718,7 @@ class _Reader:
         files += [(s.path_pos, "SAVE", s.raw) for s in self.saves]
         files.sort()
         for pos, command, _ in files[1:]:
-            yield _Problem(pos, command, f"a second output file ({files[0][1]} on line {files[0][0].line})",
+            yield Problem(pos, command, f"a second output file ({files[0][1]} on line {files[0][0].line})",
                            "one output file")
         # The '*' check needs the format: not when it is contradictory or could not be read.
         if files and not conflict and not self.failed & {"OPTIONS", "SAVE"}:
@@ -907,22 +726,23 @@ class _Reader:
             fmt = formats[0][1] if formats else "stacked"
             stars = raw.count("*")
             if fmt == "separate" and stars != 1:
-                yield _Problem(pos, command,
+                yield Problem(pos, command,
                                f"{raw!r} has {stars or 'no'} '*' but the output is separate",
                                "a file name with one '*' for the imputation number, such as imp*.csv")
             elif fmt == "stacked" and stars:
-                yield _Problem(pos, command, f"{raw!r} has a '*' but the output is stacked (one file)",
+                yield Problem(pos, command, f"{raw!r} has a '*' but the output is stacked (one file)",
                                "OPTIONS: separate; or a file name without '*'")
 
     # -- the result ------------------------------------------------------------------------------
 
-    def build(self, path: Path | None) -> Script:
+    def build(self, path: Path | None) -> Config:
         values = self.values
         spelling = {v.text.lower(): v.text for v in values.get("VARIABLES", ())}
 
         def canon(name: Name) -> Name:
-            """The VARIABLES spelling, keeping where the name was written."""
-            return Name(spelling.get(name.text.lower(), name.text), name.pos)
+            """The VARIABLES spelling, keeping where and how the name was written."""
+            text = spelling.get(name.text.lower(), name.text)
+            return Name(text, name.pos, None if text == name.text else name.text)
 
         def names(command: str) -> tuple[Name, ...]:
             return tuple(canon(n) for n in values.get(command, ()))
@@ -940,9 +760,7 @@ class _Reader:
         chains, processors = values.get("CHAINS", (2, None))
         priors = [p for p in _PRIORS if p in options]
         outcome = values.get("OUTCOME")
-        return Script(
-            path=path,
-            commands=types.MappingProxyType(dict(self.commands)),
+        return Config(
             data=self._resolve(values["DATA"][0]) if "DATA" in values else None,
             variables=tuple(values["VARIABLES"]) if "VARIABLES" in values else None,
             ordinal=names("ORDINAL"),
@@ -968,7 +786,7 @@ class _Reader:
             estimates="estimates" in options,
             prior=priors[0] if priors else "prior2",
             options=options,
-            source=self.src.label,
+            origin=Origin("script", self.src.label, types.MappingProxyType(dict(self.commands)), path),
         )
 
     def _resolve(self, raw: str) -> Path:
@@ -977,9 +795,11 @@ class _Reader:
         return Path(os.path.abspath(self.base / path))
 
 
-def _check_option_conflicts(st: _Statement, key: str, index: int, given: dict[str, int]) -> None:
-    """Raise if `key` contradicts an option given earlier in the same OPTIONS statement."""
-    clashes = []
+def option_clash(key: str, given) -> tuple[str, str] | None:
+    """(the earlier option `key` contradicts, what was expected), or None: for OPTIONS and for
+    ``impute``'s `options` alike."""
+    clashes: list[str] = []
+    expected = ""
     if key in _FORMAT_OF_OPTION:
         fmt = _FORMAT_OF_OPTION[key]
         clashes = [k for k in given if _FORMAT_OF_OPTION.get(k, fmt) != fmt]
@@ -990,8 +810,7 @@ def _check_option_conflicts(st: _Statement, key: str, index: int, given: dict[st
     elif key in _PRIORS:
         clashes = [k for k in given if k in _PRIORS and k != key]
         expected = "one prior: prior1, prior2 or prior3"
-    if clashes:
-        raise st.problem(index, f"{key!r} conflicts with {clashes[0]!r}", expected)
+    return (clashes[0], expected) if clashes else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -999,7 +818,7 @@ def _check_option_conflicts(st: _Statement, key: str, index: int, given: dict[st
 # --------------------------------------------------------------------------------------------
 
 
-def parse_script(text: str, path: str | Path | None = None) -> Script:
+def parse_script(text: str, path: str | Path | None = None) -> Config:
     """Parse and validate a script's text. `path` names the script in messages and is the folder
     that relative DATA and OUTFILE paths are resolved against (the working directory if None).
 
@@ -1009,25 +828,40 @@ def parse_script(text: str, path: str | Path | None = None) -> Script:
     src = _Source(text, label)
     base = Path(path).parent if path is not None else Path.cwd()
     reader = _Reader(src, base)
-    problems: list[_Problem] = []
+    found: list[Problem] = []
     complete = True
     try:
         for st in _statements(src):
             try:
                 reader.take(st)
-            except _Problem as p:  # keep reading: an earlier cross-statement problem may win
-                problems.append(p)
-    except _Problem as p:  # the statement structure is broken: nothing after it can be trusted
-        problems.append(p)
+            except Problem as p:  # keep reading: an earlier cross-statement problem may win
+                found.append(p)
+    except Problem as p:  # the statement structure is broken: nothing after it can be trusted
+        found.append(p)
         complete = False
-    problems.extend(reader.cross_check(complete))
-    if problems:
-        first = min(problems, key=lambda p: p.pos)
-        raise ScriptError(first.message(label))
-    return reader.build(Path(path) if path is not None else None)
+    found.extend(reader.cross_check(complete))
+    config = reader.build(Path(path) if path is not None else None)
+    found.extend(problems(config))
+    raise_first(found, config.origin, config)
+    return config
 
 
-def read_script(path: str | Path) -> Script:
+def parse_model(text: str, label: str) -> tuple[tuple[Name, ...], tuple[ModelTerm, ...], Pos]:
+    """A MODEL string on its own (``impute``'s `model`): (cluster ids, terms, position), with
+    positions Pos(1, column) in the string (line breaks read as spaces). Raises ScriptError
+    '{label}: model, column c: ...' for a string that is not MODEL's grammar."""
+    flat = " ".join(text.splitlines())
+    src = _Source(flat, label)
+    st = _Statement("MODEL", "MODEL", Pos(1, 0), 0, flat, flat, src)
+    try:
+        model = _read_model(st)
+    except Problem as p:
+        origin = Origin("arguments", label, {"MODEL": Pos(1, 0)})
+        raise ScriptError(p.message(origin)) from None
+    return model.ids, model.terms, model.pos
+
+
+def read_script(path: str | Path) -> Config:
     """Read a script file (UTF-8; a byte-order mark is allowed) and parse it."""
     label = str(path)
     try:

@@ -1,7 +1,7 @@
-"""Script + data -> ModelSpec: the blocks of the factored regression specification
+"""Configuration + data -> ModelSpec: the blocks of the factored regression specification
 (docs/design/model.md).
 
-This is the host-side model compiler's front half. It decides, from the script and the data,
+This is the host-side model compiler's front half. It decides, from the configuration (jaximpute.config) and the data,
 which variable is modelled at which level, which blocks exist and what each is regressed on, and
 it records everything the report prints about the model. The result is static: a `Structure`
 for the device program plus the names and scales needed to read the draws back.
@@ -27,7 +27,7 @@ from .data import DataTable
 from .errors import DataError, ModelError, did_you_mean
 from .kernels.structure import LATENT, VAR, Block, Factor, Prior, SamplerOptions, Term
 from .nesting import constant_within, pairs
-from .script import Script
+from .config import Config
 
 
 @dataclass
@@ -55,7 +55,6 @@ class BlockInfo:
 
 @dataclass
 class ModelSpec:
-    script: Script
     table: DataTable
     cluster: str | None                 # cluster id name (None: single-level model)
     variables: list[VariableInfo]       # every column of the table
@@ -76,8 +75,8 @@ class ModelSpec:
         return [self.var(n) for n in self.x_names]
 
 
-def _not_yet(script: Script, pos, what: str, issue: str) -> ModelError:
-    err = script.error(pos, f"{what} is not supported yet ({issue}); "
+def _not_yet(cfg: Config, pos, what: str, issue: str) -> ModelError:
+    err = cfg.error(pos, f"{what} is not supported yet ({issue}); "
                             "jaximpute refuses rather than fit a different model")
     return ModelError(str(err))
 
@@ -99,57 +98,57 @@ def detect_levels(values: np.ndarray, cluster: np.ndarray) -> np.ndarray:
     return levels
 
 
-def build_spec(script: Script, table: DataTable) -> ModelSpec:
+def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
     names = list(table.names)
     lower = {n.lower(): i for i, n in enumerate(names)}
 
     def col(name_tok) -> int:
         i = lower.get(name_tok.text.lower())
         if i is None:
-            raise ModelError(str(script.error(
+            raise ModelError(str(cfg.error(
                 name_tok.pos, f"unknown variable '{name_tok.text}'"
                 f"{did_you_mean(name_tok.text, names)}; expected a column of {table.source}")))
         return i
 
     # ---- what the script asks for, and what is not supported yet
-    if script.nominal:
-        raise _not_yet(script, script.nominal[0].pos, "NOMINAL", "nominal variables: a later issue")
-    focal = script.outcome is not None
+    if cfg.nominal:
+        raise _not_yet(cfg, cfg.nominal[0].pos, "NOMINAL", "nominal variables: a later issue")
+    focal = cfg.outcome is not None
     if not focal:
-        for term in script.model:
+        for term in cfg.model:
             if term.kind == "product":
-                raise ModelError(str(script.error(
+                raise ModelError(str(cfg.error(
                     term.pos, f"the product term '{'*'.join(n.text for n in term.names)}' needs a focal "
                     "model; expected an OUTCOME naming the dependent variable it belongs to")))
-    ordinal_cols = {col(n) for n in script.ordinal}
+    ordinal_cols = {col(n) for n in cfg.ordinal}
     # FIXED predictors are conditioned on (no block); they may be listed in MODEL or not
-    fixed_cols = [col(n) for n in script.fixed]
+    fixed_cols = [col(n) for n in cfg.fixed]
     named = []                                          # every variable MODEL names, in order
-    for t in script.model:
+    for t in cfg.model:
         for n in t.names:
             if col(n) not in named:
                 named.append(col(n))
-    outcome_col = col(script.outcome) if focal else None
+    outcome_col = col(cfg.outcome) if focal else None
     if focal and outcome_col in fixed_cols:
-        raise ModelError(str(script.error(script.outcome.pos,
-                         f"'{script.outcome.text}' is both OUTCOME and FIXED; expected it in one of them")))
+        raise ModelError(str(cfg.error(cfg.outcome.pos,
+                         f"'{cfg.outcome.text}' is both OUTCOME and FIXED; expected it in one of them")))
     listed = [c for c in named if c not in fixed_cols]
     if not listed:
-        raise ModelError(str(script.error(script.model_pos or "MODEL",
+        raise ModelError(str(cfg.error(cfg.model_pos or "MODEL",
                                           "no variable to model (every listed variable is FIXED); "
                                           "expected at least one variable to impute")))
 
     # ---- cluster id and levels
     values = table.values
     n_rows = values.shape[0]
-    id_cols = [col(n) for n in script.cluster_ids]
-    for c, tok in zip(id_cols, script.cluster_ids):
+    id_cols = [col(n) for n in cfg.cluster_ids]
+    for c, tok in zip(id_cols, cfg.cluster_ids):
         bad = np.flatnonzero(~np.isfinite(values[:, c]))
         if bad.size:
             raise DataError(f"{table.source}: row {_file_row(table, bad[0])}, column {c + 1} "
                             f"({names[c]}): the cluster id is missing; expected an id on every row")
         if c in named + fixed_cols:
-            raise ModelError(str(script.error(tok.pos,
+            raise ModelError(str(cfg.error(tok.pos,
                              "the cluster id is also listed as a variable; expected it only left of '~'")))
     cluster_col, unit_col, nesting = (id_cols + [None])[0], None, ""
     if len(id_cols) == 2:
@@ -159,7 +158,7 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
                 raise DataError(f"{table.source}: row {_file_row(table, frac[0])}, column {c + 1} "
                                 f"({names[c]}): {values[frac[0], c]:g} is not an id; expected whole-number "
                                 "ids for the two cluster ids of three-level data")
-        cluster_col, unit_col, nesting = _level_ids(script, table, id_cols)
+        cluster_col, unit_col, nesting = _level_ids(cfg, table, id_cols)
     if cluster_col is not None:
         cl = values[:, cluster_col]
         if unit_col is not None:
@@ -196,8 +195,8 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
             raise DataError(f"{table.source}: column {i + 1} ({v.name}) has no observed values; "
                             "expected at least two to impute from")
         if i in fixed_cols and v.n_missing:
-            raise ModelError(str(script.error(
-                next(n.pos for n in script.fixed if n.text.lower() == v.name.lower()),
+            raise ModelError(str(cfg.error(
+                next(n.pos for n in cfg.fixed if n.text.lower() == v.name.lower()),
                 f"'{v.name}' has {v.n_missing} missing values; a FIXED predictor must be "
                 "complete (remove it from FIXED so that it is modelled and imputed)")))
         sd = float(np.std(obs))
@@ -208,34 +207,34 @@ def build_spec(script: Script, table: DataTable) -> ModelSpec:
 
     multilevel = cluster_col is not None
     build = _focal_blocks if focal else _joint_blocks
-    order, blocks, info = build(script, col, variables, listed, fixed_cols, outcome_col, multilevel)
+    order, blocks, info = build(cfg, col, variables, listed, fixed_cols, outcome_col, multilevel)
     units = values[:, unit_col] if unit_col is not None else None
-    _check_collinear(script, table, blocks, info, variables, cl if multilevel else None, units)
+    _check_collinear(cfg, table, blocks, info, variables, cl if multilevel else None, units)
     x_cols = order + [c for c in fixed_cols if c not in order]
     xi = {c: k for k, c in enumerate(x_cols)}
     # blocks were built with table columns; the device sees columns of x (x_cols order)
     blocks = [_renumber(b, xi) for b in blocks]
     _centre(blocks, [variables[c] for c in x_cols])
-    blocks = _ordinal_blocks(script, col, blocks, [variables[c] for c in x_cols], values)
+    blocks = _ordinal_blocks(cfg, col, blocks, [variables[c] for c in x_cols], values)
 
     incomplete = [xi[c] for c in order if variables[c].n_missing > 0]
     notes = []
     if unit_col is not None:
         notes.append(f"three-level data: {names[cluster_col]} (level 2) within {names[unit_col]} "
                      f"(level 3), {nesting}")
-    if focal and any(t.kind == "product" for t in script.model):
+    if focal and any(t.kind == "product" for t in cfg.model):
         notes.append("product terms are added as written; their main effects are not added for you "
                      "(as in Blimp): list them in MODEL if the analysis has them")
-    if script.ordinal:
-        carried = [n.text for n in script.ordinal if col(n) not in listed]
+    if cfg.ordinal:
+        carried = [n.text for n in cfg.ordinal if col(n) not in listed]
         if carried:
             notes.append("ORDINAL variables outside MODEL are carried to the output: " + " ".join(carried))
-    return ModelSpec(script, table, names[cluster_col] if multilevel else None, variables,
-                     [names[c] for c in x_cols], blocks, info, incomplete, Prior(script.prior),
+    return ModelSpec(table, names[cluster_col] if multilevel else None, variables,
+                     [names[c] for c in x_cols], blocks, info, incomplete, Prior(cfg.prior),
                      notes, names[unit_col] if unit_col is not None else None)
 
 
-def _level_ids(script: Script, table: DataTable, id_cols: list[int]) -> tuple[int, int, str]:
+def _level_ids(cfg: Config, table: DataTable, id_cols: list[int]) -> tuple[int, int, str]:
     """(level-2 id column, level-3 id column) of three-level data: the level-3 id is the one
     that is constant within every cluster of the other (each student in one school), in either
     order (docs/design/script.md, MODEL). If the level-2 ids recur across units (student 1 of
@@ -276,7 +275,7 @@ def _var(c: int) -> Term:
     return Term((Factor(VAR, c),))
 
 
-def _joint_blocks(script, col, variables, listed, fixed_cols, outcome_col, multilevel):
+def _joint_blocks(cfg, col, variables, listed, fixed_cols, outcome_col, multilevel):
     """`cluster ~ y x ...` without OUTCOME: every listed variable gets a block. Level-1 variables
     come first in the listed order, each regressed on the later ones, their latent cluster means
     and the FIXED predictors; level-2 ones follow (p(L1 | L2) p(L2)), then level-3 ones in
@@ -320,7 +319,7 @@ def _latent_label(name: str) -> str:
     return f"{name}.mean"
 
 
-def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multilevel):
+def _focal_blocks(cfg, col, variables, listed, fixed_cols, outcome_col, multilevel):
     """`cluster ~ y:x w a*b; OUTCOME: y;` (docs/design/model.md, "How the script maps to blocks").
 
     The focal block of y has exactly the terms listed, an intercept, and a random intercept plus a
@@ -341,7 +340,7 @@ def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
             terms.append(term)
             labels.append(label)
 
-    for t in script.model:
+    for t in cfg.model:
         cols = [col(n) for n in t.names]
         if t.kind == "var":
             if cols[0] != y:
@@ -349,16 +348,16 @@ def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
         elif t.kind == "slope":
             x = cols[1]
             if x == y:
-                raise ModelError(str(script.error(t.pos, f"'{_text(t)}' gives the outcome a random "
+                raise ModelError(str(cfg.error(t.pos, f"'{_text(t)}' gives the outcome a random "
                                  "slope on itself; expected 'outcome:predictor'")))
             if not multilevel:
-                raise ModelError(str(script.error(t.pos, f"the random slope '{_text(t)}' needs a "
+                raise ModelError(str(cfg.error(t.pos, f"the random slope '{_text(t)}' needs a "
                                  "cluster id; expected MODEL: cluster ~ ...")))
             if variables[x].level != 1 or y_level != 1:
                 which = names[x] if variables[x].level != 1 else names[y]
                 level = max(variables[x].level, y_level)
                 holder = next(v.name for v in variables if v.role == "cluster" and v.level == level)
-                raise ModelError(str(script.error(t.pos, f"the random slope '{_text(t)}' needs level-1 "
+                raise ModelError(str(cfg.error(t.pos, f"the random slope '{_text(t)}' needs level-1 "
                                  f"variables, but '{which}' is constant within every {holder} "
                                  f"(level {level}); expected a variable that varies within clusters")))
             add(_var(x), names[x])
@@ -367,14 +366,14 @@ def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
                 rlabels.append(names[x])
         else:  # product
             if y in cols:
-                raise ModelError(str(script.error(t.pos, f"the product '{_text(t)}' holds the OUTCOME "
+                raise ModelError(str(cfg.error(t.pos, f"the product '{_text(t)}' holds the OUTCOME "
                                  f"'{names[y]}'; expected a product of predictors")))
             add(Term(tuple(Factor(VAR, c) for c in cols)), "*".join(names[c] for c in cols))
     predictors = [c for c in dict.fromkeys(f.index for t in terms for f in t.factors)]
     if y_level >= 2 and multilevel:
         low = [c for c in predictors if variables[c].level < y_level]
         if low:
-            raise _not_yet(script, script.outcome.pos,
+            raise _not_yet(cfg, cfg.outcome.pos,
                            f"a level-{y_level} OUTCOME ('{names[y]}') with lower-level predictors "
                            f"({names[low[0]]})", "a later issue")
     incomplete = [c for c in predictors if c in listed]
@@ -382,7 +381,7 @@ def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
     sup_l1 = [c for c in incomplete if variables[c].level == 1]
     complete = [c for c in predictors if c not in listed] + [c for c in fixed_cols if c not in predictors]
 
-    if "latent" in script.options and multilevel:
+    if "latent" in cfg.options and multilevel:
         for c in sup_l1:
             add(Term((Factor(LATENT, order.index(c)),)), _latent_label(names[c]))
     level = y_level if multilevel else 1
@@ -400,7 +399,7 @@ def _focal_blocks(script, col, variables, listed, fixed_cols, outcome_col, multi
 MAX_CATEGORIES = 20
 
 
-def _ordinal_blocks(script, col, blocks, xvars, values):
+def _ordinal_blocks(cfg, col, blocks, xvars, values):
     """Give each block whose outcome is ORDINAL its category values (probit block,
     docs/design/model.md, ordinal blocks).
 
@@ -412,18 +411,18 @@ def _ordinal_blocks(script, col, blocks, xvars, values):
         if v.kind != "ordinal":
             out.append(blk)
             continue
-        pos = next(n.pos for n in script.ordinal if n.text.lower() == v.name.lower())
+        pos = next(n.pos for n in cfg.ordinal if n.text.lower() == v.name.lower())
         obs = values[:, v.column]
         codes = np.unique(obs[~np.isnan(obs)])
         if not 2 <= len(codes) <= MAX_CATEGORIES:
-            raise ModelError(str(script.error(pos, f"'{v.name}' has {len(codes)} distinct observed "
+            raise ModelError(str(cfg.error(pos, f"'{v.name}' has {len(codes)} distinct observed "
                              f"values; expected an ORDINAL variable with 2 to {MAX_CATEGORIES} "
                              "categories")))
         out.append(blk._replace(codes=tuple(float((c - v.mean) / v.sd) for c in codes)))
     return out
 
 
-def _check_collinear(script, table, blocks, info, variables, cluster, units=None) -> None:
+def _check_collinear(cfg, table, blocks, info, variables, cluster, units=None) -> None:
     """Refuse a block whose complete predictors are exactly collinear (e.g. months and wave =
     months + 1): its fixed effects are not identified, and the sampler would only produce NaN.
     Terms that hold a modelled (possibly imputed) variable or a latent mean are skipped here:
@@ -456,8 +455,8 @@ def _check_collinear(script, table, blocks, info, variables, cluster, units=None
                 coef = np.linalg.lstsq(m[:, :k], m[:, k], rcond=None)[0]
                 used = [l for l, c in zip(labels[:k], coef) if abs(c) > 1e-6 * np.abs(coef).max()]
                 others = " and ".join(f"'{l}'" for l in used)
-                raise ModelError(str(script.error(
-                    script.model_pos or "MODEL",
+                raise ModelError(str(cfg.error(
+                    cfg.model_pos or "MODEL",
                     f"in the model of '{bi.outcome}', '{labels[k]}' is a linear combination of "
                     f"{others} in the data (exact collinearity), so its coefficient cannot be "
                     "estimated; expected predictors that are not collinear: drop one of them "

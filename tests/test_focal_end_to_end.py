@@ -100,8 +100,8 @@ def test_non_finite_draws_stop_the_run_with_a_clear_error():
     labels = [("y", "fixed", "Intercept"), ("y", "fixed", "x"), ("y", "errvar", "residual")]
     raw = SimpleNamespace(saved_params=np.array([[[[0.1, np.nan, 1.0]]]]),
                           post_trace=np.zeros((0, 1, 1, 3)), imputations=np.zeros((1, 1, 1, 4)))
-    spec = SimpleNamespace(script=SimpleNamespace(path="s.imp"), prior=SimpleNamespace(name="prior2"))
+    spec = SimpleNamespace(prior=SimpleNamespace(name="prior2"))
     with pytest.raises(ModelError, match=r"non-finite draws \(first in the model of 'y': fix eff 'x'\)"):
-        _check_finite(spec, raw, labels)
+        _check_finite(spec, raw, labels, "s.imp")
     raw.saved_params = np.zeros((1, 1, 1, 3))
-    _check_finite(spec, raw, labels)                  # finite: no error
+    _check_finite(spec, raw, labels, "s.imp")                  # finite: no error

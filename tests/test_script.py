@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jaximpute.errors import ScriptError
-from jaximpute.script import ModelTerm, Name, Pos, Script, parse_script, read_script
+from jaximpute.script import Config, ModelTerm, Name, Pos, parse_script, read_script
 
 # --------------------------------------------------------------------------------------------
 # The scripts of the seed document (shared/reference), verbatim
@@ -479,7 +479,7 @@ def test_script_error_by_position_and_command():
 
 def test_script_is_frozen():
     s = parse_script("MODEL: c ~ y;")
-    assert isinstance(s, Script)
+    assert isinstance(s, Config)
     with pytest.raises(AttributeError):
         s.burn = 3  # type: ignore[misc]
     with pytest.raises(TypeError):

@@ -233,13 +233,13 @@ def three_level_frame(seed=1, k=12, m=3, n=4, recurring=False):
 
 
 def _spec(df, model, **kw):
-    from jaximpute.api import _script_lines
+    from jaximpute.api import configure
     from jaximpute.data import from_dataframe
-    from jaximpute.script import parse_script
     from jaximpute.spec import build_spec
     table = from_dataframe(df, None)
-    lines = _script_lines(table.names, model, 10, 1, 1, 1, 1, (), (), kw.get("outcome"))
-    return build_spec(parse_script("\n".join(lines), None), table)
+    config = configure(table.names, model, burn=10, thin=1, nimps=1, chains=1, seed=1,
+                       outcome=kw.get("outcome"))
+    return build_spec(config, table)
 
 
 @pytest.mark.parametrize("ids", ["school student", "student school"])
