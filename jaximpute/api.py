@@ -12,17 +12,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import numpy as np
 import pandas as pd
 
 from .data import DataTable, from_dataframe, read_table
 from .errors import ModelError, ScriptError, did_you_mean
-from .kernels import rhat
 from .kernels.structure import SamplerOptions
+from .posterior import imputed_tables, parameter_table, summaries
 from .progress import Progress
-from .report import GROUP_TITLES, Report, psr_summary, psr_warnings
-from .run import RawDraws, Settings, imputed_tables, parameter_table, sample, to_original_units
+from .report import GROUP_TITLES, Report, acceptance_rates, build_report, category_counts
+from .report import PRIOR_TEXT  # noqa: F401  (the studies' pages read it here)
+from .run import RawDraws, Settings, sample
 from .config import Config, Name, Origin, Problem, argument_pos, problems, raise_first
 from .script import OPTION_WORDS, option_clash, parse_model, read_script
 from .spec import ModelSpec, build_spec
@@ -30,8 +30,6 @@ from .spec import ModelSpec, build_spec
 # why draws fail under prior3 (kernels.structure.Prior), for the errors of `impute` and studies
 PRIOR3_FAILURE = ("under prior3 (IW(0, 0)) the posterior is improper when a random effect's variance "
                   "may be near zero, and a chain drifted into a zero variance")
-PRIOR_TEXT = {"prior1": "prior1: IW(I, q+1)", "prior2": "prior2: IW(0, -(q+1)), flat (default)",
-              "prior3": "prior3: IW(0, 0)"}
 
 
 @dataclass
@@ -267,44 +265,12 @@ def run(config: Config, table: DataTable, *, progress: bool = True, stream=None,
     labels = parameter_table(spec, raw.structure)
     _check_finite(spec, raw, labels, str(config.path) if config.path else "the model")
     imputed = imputed_tables(spec, raw, settings.nimps, settings.chains)
-    estimates = _estimates(spec, raw, labels) if settings.keep_post else None
-    report = _report(config, spec, settings, raw, labels, estimates, seed_drawn, time.perf_counter() - t0)
-    report.categories = _category_counts(spec, imputed)
-    report.acceptance = _acceptance_rates(spec, settings, raw)
+    estimates = summaries(spec, raw, labels) if settings.keep_post else None
+    report = build_report(config, spec, settings, raw, labels, estimates, seed_drawn,
+                          time.perf_counter() - t0)
+    report.categories = category_counts(spec, imputed)
+    report.acceptance = acceptance_rates(spec, settings, raw)
     return ImputationResult(config, spec, settings, raw, imputed, raw.burn_psr[0], labels, estimates, report)
-
-
-def _category_counts(spec: ModelSpec, imputed: np.ndarray) -> pd.DataFrame:
-    """Per modelled ordinal variable and code: the observed count and the mean count among the
-    imputed cells of an imputed data set (rows for level 1, rows of the cluster for level 2)."""
-    rows = []
-    for v in spec.variables:
-        if v.kind != "ordinal" or v.role != "modelled":
-            continue
-        col = spec.table.values[:, v.column]
-        miss = np.isnan(col)
-        codes = np.unique(col[~miss])
-        for c in codes:
-            obs = int(np.sum(col[~miss] == c))
-            imp = float(np.mean(np.sum(imputed[:, miss, v.column] == c, axis=1))) if len(imputed) else 0.0
-            rows.append({"variable": v.name, "code": f"{c:g}", "observed": obs,
-                         "imputed": f"{imp:.1f}"})
-    return pd.DataFrame(rows)
-
-
-def _acceptance_rates(spec: ModelSpec, settings: Settings, raw: RawDraws) -> pd.DataFrame:
-    """Per ordinal block with free thresholds: the acceptance rates of the threshold step and of
-    the intercept-threshold ridge move, in burn-in and after it (docs/design/model.md, step 6)."""
-    rows = []
-    after = settings.sweeps_per_chain - settings.burn
-    for b, moves in raw.moves.items():
-        m = moves[0].mean(axis=0)            # data set 0, mean over chains: (2 phases, 2 moves)
-        rate = lambda phase, move, n: f"{m[phase, move] / n:.3f}" if n else "-"
-        rows.append({"variable": spec.block_info[b].outcome,
-                     "thresholds": raw.structure.blocks[b].categories - 2,
-                     "burn-in": rate(0, 0, settings.burn), "after burn-in": rate(1, 0, after),
-                     "ridge move (after)": rate(1, 1, after), "sweeps after": after})
-    return pd.DataFrame(rows)
 
 
 def _check_finite(spec: ModelSpec, raw: RawDraws, labels, where: str) -> None:
@@ -330,88 +296,4 @@ def _check_finite(spec: ModelSpec, raw: RawDraws, labels, where: str) -> None:
                          "was written")
 
 
-# ------------------------------------------------------------------------- report pieces
 
-def _estimates(spec: ModelSpec, raw: RawDraws, labels) -> pd.DataFrame:
-    draws = to_original_units(spec, raw.structure, raw.post_trace[:, 0])   # (T, C, P)
-    flat = draws.reshape(-1, draws.shape[-1])
-    ess = np.asarray(jax.jit(rhat.ess)(draws.astype(np.float32))) if draws.shape[0] >= 4 else \
-        np.full(draws.shape[-1], np.nan)
-    q = np.quantile(flat, [0.5, 0.025, 0.975], axis=0)
-    return pd.DataFrame({
-        "block": [l[0] for l in labels],
-        "parameter": [f"{GROUP_TITLES[l[1]].lower()}: {l[2]}" for l in labels],
-        "median": q[0], "sd": flat.std(axis=0, ddof=1), "2.5%": q[1], "97.5%": q[2],
-        "psr": raw.final_psr[0], "ess": ess,
-    })
-
-
-def _programs_text(programs: tuple[int, int], requested: int | None) -> str:
-    """How the chains ran: vectorised in one program, or split over programs side by side."""
-    groups, axis = programs
-    asked = f"processors {requested} requested; " if requested else ""
-    if groups == 1:
-        return f" ({asked}vectorised in one program)"
-    return f" ({asked}run as {groups} programs side by side, one per CPU core)"
-
-
-def _report(s: Config, spec, settings, raw, labels, estimates, seed_drawn, total) -> Report:
-    settings_d = {
-        "script": str(s.path) if s.path else "<api>",
-        "data": spec.table.source,
-        "seed": f"{settings.seed}" + ("  (drawn: SEED was not given)" if seed_drawn else ""),
-        "burn-in": f"{settings.burn} sweeps per chain",
-        "thin": f"{settings.thin}",
-        "imputations": f"{settings.nimps}",
-        "chains": f"{settings.chains}" + _programs_text(raw.programs, s.processors),
-        "sweeps per chain": f"{settings.sweeps_per_chain}",
-        "prior": PRIOR_TEXT[spec.prior.name],
-        **({"warm start": f"random slopes held near 0 in the first {settings.warmup_sweeps} burn-in sweeps"}
-           if any(b.num_random > 1 for b in spec.blocks) and settings.warmup_sweeps else {}),
-        "device": f"{jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}",
-    }
-    table = spec.table
-    data_d = {"rows": f"{table.values.shape[0]}"}
-    if spec.cluster:
-        sizes = raw.layout.cluster_sizes
-        data_d["clusters"] = (f"{raw.layout.num_clusters} (cluster id: {spec.cluster}); rows per "
-                              f"cluster {sizes.min()} to {sizes.max()}, mean {sizes.mean():.1f}")
-    if spec.unit:
-        per_unit = np.bincount(raw.layout.unit_of_cluster)
-        data_d["level-3 units"] = (f"{raw.layout.num_units} (id: {spec.unit}); clusters per unit "
-                                   f"{per_unit.min()} to {per_unit.max()}, mean {per_unit.mean():.1f}")
-    data_d["missing code"] = f"{table.missing_code:g}" if table.missing_code is not None else "none"
-    var_df = pd.DataFrame({
-        "variable": [v.name for v in spec.variables],
-        "role": [v.role for v in spec.variables],
-        "level": [v.level if v.role != "carried" else "" for v in spec.variables],
-        "type": [v.kind if v.role in ("modelled", "fixed") else "" for v in spec.variables],
-        "missing": [f"{v.pct_missing:.1f}%" for v in spec.variables],
-    })
-    blocks = []
-    for bi in spec.block_info:
-        rhs = " + ".join(bi.terms)
-        ran = f" + random {' + '.join(bi.random)} | {spec.cluster}" if bi.random else ""
-        if spec.unit and bi.level < 3:
-            ran += f" + random Intercept | {spec.unit}"
-        where = ("level 1" if bi.level == 1 else
-                 f"level {bi.level}, one row per {spec.cluster if bi.level == 2 else spec.unit}")
-        role = {"focal": "focal model, ", "supporting": "supporting, "}.get(bi.role, "")
-        blocks.append(f"{bi.outcome} ({role}{where}) ~ {rhs}{ran}")
-    psr_df, warnings = None, []
-    groups = [g for g in GROUP_TITLES if any(l[1] == g for l in labels)]
-    windows = rhat.burnin_windows(settings.burn)
-    if settings.burn >= 4:
-        full = psr_summary(raw.burn_psr[0], labels, windows, groups)
-        psr_df = full
-        warnings = psr_warnings(raw.burn_psr[0][-1], labels,
-                                f"in the last burn-in window ({windows[-1][0] + 1} to {windows[-1][1]})")
-    psr_show = psr_df if s.psr else None
-    saved = (["imp#"] if s.output_format != "separate" else []) + list(table.names)
-    timing = dict(raw.timing)
-    timing["total"] = total
-    rep = Report(settings_d, data_d, var_df, blocks, psr_show,
-                 (f"split R-hat over {settings.chains} chains, each halved" if settings.chains > 1
-                  else "split R-hat over 1 chain, halved"), warnings, estimates, saved if settings.nimps else None, [], timing,
-                 list(spec.notes), psr_df)
-    return rep

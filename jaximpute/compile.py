@@ -40,6 +40,7 @@ class Layout:
 
     def unit_of_row(self) -> np.ndarray:
         """(N_real,) level-3 unit of each table row (three-level data)."""
+        assert self.unit_of_cluster is not None
         return self.unit_of_cluster[self.cluster_of_row]
 
 
@@ -51,12 +52,12 @@ def build_layout(cluster_values: np.ndarray | None, n_rows: int,
     numbered unit by unit: the level-3 sums are then sorted segment sums over clusters."""
     if cluster_values is None:
         cluster_values = np.zeros(n_rows)
-    three = {}
+    unit_of_cluster, num_units, unit_ids = None, 0, None
     if unit_values is not None:
         p = pairs(unit_values, cluster_values)
         inverse, ids = p.cluster, p.cluster_ids
         sizes = np.bincount(inverse, minlength=len(ids))
-        three = dict(unit_of_cluster=p.unit_of_cluster, num_units=len(p.unit_ids), unit_ids=p.unit_ids)
+        unit_of_cluster, num_units, unit_ids = p.unit_of_cluster, len(p.unit_ids), p.unit_ids
     else:
         ids, inverse, sizes = np.unique(cluster_values, return_inverse=True, return_counts=True)
     j = len(ids)
@@ -67,10 +68,11 @@ def build_layout(cluster_values: np.ndarray | None, n_rows: int,
     n_max = int(sizes.max()) if j else 1
     if j * n_max <= (1.0 + dense_waste) * n_rows:
         positions = inverse * n_max + within
-        return Layout(positions, inverse, j * n_max, j, n_max, ids, sizes, **three)
+        return Layout(positions, inverse, j * n_max, j, n_max, ids, sizes, unit_of_cluster, num_units,
+                      unit_ids)
     positions = np.empty(n_rows, dtype=np.int64)
     positions[order] = np.arange(n_rows)
-    return Layout(positions, inverse, n_rows, j, 0, ids, sizes, **three)
+    return Layout(positions, inverse, n_rows, j, 0, ids, sizes, unit_of_cluster, num_units, unit_ids)
 
 
 def cluster_arrays(layout: Layout) -> ClusterArrays:
@@ -83,9 +85,10 @@ def cluster_arrays(layout: Layout) -> ClusterArrays:
         first = np.concatenate([[0], np.cumsum(layout.cluster_sizes)[:-1]])
     row_weight = np.zeros(layout.num_rows, np.float32)
     row_weight[layout.positions] = 1.0
-    three = ()
+    three: tuple = ()
     if layout.num_units:
         unit = layout.unit_of_cluster
+        assert unit is not None
         first_cluster = np.searchsorted(unit, np.arange(layout.num_units))
         three = (unit.astype(np.int32), first_cluster.astype(np.int32), np.ones(layout.num_units, np.float32))
     return ClusterArrays(cluster.astype(np.int32), first.astype(np.int32), row_weight,
@@ -96,7 +99,7 @@ def cluster_arrays(layout: Layout) -> ClusterArrays:
 class MissingCells:
     """Where each drawn value belongs: per incomplete variable, per missing index, table rows."""
 
-    table_rows: list[list[np.ndarray]]
+    table_rows: list[list]       # a level-1 cell: its row (an int); a level-2 or 3 cell: its rows
 
 
 def prepare(spec: ModelSpec, values: np.ndarray | None = None, layout: Layout | None = None):
@@ -112,7 +115,9 @@ def prepare(spec: ModelSpec, values: np.ndarray | None = None, layout: Layout | 
         layout = build_layout(cl, n, spec.sampler.dense_waste, unit_values=unit)
     xv = spec.x_vars
     x = np.zeros((layout.num_rows, len(xv)), np.float32)
-    miss_index, table_rows, counts = [], [], []
+    miss_index: list[np.ndarray] = []
+    table_rows: list[list] = []
+    counts: list[int] = []
     for k, v in enumerate(xv):
         col = (values[:, v.column] - v.mean) / v.sd
         if v.level >= 2 and spec.cluster:

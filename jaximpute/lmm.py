@@ -486,11 +486,12 @@ def _profiled(theta, s, q: int, reml: bool):
     # G = d deviance / d Sigma, Sigma = Lambda Lambda', for the boundary check (the theta-gradient
     # above is 2 G Lambda): with K_j = Lambda A_j^-1 Lambda' and w_j, Z_j'V_j^-1X_j as above,
     #   G = sum_j Z_j'Z_j - Z_j'Z_j K_j Z_j'Z_j - (dof / r2) w_j w_j' [- Z_j'V_j^-1X_j C X_j'V_j^-1Z_j]
-    gsig = [[None] * q for _ in range(q)]
+    gsig: list[list] = [[None] * q for _ in range(q)]
     for k in range(q):
         for l in range(k + 1):
             e = s["zz"][k][l] - sum(m[k][c] * zzl[l][c] for c in range(q)) - (dof / r2) * w[k] * w[l]
             if reml:
+                assert pm is not None
                 e = e - pm[k][l]
             gsig[k][l] = gsig[l][k] = jnp.sum(e)
     return dev, grad, {**aux, "gsig": jnp.stack([jnp.stack(r) for r in gsig])}
@@ -856,6 +857,7 @@ class LMMFit:
             for j in range(i + 1):
                 out[f"{names[j]}~~{names[i]}|{g}"] = self.psi[:, j, i]
         if self.formula.group3:
+            assert self.psi3 is not None
             out[f"Intercept~~Intercept|{self.formula.group3}"] = self.psi3
         out["Residual~~Residual"] = self.sigma2
         if names and names[0] == "Intercept" and not self.formula.group3:   # as mitml: one group only

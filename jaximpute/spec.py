@@ -130,6 +130,7 @@ def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
                 named.append(col(n))
     outcome_col = col(cfg.outcome) if focal else None
     if focal and outcome_col in fixed_cols:
+        assert cfg.outcome is not None
         raise ModelError(str(cfg.error(cfg.outcome.pos,
                          f"'{cfg.outcome.text}' is both OUTCOME and FIXED; expected it in one of them")))
     listed = [c for c in named if c not in fixed_cols]
@@ -179,12 +180,12 @@ def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
         fixed_cols = fixed_cols + implicit
         listed = [c for c in listed if c not in implicit]
     variables = []
-    for i, n in enumerate(names):
+    for i, name in enumerate(names):
         miss = int(n_missing[i])
         role = ("cluster" if i in (cluster_col, unit_col) else "modelled" if i in listed
                 else "fixed" if i in fixed_cols else "carried")
         level = 2 if i == cluster_col else 3 if i == unit_col else int(levels[i])
-        variables.append(VariableInfo(n, i, role, level,
+        variables.append(VariableInfo(name, i, role, level,
                                       "ordinal" if i in ordinal_cols else "continuous",
                                       miss, 100.0 * miss / max(n_rows, 1)))
 
@@ -220,6 +221,7 @@ def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
     incomplete = [xi[c] for c in order if variables[c].n_missing > 0]
     notes = []
     if unit_col is not None:
+        assert cluster_col is not None
         notes.append(f"three-level data: {names[cluster_col]} (level 2) within {names[unit_col]} "
                      f"(level 3), {nesting}")
     if focal and any(t.kind == "product" for t in cfg.model):
@@ -229,7 +231,7 @@ def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
         carried = [n.text for n in cfg.ordinal if col(n) not in listed]
         if carried:
             notes.append("ORDINAL variables outside MODEL are carried to the output: " + " ".join(carried))
-    return ModelSpec(table, names[cluster_col] if multilevel else None, variables,
+    return ModelSpec(table, names[cluster_col] if multilevel and cluster_col is not None else None, variables,
                      [names[c] for c in x_cols], blocks, info, incomplete, Prior(cfg.prior),
                      notes, names[unit_col] if unit_col is not None else None)
 

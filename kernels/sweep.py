@@ -31,9 +31,9 @@ def monitored(st: Structure, state: State):
         if q:
             rows, cols = jnp.tril_indices(q)
             parts.append(bs.sigma[rows, cols])
-        if st.has_level3(blk):
+        if bs.level3 is not None:                 # st.has_level3(blk)
             parts.append(bs.level3.s3[None])
-        if blk.codes:
+        if bs.probit is not None:                 # blk.codes
             parts.append(bs.probit.tau[2:blk.categories])        # the free thresholds tau_2..tau_(K-1)
         else:
             parts.append(bs.s2[None])
@@ -43,7 +43,7 @@ def monitored(st: Structure, state: State):
 class ParameterLabel(NamedTuple):
     block: int
     group: str      # 'fixed' | 'ranvar' | 'errvar' | 'threshold'
-    index: tuple    # term index, or (row, col) of Sigma, or ("level3",), or ()
+    index: tuple    # type: ignore[assignment]  # term index, or (row, col) of Sigma, or ("level3",), or ()
 
 
 def parameter_labels(st: Structure) -> list[ParameterLabel]:

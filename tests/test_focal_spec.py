@@ -11,7 +11,7 @@ import pytest
 from jaximpute.data import DataTable, read_table
 from jaximpute.errors import ModelError
 from jaximpute.kernels.structure import LATENT, VAR, Factor, Term
-from jaximpute.run import to_original_units
+from jaximpute.posterior import to_original_units
 from jaximpute.kernels.sweep import parameter_labels
 from jaximpute.script import parse_script, read_script
 from jaximpute.spec import build_spec

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from jaximpute.api import impute
-from jaximpute.run import to_original_units
+from jaximpute.posterior import to_original_units
 
 
 def probit_data(seed, j=300, n=8, codes=(1, 2, 3, 4), taus=(0.0, 0.7, 1.5)):

@@ -19,7 +19,7 @@ import pytest
 from jaximpute.api import impute
 from jaximpute.kernels import rhat
 from jaximpute.kernels.structure import SamplerOptions
-from jaximpute.run import to_original_units
+from jaximpute.posterior import to_original_units
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def test_posterior_means_match_ml_fit(complete_data):
     assert res_iter is not None
     est = res_iter.set_index("parameter")
     post = res.raw.post_trace  # standardised; use the report's original-unit summaries instead
-    from jaximpute.run import to_original_units
+    from jaximpute.posterior import to_original_units
     draws = to_original_units(res.spec, res.raw.structure, post[:, 0]).reshape(-1, post.shape[-1])
     means = draws.mean(axis=0)
     sds = draws.std(axis=0, ddof=1)
@@ -81,7 +81,7 @@ def test_random_slope_posterior_matches_ml_fit(slope_data):
     for a = J/2 = 150, more for the less informed slope variance), so they get 0.3 SD instead of
     0.2; a 20% error in the slope variance (about 2 posterior SDs here) still fails."""
     from jaximpute.lmm import fit_lmm
-    from jaximpute.run import to_original_units
+    from jaximpute.posterior import to_original_units
 
     df = slope_data
     ml = fit_lmm("y ~ x + w + x:w + (x | cluster)", df, reml=True)

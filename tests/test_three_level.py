@@ -335,7 +335,7 @@ write.csv(out, "{tmp_path / 'ml.csv'}", row.names = FALSE)
     res = impute(df, "school student ~ y:x w2 w3", outcome="y", nimps=0, burn=1000, thin=1,
                  chains=4, seed=7, options="estimates", iterations=2000)
     from jaximpute.kernels import rhat
-    from jaximpute.run import to_original_units
+    from jaximpute.posterior import to_original_units
     post = to_original_units(res.spec, res.raw.structure, res.raw.post_trace[:, 0])    # (T, C, P)
     mine = [i for i, (b, _, _) in enumerate(res.parameters) if b == "y"]
     labels = [f"{res.parameters[i][1]}: {res.parameters[i][2]}" for i in mine]
