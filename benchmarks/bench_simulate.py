@@ -167,8 +167,9 @@ def r_pipeline(code: str, inc_csv: bytes, timeout: float):
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    from jaximpute import study as S
-    st = S.load_study(CONFIG)
+    from jaximpute.studies.config import load_study
+    from jaximpute.studies.populations import generate_batch
+    st = load_study(CONFIG)
     d = st.conditions[0].design
     sweeps = lambda c: st.burn + -(-st.nimps // c) * st.thin  # noqa: E731
     lines = ["# bench_simulate", "", f"Machine: {machine_line()}.", "",
@@ -182,7 +183,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         for c in a.chains:
             runs[c] = ours(st, a.reps, tmp / f"chains{c}", c, a.batches)
-        _, inc = S.generate_batch(st.seed, 0, np.arange(a.r_reps), d)
+        _, inc = generate_batch(st.seed, 0, np.arange(a.r_reps), d)
         num = lambda v: "NA" if np.isnan(v) else repr(float(v))  # noqa: E731
         rows = ["rep,cluster,y,x,w"] + [f"{r + 1},{int(c)},{num(y)},{num(x)},{num(w)}"
                                         for r in range(a.r_reps) for c, y, x, w in inc[r]]

@@ -1,6 +1,6 @@
 """Simulation: an incomplete ordinal predictor (5 categories, MAR) in a random-slope model.
 
-Issue 5's validation study. The design is issue 4's (``jaximpute/simulate_slope.py``: random
+Issue 5's validation study. The design is issue 4's (``jaximpute/studies/populations.py``: random
 slope of x, a cross-level x*w interaction, y, x and w incomplete, MAR) with x ordinal: a latent
 normal cut into the codes 0..4 (about 11 / 22 / 34 / 22 / 11%), which the analysis model uses as
 numbers. Two imputations of the same focal model are compared, beside listwise deletion and the
@@ -35,11 +35,14 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from jaximpute.simulate_slope import FIXED, Design, page_tail, run_or_render, study_args, to_markdown  # noqa: E402
+from _studies import page_tail, run_or_render, study_args  # noqa: E402
+from jaximpute.studies.analysis import FIXED  # noqa: E402
+from jaximpute.studies.pages import to_markdown  # noqa: E402
+from jaximpute.studies.populations import RandomSlope  # noqa: E402
 
 DOC = ROOT / "docs" / "simulation_ordinal_predictor.md"
 CUTS = (-1.3, -0.45, 0.45, 1.3)          # latent x (SD about 1.04) -> codes 0..4
-DESIGNS = (Design(50, 20, cuts=CUTS),)
+DESIGNS = (RandomSlope(50, 20, cuts=CUTS),)
 METHODS = ("focal", "focal, x continuous", "listwise", "complete")
 
 
@@ -116,7 +119,7 @@ cov(u0, u1) = {d.tau01}, var(u1) = {d.tau11}, var(e) = {d.s2}; w ~ N(0, 1) at le
 {d.clusters} clusters of {d.cluster_size}. MAR: each row may lose y (probability
 logistic(x - 2)) or x (probability logistic(y - b0 - 2 b1)), never both; a cluster loses w with
 probability logistic(logit(0.2) + mean of its observed y - b0 - 2 b1). Full description:
-`jaximpute/simulate_slope.py`.
+`jaximpute/studies/populations.py`.
 
 Every data set is analysed with `y ~ x + w + x:w + (x | cluster)` by REML (`jaximpute.lmm`);
 fixed effects pooled by Rubin's rules (Barnard-Rubin df, complete-data df J - 2), variance

@@ -1,8 +1,9 @@
 """Simulation: focal-model imputation for a random slope with a cross-level interaction (MAR).
 
-Issue 4's validation study. Design, estimands, missingness and analysis:
-``jaximpute/simulate_slope.py``; the configuration is the ``Design`` defaults there plus the
-settings below.
+Issue 4's validation study. Design, estimands and missingness: ``jaximpute/studies/populations.py``
+(``RandomSlope``); analysis and pooling: ``jaximpute/studies/analysis.py``. The configuration is
+the ``RandomSlope`` defaults plus the settings below; the study runs through the library's study
+runner (the programs and seeds of ``jaximpute simulate``).
 
     python benchmarks/sim_random_slope.py              # the full study, writes the docs page
     python benchmarks/sim_random_slope.py --quick      # a smoke run; prints, writes nothing
@@ -29,10 +30,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from jaximpute.simulate_slope import FIXED, Design, page_tail, run_or_render, study_args, to_markdown  # noqa: E402
+from _studies import page_tail, run_or_render, study_args  # noqa: E402
+from jaximpute.studies.analysis import FIXED  # noqa: E402
+from jaximpute.studies.pages import to_markdown  # noqa: E402
+from jaximpute.studies.populations import RandomSlope  # noqa: E402
 
 DOC = ROOT / "docs" / "simulation_random_slope.md"
-DESIGNS = (Design(50, 20), Design(100, 10))
+DESIGNS = (RandomSlope(50, 20), RandomSlope(100, 10))
 
 
 def parse_args(argv=None):
@@ -109,7 +113,7 @@ def verdict(summary: pd.DataFrame, reps: int) -> tuple[bool, str]:
 def write_doc(path: Path, summary, settings: dict, rates: dict, timing: dict, command: str,
               runtime: float) -> None:
     ok, text = verdict(summary, settings["reps"])
-    d = Design()
+    d = RandomSlope()
     page = f"""# Simulation: imputation for a random slope with a cross-level interaction
 
 Issue 4 asks that imputations be compatible with the analysis model: a random slope model needs
@@ -131,7 +135,7 @@ w ~ N(0, 1) at level 2, x = {d.g} w + a + f with var(a) = {d.var_a}, var(f) = {d
 Conditions: 50 clusters of 20 and 100 clusters of 10. Missingness is MAR: each row may lose y
 (probability logistic(x)) or x (probability logistic(y)), never both; a cluster loses w with
 probability logistic(logit(0.2) + mean of its observed y). Full description:
-`jaximpute/simulate_slope.py`.
+`jaximpute/studies/populations.py`.
 
 Every data set (imputed, listwise or complete) is analysed with `y ~ x + w + x:w + (x | cluster)`
 by REML (`jaximpute.lmm`, which agrees with lme4 to 1e-4); fixed effects are pooled by Rubin's

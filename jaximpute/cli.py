@@ -165,14 +165,16 @@ def _study_out(args) -> Path:
 
 
 def cmd_simulate(args) -> int:
-    from . import study as S
+    from .studies import runner as S
+    from .studies.config import load_study
+    from .studies.pages import memory_text, summary_text
 
-    st = S.load_study(args.config)
+    st = load_study(args.config)
     shard = S.parse_shard(args.shard)
     out = _study_out(args)
     log = (lambda msg: None) if args.quiet else S.log_stderr
     if args.memory:
-        print(S.memory_text(S.memory_plan(st, log=log)))
+        print(memory_text(S.memory_plan(st, log=log)))
         return 0
     if args.distributed:
         import jax
@@ -188,18 +190,20 @@ def cmd_simulate(args) -> int:
         return 0
     summ = S.write_summary(st, [out], out, parquet=args.parquet, plots=not args.no_plots)
     if not args.quiet:
-        print(S.summary_text(summ))
+        print(summary_text(summ))
         print(f"\nresults in {out}: summary.csv, reps.csv" + ("" if args.no_plots else
                                                             ", bias.png, coverage.png"))
     return 0
 
 
 def cmd_merge(args) -> int:
-    from . import study as S
+    from .studies.config import load_study
+    from .studies.pages import summary_text
+    from .studies.runner import write_summary
 
-    st = S.load_study(args.config)
-    summ = S.write_summary(st, args.folders, args.out, parquet=args.parquet, plots=not args.no_plots)
-    print(S.summary_text(summ))
+    st = load_study(args.config)
+    summ = write_summary(st, args.folders, args.out, parquet=args.parquet, plots=not args.no_plots)
+    print(summary_text(summ))
     print(f"\nresults in {args.out}: summary.csv, reps.csv" + ("" if args.no_plots else
                                                                 ", bias.png, coverage.png"))
     return 0

@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaximpute import study as S
 from jaximpute.api import impute, impute_many
 from jaximpute.run import Settings, parallel_split
-from jaximpute.simulate_slope import NAMES, Design
+from jaximpute.studies.populations import RandomSlope, generate_batch
 
 
 def _frame():
@@ -69,10 +68,11 @@ def test_chains_in_threads_equal_one_program():
 @pytest.mark.slow
 def test_data_sets_in_threads_equal_one_program():
     """One chain per data set: a batch of 3 is padded to 4 and split over 2 programs."""
-    _, inc = S.generate_batch(3, 0, np.arange(3), Design(clusters=12, cluster_size=4))
+    d = RandomSlope(clusters=12, cluster_size=4)
+    _, inc = generate_batch(3, 0, np.arange(3), d)
     kw = dict(nimps=2, burn=40, thin=10, chains=1, seed=5)
-    imp1, psr1 = impute_many(inc, list(NAMES), "cluster ~ y x w", processors=1, **kw)
-    imp2, psr2 = impute_many(inc, list(NAMES), "cluster ~ y x w", processors=2, **kw)
+    imp1, psr1 = impute_many(inc, list(d.NAMES), "cluster ~ y x w", processors=1, **kw)
+    imp2, psr2 = impute_many(inc, list(d.NAMES), "cluster ~ y x w", processors=2, **kw)
     assert imp1.shape == imp2.shape == (3, 2, 48, 4)
     miss = np.isnan(inc)[:, None].repeat(2, axis=1)
     assert not np.isnan(imp2).any()

@@ -1,42 +1,20 @@
-"""`jaximpute simulate`: config checks, the on-device generator's mechanisms, and that a resumed
-or sharded study gives exactly what one uninterrupted run gives (issue 6)."""
+"""`jaximpute simulate` (jaximpute.studies.runner): a study's folder, and that a resumed,
+sharded or distributed study gives exactly what one uninterrupted run gives (issue 6); the
+memory plan; a batch that does not fit its program is named."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from jaximpute import study as S
 from jaximpute.cli import main
-from jaximpute.simulate_slope import Design
+from jaximpute.errors import JaxImputeError
+from jaximpute.studies import runner as S
+from jaximpute.studies.config import Condition, ConfigError, load_study
+from jaximpute.studies.populations import RandomSlope
 from conftest import run_with_devices
-
-TINY = """
-[study]
-reps = 4
-batch = 2
-seed = 11
-methods = ["random intercept", "listwise", "complete"]
-[imputation]
-nimps = 2
-burn = 40
-thin = 10
-chains = 2
-[population]
-mechanism = "MAR"
-[[conditions]]
-clusters = 12
-cluster_size = 4
-[[conditions]]
-name = "MCAR"
-clusters = 12
-cluster_size = 4
-mechanism = "MCAR"
-"""
-
+from test_studies_config import TINY, write
 
 @pytest.fixture(scope="module")
 def compile_cache(tmp_path_factory):
@@ -48,148 +26,41 @@ def compile_cache(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", old)
 
 
-def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
-    p = tmp_path / name
-    p.write_text(text)
-    return p
-
-
-@pytest.mark.parametrize("edit,fragment", [
-    (("mechanism = \"MAR\"", "mechanism = \"NMAR\""), "[population].mechanism: 'NMAR'; expected one of MAR"),
-    (("methods = [", "methods = [\"fokal\", "), "unknown method 'fokal' (did you mean 'focal'?)"),
-    (("[imputation]", "[imputaton]"), "unknown section [imputaton] (did you mean 'imputation'?)"),
-    (("clusters = 12\ncluster_size = 4\n[[", "clusterz = 12\ncluster_size = 4\n[["), "#1: unknown key 'clusterz'"),
-    (("nimps = 2", "nimps = 0"), "[imputation].nimps: expected a positive whole number"),
-    (("name = \"MCAR\"", "name = \"J=12, n=4\""), "both named 'J=12, n=4'"),
-    (("reps = 4", "reps = 4 ="), "not valid TOML"),
-    (("clusters = 12\ncluster_size = 4\n[[", "clusters = 12\ncluster_size = 4\nunits = 5\n[["),
-     "#1: units = 5 with clusters = 12; expected at least 3 level-3 units"),
-    (("methods = [", "methods = [\"focal, two-level\", "), "'focal, two-level' compares with the three-level"),
-    (("chains = 2", "chains = 2\nprior = \"prior4\""), "[imputation].prior: 'prior4' (did you mean 'prior3'?); expected one of prior1, prior2, prior3"),
-])
-def test_config_errors_name_file_and_key(tmp_path, edit, fragment):
-    p = write(tmp_path, TINY.replace(*edit))
-    with pytest.raises(S.ConfigError) as e:
-        S.load_study(p)
-    assert str(p) in str(e.value) and fragment in str(e.value), str(e.value)
-
-
-def test_cli_config_error_is_one_line_and_writes_nothing(tmp_path, capsys):
-    p = write(tmp_path, TINY.replace("reps = 4", "reps = -1"))
-    out = tmp_path / "res"
-    assert main(["simulate", str(p), "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "[study].reps" in err[0]
-    assert not out.exists()
-
-
 def test_output_folder_claims(tmp_path):
     """A study folder is claimed by its study.json: a new or empty folder, or an empty reps/ and
     the temporary file of a process claiming it at the same moment, is taken; a folder holding
     other files, or batch results without study.json, is refused; a claimed folder is reused
     by the same study only."""
-    st = S.load_study(write(tmp_path, TINY))
+    st = load_study(write(tmp_path, TINY))
     fresh = tmp_path / "fresh"
     (fresh / "reps").mkdir(parents=True)
     (fresh / ".study.json.999.tmp").write_text("{")               # another process, mid-claim
     S._claim_folder(st, fresh)
     S._claim_folder(st, fresh)                                     # the same study: reused
-    other = S.load_study(write(tmp_path, TINY.replace("seed = 11", "seed = 12"), "other.toml"))
-    with pytest.raises(S.ConfigError, match="different study"):
+    other = load_study(write(tmp_path, TINY.replace("seed = 11", "seed = 12"), "other.toml"))
+    with pytest.raises(ConfigError, match="different study"):
         S._claim_folder(other, fresh)
     orphan = tmp_path / "orphan"
     (orphan / "reps").mkdir(parents=True)
     (orphan / "reps" / "c000-b00000.csv").write_text("x\n")
-    with pytest.raises(S.ConfigError, match="batch results but no study.json"):
+    with pytest.raises(ConfigError, match="batch results but no study.json"):
         S._claim_folder(st, orphan)
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    with pytest.raises(S.ConfigError, match="not a study folder"):
+    with pytest.raises(ConfigError, match="not a study folder"):
         S._claim_folder(st, busy)
     assert (busy / "notes.txt").read_text() == "mine"
 
 
-def test_prior_is_part_of_the_study(tmp_path):
-    """A prior other than the default is a different study (its own fingerprint, so a folder
-    of prior2 results is not resumed with prior1) and reaches the model that the imputation
-    programs are built from; the default prior and two-level designs leave the fingerprint of
-    studies written before those keys existed unchanged."""
-    from jaximpute.api import many_spec
-    st2 = S.load_study(write(tmp_path, TINY))
-    st1 = S.load_study(write(tmp_path, TINY.replace("chains = 2", "chains = 2\nprior = \"prior1\""), "p1.toml"))
-    assert (st2.prior, st1.prior) == ("prior2", "prior1")
-    assert st1.fingerprint() != st2.fingerprint()
-    legacy = S.dataclasses.asdict(st2)
-    legacy.pop("source"), legacy.pop("prior")
-    for c in legacy["conditions"]:                 # two-level designs: no three-level keys
-        for k in ("units", "tau3", "var_x3"):
-            c["design"].pop(k)
-    assert st2.fingerprint() == S.hashlib.sha256(
-        S.json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    _, inc = S.generate_batch(3, 0, np.arange(1), Design(12, 4))
-    model, outcome = S.IMPUTATION_MODELS["focal"]
-    for prior in ("prior1", "prior2", "prior3"):
-        spec, _ = many_spec(inc, ["cluster", "y", "x", "w"], model, 2, 10, 5, 1, 0, (), (), outcome,
-                             options=(prior,))
-        assert spec.prior.name == prior
-
-
-def test_example_config_loads():
-    st = S.load_study(Path(__file__).resolve().parents[1] / "configs" / "sim_slope.toml")
-    assert [c.name for c in st.conditions] == ["J=50, n=20", "J=100, n=10"]
-    assert st.reps == 1000 and "single-level" in st.methods
-
-
-def _rates(d: Design, reps: int = 400):
-    full, inc = S.generate_batch(3, 0, np.arange(reps), d)
-    miss = np.isnan(inc)
-    return full, miss
-
-
-def test_generator_is_per_replication_and_draws_the_population():
-    d = Design(clusters=30, cluster_size=10)
-    a_full, a_inc = S.generate_batch(5, 1, np.arange(6), d)
-    b_full, b_inc = S.generate_batch(5, 1, np.arange(3, 6), d)
-    np.testing.assert_array_equal(a_inc[3:], b_inc)        # a data set does not depend on its batch
-    assert not np.array_equal(S.generate_batch(5, 0, [0], d)[0], a_full[:1])   # conditions differ
-    full, _ = _rates(d, 300)
-    # the population's x slope pooled over replications: regress y on [1, x, w, x w] (OLS is
-    # unbiased for the fixed effects here); 300 x 300 rows give an SE near 0.004
-    y, x, w = full[..., 1].ravel(), full[..., 2].ravel(), full[..., 3].ravel()
-    coef = np.linalg.lstsq(np.column_stack([np.ones_like(x), x, w, x * w]), y, rcond=None)[0]
-    np.testing.assert_allclose(coef, d.b, atol=0.03)
-    # the cluster column and w are constant within clusters
-    assert (full[0, :, 0] == np.repeat(np.arange(1, 31), 10)).all()
-    assert (np.ptp(full[0, :, 3].reshape(30, 10), axis=1) == 0).all()
-
-
-@pytest.mark.parametrize("mechanism", ["MCAR", "MAR", "MNAR"])
-def test_generator_mechanisms(mechanism):
-    """Rates near 25% (y, x) and 20% (w clusters), and each mechanism's dependence: MCAR on
-    nothing, MAR on the other variable, MNAR on the deleted value itself. With 400 x 200 rows a
-    rate's SE is about 0.0015 and a difference of conditional rates about 0.004; the MAR/MNAR
-    effects are near 0.2, so 0.05 and 0.02 bounds are wide of both."""
-    d = Design(clusters=20, cluster_size=10, mechanism=mechanism)
-    full, miss = _rates(d)
-    y, x = full[..., 1], full[..., 2]
-    assert abs(miss[..., 1].mean() - 0.25) < 0.05 and abs(miss[..., 2].mean() - 0.25) < 0.05
-    assert not (miss[..., 1] & miss[..., 2]).any()
-    w_miss = miss[..., 3].reshape(len(full), 20, 10)[..., 0]
-    assert abs(w_miss.mean() - 0.2) < 0.05
-
-    def gap(m, v):       # missing rate where v is above its median minus below
-        hi = v > np.median(v)
-        return m[hi].mean() - m[~hi].mean()
-
-    dep_other, dep_self = gap(miss[..., 1], x), gap(miss[..., 1], y)
-    if mechanism == "MCAR":
-        assert abs(dep_other) < 0.02 and abs(dep_self) < 0.02
-    elif mechanism == "MAR":
-        assert dep_other > 0.05 and gap(miss[..., 2], y) > 0.05
-    else:
-        assert dep_self > 0.05 and gap(miss[..., 2], x) > 0.05
-        assert dep_self > gap(miss[..., 1], x) + 0.02
+def test_a_data_set_that_does_not_fit_is_named():
+    cond = Condition("J=5, n=3", RandomSlope(5, 3))
+    ok = {"fits_program": np.array([True, False]), "complete": np.array([True, True])}
+    with pytest.raises(JaxImputeError, match=r"J=5, n=3, focal: replication 12 does not fit"):
+        S._check_batch(ok, cond, "focal", np.array([10, 11]))
+    left = {"fits_program": np.array([True, True]), "complete": np.array([False, True])}
+    with pytest.raises(JaxImputeError, match="replication 11 was left with missing values"):
+        S._check_batch(left, cond, "focal", np.array([10, 11]))
 
 
 @pytest.mark.slow
@@ -197,7 +68,7 @@ def test_resumed_and_sharded_studies_equal_one_run(tmp_path, compile_cache, caps
     """An interrupted study, resumed, and a study run as two shards then merged, give the same
     per-replication results as one uninterrupted run (timings aside)."""
     p = write(tmp_path, TINY)
-    st = S.load_study(p)
+    st = load_study(p)
     whole = tmp_path / "whole"
     assert main(["simulate", str(p), "--out", str(whole), "-q"]) == 0
     ref = pd.read_csv(whole / "reps.csv").drop(columns="seconds")
@@ -233,12 +104,11 @@ SHARD_CHILD = """
 import sys
 import numpy as np
 import jax
-from jaximpute import study as S
-from jaximpute.simulate_slope import Design, NAMES
+from jaximpute.studies.populations import RandomSlope, generate_batch
 from jaximpute.api import impute_many
-d = Design(clusters=12, cluster_size=4)
-_, inc = S.generate_batch(3, 0, np.arange(3), d)
-imp, psr = impute_many(inc, list(NAMES), "cluster ~ y x w", nimps=2, burn=40, thin=10, chains=2, seed=5)
+d = RandomSlope(clusters=12, cluster_size=4)
+_, inc = generate_batch(3, 0, np.arange(3), d)
+imp, psr = impute_many(inc, list(d.NAMES), "cluster ~ y x w", nimps=2, burn=40, thin=10, chains=2, seed=5)
 np.savez(sys.argv[1], imp=imp, psr=np.asarray(psr), inc=inc, ndev=jax.local_device_count())
 """
 
@@ -276,7 +146,7 @@ def test_memory_plan_grows_with_the_batch(tmp_path, capsys):
     p = write(tmp_path, TINY.replace('methods = ["random intercept", "listwise", "complete"]',
                                      'methods = ["random intercept", "complete"]')
               .replace("batch = 2", "batch = 4"))
-    st = S.load_study(p)
+    st = load_study(p)
     plan = S.memory_plan(st)
     assert list(plan["method"]) == ["random intercept", "random intercept"]
     r = plan.iloc[0]

@@ -1,5 +1,5 @@
-"""A simulation batch as one device program (jaximpute.study_program): it gives what the host
-pipeline of separate steps gives (generate_batch, impute_many, the REML fits, Rubin's rules) for
+"""A simulation batch as one device program (jaximpute.studies.program): it gives what the host
+pipeline of separate steps gives (generate_batch, impute_many, the analysis, Rubin's rules) for
 every method, on one device and sharded over four, and the condition's plan covers every
 replication."""
 
@@ -8,14 +8,48 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaximpute import study as S
-from jaximpute import study_program as P
-from jaximpute.errors import JaxImputeError
+from jaximpute.api import impute_many
+from jaximpute.lmm import fit_arrays
+from jaximpute.pool import rubin
+from jaximpute.studies import program as P
+from jaximpute.studies.analysis import (FIXED, VARIANCES, SlopeAnalysis, design_arrays, pooled_records,
+                                        variances)
+from jaximpute.studies.populations import DIRECT_METHODS, RandomSlope, generate_batch
 from conftest import run_with_devices
-from jaximpute.simulate_slope import (Design, FIXED, VARIANCES, method_records, pooled_records,
-                                      records_direct)
 
 SEED, REPS = 7, 4
+
+
+def _reml_fits(data, d: RandomSlope, weight=None) -> dict:
+    """Host REML fits of the analysis model to (M, N, 4) data sets (lmm.fit_arrays)."""
+    y, xm, zm = design_arrays(data)
+    g = np.repeat(np.arange(d.clusters), d.cluster_size)
+    return fit_arrays(y, xm, zm, g, d.clusters, weight=weight, reml=True,
+                      unit=d.unit_of_cluster if d.units else None)
+
+
+def _host_pipeline(method: str, full, inc, d: RandomSlope, *, nimps: int, burn: int, thin: int,
+                   chains: int, seed: int, options=()):
+    """One method on a batch, step by step on the host: the records and the last-window PSR
+    per replication (None for listwise deletion and the complete data)."""
+    if method == "complete":
+        return SlopeAnalysis.records_direct(_reml_fits(full, d), d), None
+    if method == "listwise":
+        keep = ~np.isnan(inc[..., 1:]).any(axis=-1)
+        return SlopeAnalysis.records_direct(_reml_fits(np.nan_to_num(inc), d, keep.astype(float)), d), None
+    model, outcome = d.imputation_model(method)
+    imputed, burn_psr = impute_many(inc, list(d.NAMES), model, outcome=outcome,
+                                    ordinal=d.ordinal_names(method), nimps=nimps, burn=burn,
+                                    thin=thin, chains=chains, seed=seed, options=options)
+    assert not np.isnan(imputed).any()
+    nb = len(inc)
+    fit = _reml_fits(imputed.reshape(nb * nimps, -1, 4), d)
+    est = fit["beta"].reshape(nb, nimps, -1)
+    var = np.diagonal(fit["vcov"], axis1=-2, axis2=-1).reshape(nb, nimps, -1)
+    conv = fit["converged"].reshape(nb, nimps).all(axis=1)
+    rec = pooled_records(rubin(est, var, df_com=d.clusters - 2.0), conv,
+                         variances(fit).reshape(nb, nimps, -1).mean(axis=1))
+    return rec, np.nanmax(np.asarray(burn_psr)[:, -1, :], axis=-1)
 
 
 @pytest.mark.slow
@@ -29,25 +63,24 @@ def test_batch_program_equals_host_pipeline(method, prior):
     300 rows, so the missing-cell lists are padded to a multiple of N/8 (run.bucket), and an
     ordinal x for the focal model (codes snapped back on device); and a prior other than the
     default reaches both (api.many_spec's OPTIONS line)."""
-    d = Design(clusters=30, cluster_size=10, cuts=(-0.5, 0.5))
+    d = RandomSlope(clusters=30, cluster_size=10, cuts=(-0.5, 0.5))
     imp = P.Imputation(method, 4, 60, 20, 2, prior)
     reps = np.arange(REPS)
     out = P.run_batch(d, imp, reps, seed=SEED, condition=0, condition_reps=REPS, engine_seed=123)
-    full, inc = P.generate_batch(SEED, 0, reps, d)
-    g = np.repeat(np.arange(d.clusters), d.cluster_size)
-    ref, ref_psr, _ = method_records(method, full, inc, d, g, nimps=4, burn=60, thin=20, chains=2,
-                                     seed=123, models=S.IMPUTATION_MODELS, options=(prior,))
-    if method in S.DIRECT_METHODS:
-        got, tol = records_direct(out, d), 1e-7
+    full, inc = generate_batch(SEED, 0, reps, d)
+    ref, ref_psr = _host_pipeline(method, full, inc, d, nimps=4, burn=60, thin=20, chains=2,
+                                  seed=123, options=(prior,))
+    if method in DIRECT_METHODS:
+        got, tol = SlopeAnalysis.records_direct(out, d), 1e-7
     else:
         assert out["fits_program"].all() and out["complete"].all()
-        got, tol = pooled_records(out, out["converged"], out["variances"]), 1e-3
+        got, tol = SlopeAnalysis.records_pooled(out, d), 1e-3
         np.testing.assert_allclose(out["psr"], ref_psr, atol=1e-3)
     for p in FIXED + VARIANCES:
         for col in ("estimate", "se", "lower", "upper", "fmi"):
             np.testing.assert_allclose(got[p][col], ref[p][col], atol=tol, err_msg=f"{p} {col}")
         np.testing.assert_array_equal(got[p]["converged"], ref[p]["converged"])
-    if method not in S.DIRECT_METHODS:
+    if method not in DIRECT_METHODS:
         # the imputations differ from data set to data set and are not the complete data
         assert np.ptp(got["x"]["estimate"]) > 0.01 and np.all(got["x:w"]["fmi"] > 0.01)
 
@@ -55,9 +88,9 @@ def test_batch_program_equals_host_pipeline(method, prior):
 def test_condition_plan_covers_every_replication():
     """The template is the first replication in which every ever-incomplete column is
     incomplete, and the list lengths hold the most missing cells of any replication."""
-    d = Design(clusters=5, cluster_size=3, mechanism="MCAR", w_rate=0.08)
+    d = RandomSlope(clusters=5, cluster_size=3, mechanism="MCAR", w_rate=0.08)
     plan = P.condition_plan(3, 1, d, 40)
-    _, inc = P.generate_batch(3, 1, np.arange(40), d)
+    _, inc = generate_batch(3, 1, np.arange(40), d)
     miss = np.isnan(inc)
     ever = miss.any(axis=(0, 1))
     np.testing.assert_array_equal(np.isnan(plan.template).any(axis=0), ever)
@@ -71,23 +104,13 @@ def test_condition_plan_covers_every_replication():
         np.testing.assert_allclose(plan.template, inc[covering[0]], rtol=1e-5, atol=1e-6)
 
 
-def test_a_data_set_that_does_not_fit_is_named():
-    cond = S.Condition("J=5, n=3", Design(5, 3))
-    ok = {"fits_program": np.array([True, False]), "complete": np.array([True, True])}
-    with pytest.raises(JaxImputeError, match=r"J=5, n=3, focal: replication 12 does not fit"):
-        S._check_batch(ok, cond, "focal", np.array([10, 11]))
-    left = {"fits_program": np.array([True, True]), "complete": np.array([False, True])}
-    with pytest.raises(JaxImputeError, match="replication 11 was left with missing values"):
-        S._check_batch(left, cond, "focal", np.array([10, 11]))
-
-
 CHILD = """
 import sys
 import numpy as np
 import jax
-from jaximpute import study_program as P
-from jaximpute.simulate_slope import Design
-d = Design(clusters=12, cluster_size=4)
+from jaximpute.studies import program as P
+from jaximpute.studies.populations import RandomSlope
+d = RandomSlope(clusters=12, cluster_size=4)
 res = {}
 for method in ("random intercept", "listwise"):
     out = P.run_batch(d, P.Imputation(method, 2, 40, 10, 2), np.arange(3), seed=3, condition=0,
@@ -122,16 +145,11 @@ def test_three_level_batch_program_equals_host_pipeline(method):
     the three-level or two-level model, the three-level analysis fitted in the program) equals
     the host pipeline run step by step: ``impute_many`` on the table with its unit column, then
     ``lmm.fit_arrays`` with the units, then Rubin's rules; to float32 rounding of the sampler."""
-    from jaximpute.api import impute_many
-    from jaximpute.lmm import fit_arrays
-    from jaximpute.pool import rubin
-    from jaximpute.simulate_slope import design_arrays, variances
-
-    d = Design(clusters=20, cluster_size=6, units=5)
+    d = RandomSlope(clusters=20, cluster_size=6, units=5)
     reps = np.arange(3)
     imp = P.Imputation(method, 4, 60, 20, 2)
     out = P.run_batch(d, imp, reps, seed=SEED, condition=0, condition_reps=3, engine_seed=123)
-    full, inc = P.generate_batch(SEED, 0, reps, d)
+    full, inc = generate_batch(SEED, 0, reps, d)
     g = np.repeat(np.arange(d.clusters), d.cluster_size)
     unit = d.unit_of_cluster
     if method == "complete":
@@ -144,9 +162,9 @@ def test_three_level_batch_program_equals_host_pipeline(method):
     assert out["fits_program"].all() and out["complete"].all()
     table = np.concatenate([np.broadcast_to(np.repeat(unit + 1.0, d.cluster_size)[None, :, None],
                                             inc.shape[:2] + (1,)), inc], -1)
-    model, outcome = P.imputation_model(method, d)
+    model, outcome = d.imputation_model(method)
     assert model.startswith("unit ") == (method == "focal")
-    imputed, _ = impute_many(table, list(P.table_names(d)), model, outcome=outcome, nimps=4, burn=60,
+    imputed, _ = impute_many(table, list(d.table_names()), model, outcome=outcome, nimps=4, burn=60,
                              thin=20, chains=2, seed=123)
     y, xm, zm = design_arrays(imputed[..., 1:].reshape(-1, table.shape[1], 4))
     fit = fit_arrays(y, xm, zm, g, d.clusters, reml=True, unit=unit)
@@ -156,24 +174,3 @@ def test_three_level_batch_program_equals_host_pipeline(method):
     np.testing.assert_allclose(out["std_error"], pooled["std_error"], atol=1e-3)
     np.testing.assert_allclose(out["variances"], variances(fit).reshape(3, 4, -1).mean(axis=1), atol=1e-3)
     assert out["variances"].shape == (3, 5)
-
-
-@pytest.mark.slow
-def test_three_level_generator_draws_the_level3_variance():
-    """The complete data of a three-level design, fitted with the analysis model (REML), give
-    the population's level-3 variance and fixed effects on average over 200 replications
-    (tolerance 4 Monte Carlo SEs); a two-level design's generator stream is unchanged by the
-    three-level draws (they come last)."""
-    from jaximpute.lmm import fit_arrays
-    from jaximpute.simulate_slope import design_arrays
-    d = Design(clusters=60, cluster_size=5, units=20, tau3=0.3)
-    full, _ = P.generate_batch(9, 0, np.arange(200), d)
-    y, xm, zm = design_arrays(full)
-    fit = fit_arrays(y, xm, zm, np.repeat(np.arange(60), 5), 60, reml=True, unit=d.unit_of_cluster)
-    for est, true in ((fit["psi3"], 0.3), (fit["beta"][:, 1], d.b[1]), (fit["beta"][:, 3], d.b[3])):
-        assert abs(est.mean() - true) < 4 * est.std(ddof=1) / np.sqrt(len(est)), (est.mean(), true)
-    two = Design(clusters=60, cluster_size=5)
-    f2, _ = P.generate_batch(9, 0, np.arange(3), two)
-    f3, _ = P.generate_batch(9, 0, np.arange(3), Design(clusters=60, cluster_size=5, units=20, tau3=0.0,
-                                                        var_x3=0.0))
-    np.testing.assert_allclose(f3, f2, atol=1e-6)

@@ -1,14 +1,16 @@
 """One batch of a simulation study as one device program: generate, impute, analyse, pool.
 
 For each imputation method, a batch of B replications runs as a single compiled program
-(issue 6): the data sets are drawn from their replication keys, standardised and indexed, the
-Gibbs sampler runs every chain of every data set, the imputed data sets are assembled in the
-data's units, the analysis model is fitted to all B x NIMPS of them (REML, vmapped) and the fits
-are pooled by Rubin's rules. Only the pooled per-replication numbers cross back to the host,
-which adds the t intervals and writes the records. Listwise deletion and the complete data are
-one program each too (generate, fit).
+(issue 6): the data sets are drawn from their replication keys (the population's generator,
+``studies.populations``), standardised and indexed, the Gibbs sampler runs every chain of every
+data set, the imputed data sets are assembled in the data's units, and the population's
+analysis (``studies.analysis``: for the random slope, REML fits of the analysis model, vmapped)
+is applied to all B x NIMPS of them and pooled by Rubin's rules. Only the pooled
+per-replication numbers cross back to the host, which adds the t intervals and writes the
+records. Listwise deletion and the complete data are one program each too (generate, analyse).
 
-The sampler runs in float32 and the fit in float64 (it matches lme4 to 1e-4 only in float64):
+The sampler runs in float32 and the analysis in float64 (the REML fit matches lme4 to 1e-4 only
+in float64):
 the program is traced with 64-bit types on, and the generator and the sampler are traced inside
 ``jax.enable_x64(False)``, so their code sees the 32-bit defaults it was written for.
 
@@ -41,126 +43,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .api import many_spec
-from .compile import prepare
-from .kernels.state import Data
-from .kernels.stream import Stream, with_stream
-from .kernels.sweep import diagnostics, make_runner
-from .lmm import batched_fitter, start_theta
-from .pool import rules
-from . import xla_options
-from .run import Settings, bucket, pad_sets, chain_keys, parallel_split
-from .simulate_slope import MODELS, NAMES, Design, design_arrays, variances
+from ..api import many_spec
+from ..compile import prepare
+from ..kernels.state import Data
+from ..kernels.sweep import diagnostics, make_runner
+from .. import xla_options
+from ..execution import chain_keys, pad_sets
+from ..run import Settings, bucket, parallel_split
+from .analysis import analysis_of
+from .populations import DIRECT_METHODS, Design, generate, replication_keys
 
 INT_FILL = np.iinfo(np.int32).max         # an out-of-range index: the sampler drops it
-IMPUTATION_MODELS = dict(MODELS, **{"single-level": ("y x w", None),
-                                    "focal, two-level": ("cluster ~ y:x w x*w", "y")})
-THREE_LEVEL_ONLY = ("focal, two-level",)   # the focal model without the level-3 units
-
-
-def imputation_model(method: str, d: Design) -> tuple[str, str | None]:
-    """(MODEL, OUTCOME) of an imputation method for a design: in a three-level design the
-    multilevel models name the level-3 units too (`unit cluster ~ ...`), except "focal,
-    two-level", the focal model that ignores them (the comparison a two-level tool gives)."""
-    model, outcome = IMPUTATION_MODELS[method]
-    if d.units and "~" in model and method not in THREE_LEVEL_ONLY:
-        model = "unit " + model
-    return model, outcome
-
-
-def table_names(d: Design) -> tuple[str, ...]:
-    """The columns of a replication's table as the imputation models see it: NAMES, with the
-    level-3 unit first in a three-level design (the generator's arrays hold NAMES only; the
-    unit follows from the cluster)."""
-    return (("unit",) if d.units else ()) + NAMES
-DIRECT_METHODS = ("listwise", "complete")
-
-
-# ------------------------------------------------------------------------------ generator
-
-def generate(key, d: Design):
-    """One replication drawn on device: complete and incomplete (N, 4) arrays, columns NAMES.
-
-    The population and the MAR deletion are those of ``simulate_slope.generate_and_delete``
-    (module docstring there); a three-level design (``units``) adds to x and y level-3 random
-    intercepts of variances ``var_x3`` and ``tau3``, shared by the clusters of a unit. MCAR deletes y and x with probability 1/2 within their halves of
-    the rows and w with probability ``w_rate``; MNAR deletes each by logistic selection on its
-    own value (y on y, x on x, w on w, centred as under MAR)."""
-    # one stream for all the draws (kernels.stream): a jax.random call per draw compiled to its
-    # own threefry loop kernels, 2.9 s of LLVM time in every program that holds the generator
-    return with_stream(key, lambda rng: _draw(rng, d), dtype=jnp.result_type(float))
-
-
-def _draw(rng: Stream, d: Design):
-    j, n = d.clusters, d.cluster_size
-    w = rng.normal((j,))
-    a = rng.normal((j,))
-    f = rng.normal((j, n))
-    cov = jnp.asarray([[d.tau00, d.tau01], [d.tau01, d.tau11]])
-    u = rng.normal((j, 2)) @ jnp.linalg.cholesky(cov).T
-    e = rng.normal((j, n))
-    # three-level designs: level-3 parts of x and y, drawn after the two-level draws so that a
-    # two-level design's stream is what it was
-    v = rng.normal((2, d.units))[:, d.unit_of_cluster] if d.units else jnp.zeros((2, j))
-    x = ((d.g * w + jnp.sqrt(d.var_a) * a + jnp.sqrt(d.var_x3) * v[0])[:, None] + jnp.sqrt(d.var_f) * f)
-    if d.cuts:
-        x = jnp.searchsorted(jnp.asarray(d.cuts), x).astype(x.dtype)
-    b0, b1, b2, b3 = d.b
-    y = (b0 + b1 * x + (b2 * w + jnp.sqrt(d.tau3) * v[1])[:, None] + b3 * x * w[:, None] + u[:, :1]
-         + u[:, 1:] * x + jnp.sqrt(d.s2) * e)
-    ww = jnp.broadcast_to(w[:, None], (j, n))
-    cl = jnp.broadcast_to(jnp.arange(1, j + 1, dtype=x.dtype)[:, None], (j, n))
-    full = jnp.stack([cl, y, x, ww], axis=-1).reshape(j * n, 4)
-    kind_y = rng.uniform((j, n)) < 0.5
-    sig = jax.nn.sigmoid
-    if d.mechanism == "MCAR":
-        p_y, p_x = jnp.full((j, n), 0.5), jnp.full((j, n), 0.5)
-    elif d.mechanism == "MNAR":
-        p_y, p_x = sig(d.gamma * (y - d.y_centre)), sig(d.gamma * (x - d.x_centre))
-    else:
-        p_y, p_x = sig(d.gamma * (x - d.x_centre)), sig(d.gamma * (y - d.y_centre))
-    miss_y = kind_y & (rng.uniform((j, n)) < p_y)
-    miss_x = ~kind_y & (rng.uniform((j, n)) < p_x)
-    alpha_w = np.log(d.w_rate / (1.0 - d.w_rate))
-    if d.mechanism == "MCAR":
-        p_w = jnp.full((j,), d.w_rate)
-    elif d.mechanism == "MNAR":
-        p_w = sig(alpha_w + d.w_gamma * w)
-    else:
-        cnt = jnp.sum(~miss_y, axis=1)
-        ybar = jnp.where(cnt > 0, jnp.sum(jnp.where(miss_y, 0.0, y), axis=1) / jnp.maximum(cnt, 1)
-                         - d.y_centre, 0.0)
-        p_w = sig(alpha_w + d.w_gamma * ybar)
-    miss_w = rng.uniform((j,)) < p_w
-    miss = jnp.stack([jnp.zeros((j, n), bool), miss_y, miss_x,
-                      jnp.broadcast_to(miss_w[:, None], (j, n))], -1).reshape(j * n, 4)
-    return full, jnp.where(miss, jnp.nan, full)
-
-
-@functools.lru_cache(maxsize=None)
-def _key_maker():
-    return jax.jit(lambda seed, c, reps: jax.vmap(
-        lambda r: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), c), r))(reps))
-
-
-def replication_keys(seed: int, condition: int, reps) -> np.ndarray:
-    """(R, 2) uint32 keys: replication r of condition c draws from fold_in(fold_in(key(seed), c),
-    r), so a data set does not depend on the batch size, the shard or the device that draws it."""
-    return np.asarray(_key_maker()(np.uint32(seed), np.uint32(condition), np.asarray(reps, np.uint32)))
-
-
-@functools.lru_cache(maxsize=None)
-def _generator(d: Design):
-    """The design's generator, jitted once (a fresh closure per call would retrace and recompile
-    it for every batch)."""
-    return jax.jit(jax.vmap(lambda k: generate(k, d)))
-
-
-def generate_batch(seed: int, condition: int, reps, d: Design):
-    """Replications `reps` (indices) of a condition as numpy (B, N, 4) arrays (complete,
-    incomplete), float64; drawn in float32 on device by one vmapped program."""
-    full, inc = _generator(d)(replication_keys(seed, condition, reps))
-    return np.asarray(full, np.float64), np.asarray(inc, np.float64)
 
 
 # ------------------------------------------------------------------------------ per condition
@@ -183,7 +76,7 @@ def _counter(d: Design):
     def count(keys):
         _, inc = jax.vmap(lambda k: generate(k, d))(keys)
         miss = jnp.isnan(inc)
-        whole = miss.reshape(miss.shape[0], d.clusters, d.cluster_size, 4).all(axis=2)
+        whole = miss.reshape(miss.shape[0], d.clusters, d.cluster_size, len(d.NAMES)).all(axis=2)
         return miss.sum(axis=1), whole.sum(axis=1), inc
     return jax.jit(count, compiler_options=xla_options.options(xla_options.QUICK, cpu_only=False))
 
@@ -194,12 +87,12 @@ def condition_plan(seed: int, condition: int, d: Design, reps: int, chunk: int =
     padded, so one compiled program serves the whole pilot) and fix the template and the most
     missing cells per column (and the realised missing rates, for the study's summary)."""
     count = _counter(d)
-    rows, clusters = [], []
+    row_parts, cluster_parts = [], []
     for s in range(0, reps, chunk):
         r, c, _ = jax.device_get(count(replication_keys(seed, condition, np.arange(s, s + chunk))))
-        rows.append(r)
-        clusters.append(c)
-    rows, clusters = np.concatenate(rows)[:reps], np.concatenate(clusters)[:reps]
+        row_parts.append(r)
+        cluster_parts.append(c)
+    rows, clusters = np.concatenate(row_parts)[:reps], np.concatenate(cluster_parts)[:reps]
     ever = rows.max(axis=0) > 0
     covers = np.flatnonzero(((rows > 0) == ever).all(axis=1))
     rep = int(covers[0]) if covers.size else 0
@@ -207,8 +100,9 @@ def condition_plan(seed: int, condition: int, d: Design, reps: int, chunk: int =
                           np.float64)
     for col in np.flatnonzero(ever & ~np.isnan(template).any(axis=0)):
         # no replication has every such column incomplete (tiny designs): mark the first
-        # cluster's value missing in the template, so the model imputes the column
-        template[:d.cluster_size if col == 3 else 1, col] = np.nan
+        # cluster's value missing in the template (the whole cluster's, at level 2), so the
+        # model imputes the column
+        template[:d.cluster_size if d.NAMES[col] in d.LEVEL2 else 1, col] = np.nan
     rates = rows.mean(axis=0) / (d.clusters * d.cluster_size)
     return ConditionPlan(template, rep, rows.max(axis=0), clusters.max(axis=0), rates)
 
@@ -227,47 +121,27 @@ class Imputation:
     prior: str = "prior2"     # the random-effect covariance prior (kernels.structure.Prior)
 
 
-def _fit(data, d: Design, weight=None):
-    """REML fits of y ~ x + w + x:w + (x | cluster) (+ (1 | unit) in a three-level design) to
-    (M, N, 4) float64 data sets, on device (``lmm.batched_fitter``, the vmapped fitter, traced
-    into the calling program)."""
-    y, xs, zs = design_arrays(data, jnp)
-    g = jnp.asarray(np.repeat(np.arange(d.clusters), d.cluster_size))
-    theta0 = jnp.asarray(start_theta(2, bool(d.units)))      # lme4's start: Lambda~ = I
-    unit = jnp.asarray(d.unit_of_cluster, jnp.int32) if d.units else None
-    fitter = batched_fitter(2, True, 100, d.clusters, weight is not None, d.units)
-    return fitter(y, xs, zs, g, weight, theta0, unit)
-
-
-FIT_OUTPUTS = ("beta", "vcov", "psi", "sigma2", "converged", "singular", "psi3")
-
-
 def _direct_program(d: Design, method: str):
-    """generate -> fit, for listwise deletion or the complete data: keys (B, 2) -> fit arrays."""
+    """generate -> analyse, for listwise deletion or the complete data: keys (B, 2) -> the
+    analysis's arrays (``analysis_of(d).direct``)."""
     def program(gen_keys, _chain_keys):
         with jax.enable_x64(False):
             full, inc = jax.vmap(lambda k: generate(k, d))(gen_keys)
-        if method == "complete":
-            fit = _fit(full.astype(jnp.float64), d)
-        else:
-            keep = ~jnp.isnan(inc[..., 1:]).any(axis=-1)
-            fit = _fit(jnp.nan_to_num(inc.astype(jnp.float64)), d, weight=keep.astype(jnp.float64))
-        return {k: fit[k] for k in FIT_OUTPUTS if k in fit}
+        return analysis_of(d).direct(d, method, full.astype(jnp.float64), inc.astype(jnp.float64))
     return program
 
 
 def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
-    """generate -> standardise and index -> sample -> imputed data sets -> fit -> pool:
+    """generate -> standardise and index -> sample -> imputed data sets -> analyse -> pool:
     (generator keys (B, 2), chain keys (B, C)) -> per-replication pooled results and checks."""
-    model, outcome = imputation_model(imp.method, d)
-    ordinal = ("x",) if d.cuts and imp.method == "focal" else ()
+    model, outcome = d.imputation_model(imp.method)
+    ordinal = d.ordinal_names(imp.method)
     # a three-level design's table has the unit first (table_names); `off` shifts the
     # generator's columns (NAMES) to the table's
     off = 1 if d.units else 0
     unit_col = np.repeat(d.unit_of_cluster + 1.0, d.cluster_size) if d.units else None
-    with_unit = (lambda a: np.column_stack([unit_col, a])) if d.units else (lambda a: a)  # noqa: E731
-    template = with_unit(plan.template)
-    spec, settings = many_spec(template[None], list(table_names(d)), model, imp.nimps, imp.burn,
+    template = plan.template if unit_col is None else np.column_stack([unit_col, plan.template])
+    spec, settings = many_spec(template[None], list(d.table_names()), model, imp.nimps, imp.burn,
                                imp.thin, imp.chains, 0, (), ordinal, outcome, options=(imp.prior,))
     st, layout, data0, _ = prepare(spec, template)
     xv = spec.x_vars
@@ -369,15 +243,7 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
             out = sample_flat(keys, data)
         # imputations (S, B, C, cells) -> per data set (S, C, cells)
         imputed = jax.vmap(fill, (0, 1, 0))(inc, out.imputations, places)[..., off:]   # (B, M, N, 4)
-        b = imputed.shape[0]
-        fit = _fit(imputed.reshape((b * nimps,) + imputed.shape[2:]), d)
-        est = fit["beta"].reshape(b, nimps, -1)
-        var = jnp.diagonal(fit["vcov"], axis1=-2, axis2=-1).reshape(b, nimps, -1)
-        pooled = rules(est, var, d.clusters - 2.0, jnp)
-        return {"estimate": pooled["estimate"], "std_error": pooled["std_error"],
-                "df": pooled["df"], "fmi": pooled["fmi"],
-                "converged": fit["converged"].reshape(b, nimps).all(axis=1),
-                "variances": variances(fit, jnp).reshape(b, nimps, -1).mean(axis=1),
+        return {**analysis_of(d).pooled(d, imputed),
                 "psr": jnp.nanmax(diagnostics(out.burn_trace, out.post_trace)[0][:, -1, :], axis=-1),
                 "fits_program": ok, "complete": ~jnp.isnan(imputed).any(axis=(1, 2, 3)),
                 # not used, but an output: with the chains' last states left out of the
@@ -428,6 +294,7 @@ def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, co
         build = lambda: _direct_program(d, imp.method)  # noqa: E731
         settings = None
     else:
+        assert engine_seed is not None, "an imputation method needs its engine seed"
         keys = chain_keys(engine_seed, num, imp.chains)
         plan = condition_plan(seed, condition, d, condition_reps)
         build = lambda: _imputation_program(d, plan, imp)[0]  # noqa: E731
