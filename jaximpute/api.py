@@ -23,8 +23,8 @@ from .progress import Progress
 from .report import GROUP_TITLES, Report, acceptance_rates, build_report, category_counts
 from .report import PRIOR_TEXT  # noqa: F401  (the studies' pages read it here)
 from .run import RawDraws, Settings, sample
-from .config import Config, Name, Origin, Problem, argument_pos, problems, raise_first
-from .script import OPTION_WORDS, option_clash, parse_model, read_script
+from .config import Config, ModelTerm, Name, Origin, Problem, argument_pos, problems, raise_first
+from .script import OPTION_WORDS, option_clash, parse_model, parse_names, read_script
 from .spec import ModelSpec, build_spec
 
 # why draws fail under prior3 (kernels.structure.Prior), for the errors of `impute` and studies
@@ -107,10 +107,6 @@ def run_script(path: str | Path, *, progress: bool = True, stream=None) -> Imput
     return run(script, table, progress=progress, stream=stream)
 
 
-def _words(names) -> list[str]:
-    return [names] if isinstance(names, str) else list(names)
-
-
 def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
               chains: int = 2, seed: int | None = None, fixed=(), ordinal=(), nominal=(),
               outcome: str | None = None, missing: float | None = None, options=(),
@@ -118,7 +114,13 @@ def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int
               label: str = "impute()") -> Config:
     """The configuration (jaximpute.config) of `impute`'s arguments for data with columns
     `names`, built directly and checked as a script's is; a message names the argument, e.g.
-    "impute(): ordinal: unknown variable 'z'; expected a column of the data"."""
+    "impute(): ordinal: unknown variable 'z'; expected a column of the data".
+
+    A list argument is a list of names, or one string of names as a script writes them
+    ("y x", "a1-a4"); names are matched to the data's columns without regard to case and kept
+    in the data's spelling. `iterations` and `processors` of 0 mean "not given"."""
+    processors = processors or None
+    iterations = iterations or None
     given = {"MODEL": True, "VARIABLES": True, "ORDINAL": ordinal, "NOMINAL": nominal,
              "FIXED": fixed, "OUTCOME": outcome is not None, "MISSING": missing is not None,
              "SEED": seed is not None, "BURN": True, "THIN": True, "NIMPS": True,
@@ -126,19 +128,41 @@ def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int
              "PROCESSORS": processors is not None, "OPTIONS": options}
     origin = Origin("arguments", label, {c: argument_pos(c) for c, g in given.items() if g})
     found: list[Problem] = []
+    spelling = {str(n).lower(): str(n) for n in names}
 
     def whole(command: str, value, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                or not minimum <= value < 2**63):
             found.append(Problem(argument_pos(command), command, f"{value!r} is not a whole number "
-                                 f"of at least {minimum}", f"an integer >= {minimum}"))
+                                 f"of at least {minimum}", f"an integer >= {minimum} (below 2**63)"))
             return minimum
         return int(value)
 
-    def listed(command: str, values) -> tuple[Name, ...]:
-        return tuple(Name(str(v), argument_pos(command, i + 1)) for i, v in enumerate(_words(values)))
+    def canon(name: Name) -> Name:
+        """The data's spelling, keeping where and how the name was written."""
+        text = spelling.get(name.text.lower(), name.text)
+        return Name(text, name.pos, None if text == name.text else name.text)
 
+    def listed(command: str, values) -> tuple[Name, ...]:
+        texts = (parse_names(values, label, command) if isinstance(values, str)
+                 else [str(v) for v in values])
+        out = tuple(canon(Name(t, argument_pos(command, i + 1))) for i, t in enumerate(texts))
+        seen = set()
+        for n in out:
+            if n.text.lower() in seen:
+                found.append(Problem(n.pos, command, f"{n.as_written!r} is listed twice",
+                                     "each variable once"))
+            seen.add(n.text.lower())
+        return out
+
+    if outcome is not None and not str(outcome).strip():
+        raise ScriptError(origin.where(argument_pos("OUTCOME"), "OUTCOME")
+                          + "no name given; expected the dependent variable of the focal model")
     ids, terms, model_pos = parse_model(model, label)
-    words = [str(w).lower() for w in _words(options)]
+    ids = tuple(canon(n) for n in ids)
+    terms = tuple(ModelTerm(t.kind, tuple(canon(n) for n in t.names), t.pos) for t in terms)
+    words = [w.lower() for w in (options.replace(",", " ").split() if isinstance(options, str)
+                                 else map(str, options))]
     seen: list[str] = []
     for i, w in enumerate(words):
         if w not in OPTION_WORDS:
@@ -155,9 +179,10 @@ def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int
         iterations = iterations or max(thin, 1000)
     priors = [p for p in ("prior1", "prior2", "prior3") if p in flags]
     config = Config(
-        variables=listed("VARIABLES", names), ordinal=listed("ORDINAL", ordinal),
-        nominal=listed("NOMINAL", nominal), fixed=listed("FIXED", fixed), missing=missing,
-        cluster_ids=ids, outcome=Name(outcome, argument_pos("OUTCOME", 1)) if outcome else None,
+        variables=tuple(Name(str(n), argument_pos("VARIABLES", i + 1)) for i, n in enumerate(names)),
+        ordinal=listed("ORDINAL", ordinal), nominal=listed("NOMINAL", nominal),
+        fixed=listed("FIXED", fixed), missing=missing, cluster_ids=ids,
+        outcome=canon(Name(str(outcome), argument_pos("OUTCOME", 1))) if outcome is not None else None,
         model=terms, model_pos=model_pos, prior=priors[0] if priors else "prior2",
         seed=None if seed is None else whole("SEED", seed, 0), burn=whole("BURN", burn, 0),
         thin=whole("THIN", thin, 1), nimps=nimps,
@@ -273,7 +298,7 @@ def run(config: Config, table: DataTable, *, progress: bool = True, stream=None,
     return ImputationResult(config, spec, settings, raw, imputed, raw.burn_psr[0], labels, estimates, report)
 
 
-def _check_finite(spec: ModelSpec, raw: RawDraws, labels, where: str) -> None:
+def _check_finite(spec: ModelSpec, raw: RawDraws, labels, source: str) -> None:
     """Stop, writing nothing, if the sampler produced NaN or infinite draws (a numerically
     singular block that the collinearity check could not see, e.g. an imputed predictor that
     duplicates another); name the first parameter that went wrong."""
@@ -287,10 +312,10 @@ def _check_finite(spec: ModelSpec, raw: RawDraws, labels, where: str) -> None:
             where = f" (first in the model of '{block}': {GROUP_TITLES[group].lower()} '{term}')"
         random = any(g == "ranvar" for b, g, _ in labels if block is None or b == block)
         if spec.prior.name == "prior3" and random:
-            raise ModelError(f"{where}: the sampler produced non-finite "
+            raise ModelError(f"{source}: the sampler produced non-finite "
                              f"draws{where}: {PRIOR3_FAILURE}; expected prior2 (the default, flat) "
                              "or prior1 for this model. No file was written")
-        raise ModelError(f"{where}: the sampler produced non-finite draws"
+        raise ModelError(f"{source}: the sampler produced non-finite draws"
                          f"{where}; expected a model whose predictors are not (nearly) collinear "
                          "and whose variables vary: check the predictors of that block. No file "
                          "was written")

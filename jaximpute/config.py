@@ -114,7 +114,8 @@ class Origin:
 
 @dataclass(frozen=True)
 class Config:
-    """A checked configuration: defaults are filled in for every setting not given."""
+    """A run's configuration: defaults are filled in for every setting not given. The front ends
+    check it (`problems`) before they hand it on."""
 
     # variables and roles
     variables: tuple[Name, ...] | None
@@ -154,10 +155,6 @@ class Config:
     @property
     def commands(self) -> Mapping[str, Pos]:
         return self.origin.commands
-
-    @property
-    def source(self) -> str:
-        return self.origin.label
 
     def error(self, where: Pos | str, message: str) -> ScriptError:
         """A ScriptError for a position or a command name, formatted like parse errors.
@@ -265,6 +262,8 @@ def _check_model(cfg: Config) -> Iterator[Problem]:
             if name.text.lower() in ids:
                 yield Problem(name.pos, "MODEL", f"cluster id {name.text!r} is also used as a model term",
                               "cluster ids only left of '~' (or in CLUSTERID), not among the terms")
+    if cfg.model_pos is None:      # MODEL could not be read: its own problem is the one to report
+        return
     outcome = cfg.outcome
     in_model = {n.text.lower() for t in cfg.model for n in t.names}
     if outcome is not None and outcome.text.lower() not in in_model:

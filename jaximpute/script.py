@@ -689,9 +689,19 @@ class _Reader:
                           "a statement such as 'MODEL: cluster ~ y x;'")
 
     def _check_clusterid(self) -> Iterator[Problem]:
+        """CLUSTERID beside ids left of '~' in MODEL (the configuration holds MODEL's, whose
+        names `config.problems` checks): its names must be variables and the same ids."""
         given, model = self.values.get("CLUSTERID"), self.values.get("MODEL")
         if given is None or model is None or not model.ids:
             return
+        variables = self.values.get("VARIABLES")
+        if variables is not None:
+            spellings = [v.text for v in variables]
+            for name in given:
+                if name.text.lower() not in {v.lower() for v in spellings}:
+                    yield Problem(name.pos, self.words["CLUSTERID"],
+                                  f"unknown variable {name.text!r}{did_you_mean(name.text, spellings)}",
+                                  "a name from VARIABLES")
         if {n.text.lower() for n in given} != {n.text.lower() for n in model.ids}:
             ids = " ".join(n.text for n in model.ids)
             yield Problem(given[0].pos, self.words["CLUSTERID"],
@@ -844,6 +854,17 @@ def parse_script(text: str, path: str | Path | None = None) -> Config:
     found.extend(problems(config))
     raise_first(found, config.origin, config)
     return config
+
+
+def parse_names(text: str, label: str, command: str) -> list[str]:
+    """A string of names as `impute`'s list arguments take it ("y x", "a1-a4"): the names, read
+    as the script reads a list of names, each once. Raises ScriptError '{label}: argument: ...'."""
+    flat = " ".join(text.splitlines())
+    st = _Statement(command, command, Pos(1, 0), 0, flat, flat, _Source(flat, label))
+    try:
+        return [n.text for n in _Reader._read_unique_names(st, "variable")]
+    except Problem as p:
+        raise ScriptError(p.message(Origin("arguments", label, {command: Pos(1, 0)}))) from None
 
 
 def parse_model(text: str, label: str) -> tuple[tuple[Name, ...], tuple[ModelTerm, ...], Pos]:

@@ -23,7 +23,8 @@ from .structure import SamplerOptions, Structure
 
 class Sampler(NamedTuple):
     """`init(key, data) -> State`; `step(key, state, data, phase=Phase()) -> (State, info)`, info
-    a tuple with each block's acceptance counts (None for blocks without Metropolis moves)."""
+    a tuple with each block's accepted flags of its Metropolis moves in this step (None for
+    blocks without them)."""
 
     init: Callable
     step: Callable

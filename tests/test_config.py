@@ -42,7 +42,7 @@ def test_a_script_and_the_keyword_arguments_give_the_same_configuration():
     (dict(model="school ~ y x", outcome="w"), "impute(): outcome: 'w' is not in MODEL"),
     (dict(model="school ~ y x", burn=-1), "impute(): burn: -1 is not a whole number of at least 0"),
     (dict(model="school ~ y x", thin=0), "impute(): thin: 0 is not a whole number of at least 1"),
-    (dict(model="school ~ y x", processors=0), "impute(): processors: 0 is not a whole number"),
+    (dict(model="school ~ y x", processors=-1), "impute(): processors: -1 is not a whole number"),
     (dict(model="school ~ y x:"), "impute(): model, column 13: dangling ':' after 'x'"),
     (dict(model="school ~ y school"), "impute(): model, column 12: cluster id 'school' is also used"),
     (dict(model="school ~ y x", options=["prior1", "prior3"]),
@@ -60,3 +60,28 @@ def test_the_earliest_argument_is_reported_first():
     """As in a script, the first problem in argument order wins: the model before the lists."""
     with pytest.raises(ScriptError, match=r"^impute\(\): model, column 12: unknown variable 'q'"):
         configure(NAMES, "school ~ y q", ordinal=["z"], burn=-1)
+
+
+def test_lists_are_read_as_a_script_reads_them_and_names_take_the_data_spelling():
+    c = configure(("School", "y", "a1", "a2", "a3"), "school ~ Y a1 a2 a3", ordinal="a1-a3",
+                  options="psr, estimates", iterations=0, processors=0)
+    assert [n.text for n in c.ordinal] == ["a1", "a2", "a3"]
+    assert c.cluster_ids[0].text == "School" and c.model[0].names[0].text == "y"
+    assert c.model[0].names[0].as_written == "Y"
+    assert c.options == frozenset({"psr", "estimates"})
+    assert c.iterations is None and c.processors is None      # 0: not given, as before
+    with pytest.raises(ScriptError, match=r"^impute\(\): fixed: 'W' is listed twice"):
+        configure(NAMES, "school ~ y x", fixed=["w", "W"])
+    with pytest.raises(ScriptError, match=r"^impute\(\): outcome: no name given"):
+        configure(NAMES, "school ~ y:x", outcome="")
+    with pytest.raises(ScriptError, match=r"^impute\(\): seed: .*below 2\*\*63"):
+        configure(NAMES, "school ~ y x", seed=2**63)
+
+
+def test_a_script_reports_its_own_first_problem():
+    """A MODEL that could not be read is the problem reported, not the OUTCOME that refers to
+    it; a CLUSTERID beside MODEL's ids is checked against VARIABLES too."""
+    with pytest.raises(ScriptError, match="MODEL: the term 'y' is listed twice"):
+        parse_script("VARIABLES: c y x; OUTCOME: y; MODEL: c ~ y y;")
+    with pytest.raises(ScriptError, match="CLUSTERID: unknown variable 'q'"):
+        parse_script("VARIABLES: c y x; CLUSTERID: q; MODEL: c ~ y x;")

@@ -463,7 +463,7 @@ def test_windows_line_ends():
 
 
 # --------------------------------------------------------------------------------------------
-# Script.error: the lead's later checks use the same message shape
+# Config.error: the lead's later checks use the same message shape
 # --------------------------------------------------------------------------------------------
 
 
