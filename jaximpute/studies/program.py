@@ -36,7 +36,6 @@ the data sets (``run.parallel_split``); on several local devices, as one program
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
@@ -48,7 +47,7 @@ from ..compile import prepare
 from ..kernels.state import Data
 from ..kernels.sweep import diagnostics, make_runner
 from .. import xla_options
-from ..execution import chain_keys, pad_sets
+from .. import execution
 from ..run import Settings, bucket, parallel_split
 from .analysis import analysis_of
 from .populations import DIRECT_METHODS, Design, generate, replication_keys
@@ -218,18 +217,7 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
                 out = out.at[:, cells, v.column].set(vals, mode="drop")
         return out
 
-    def sample_flat(keys, data):
-        """The sampler with every (data set, chain) pair as a data set of one chain (data
-        repeated per chain), traces back in (data set, chain) order. Each chain's draws depend
-        on its key only, so this changes no result beyond float rounding; but on XLA:CPU chains
-        vmapped over a shared data set ran 1.5x slower than the same chains as data sets of one
-        chain (a batch of 100 at J = 100, n = 10, 2 chains: 31 s against 19-20 s)."""
-        b, c = keys.shape
-        flat = jax.tree_util.tree_map(lambda a: jnp.repeat(a, c, axis=0), data)
-        out = runner(keys.reshape(b * c, 1), flat)
-        back = lambda a: a.reshape(a.shape[:1] + (b, c) + a.shape[3:])  # noqa: E731
-        return out._replace(burn_trace=back(out.burn_trace), imputations=back(out.imputations),
-                            post_trace=back(out.post_trace), saved_params=back(out.saved_params))
+    sample_flat = execution.flatten_chains(runner)     # 1.5x faster on XLA:CPU (execution)
 
     def program(gen_keys, keys):
         with jax.enable_x64(False):
@@ -255,22 +243,14 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
 
 # ------------------------------------------------------------------------------ running
 
-_PROGRAMS: dict = {}          # (condition, method, settings, part shape) -> compiled program
-
-
 def _compiled(key, build, gen_keys, keys):
-    """The program for these inputs' shapes, compiled once per process (the persistent
-    compilation cache keeps it between processes)."""
-    hit = _PROGRAMS.get(key)
-    if hit is None:
-        fn = build()
+    """The program for these inputs' shapes, compiled once per process (``execution.compiled``;
+    the persistent compilation cache keeps it between processes), traced with 64-bit types on
+    (module docstring)."""
+    def lower():
         with jax.enable_x64(True):
-            lowered = jax.jit(fn).lower(gen_keys, keys)
-        hit = lowered.compile(xla_options.sampler_options(keys) if keys.ndim == 2 else None)
-        if len(_PROGRAMS) >= 16:
-            _PROGRAMS.pop(next(iter(_PROGRAMS)))
-        _PROGRAMS[key] = hit
-    return hit
+            return jax.jit(build()).lower(gen_keys, keys)
+    return execution.compiled(key, lower, xla_options.sampler_options(keys) if keys.ndim == 2 else None)
 
 
 def _results(out: dict) -> dict:
@@ -295,38 +275,29 @@ def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, co
         settings = None
     else:
         assert engine_seed is not None, "an imputation method needs its engine seed"
-        keys = chain_keys(engine_seed, num, imp.chains)
+        keys = execution.chain_keys(engine_seed, num, imp.chains)
         plan = condition_plan(seed, condition, d, condition_reps)
         build = lambda: _imputation_program(d, plan, imp)[0]  # noqa: E731
         settings = Settings(burn=imp.burn, thin=imp.thin, nimps=imp.nimps, chains=imp.chains)
-    devices = jax.local_devices()
     base = (seed, condition, d, condition_reps, imp)
-    if len(devices) > 1 and num > 1:
-        n = len(devices)
-        kk, gk = pad_sets(keys, gen_keys, n)
-        mesh = jax.sharding.Mesh(np.array(devices), ("sets",))
-        spec = jax.sharding.PartitionSpec("sets")
+    mesh = execution.set_mesh()
+    if mesh is not None and num > 1:
+        n = len(jax.local_devices())
+        kk, gk = execution.pad_sets(keys, gen_keys, n)
 
         def build_sharded():
-            return jax.shard_map(build(), mesh=mesh, in_specs=(spec, spec), out_specs=spec,
+            return jax.shard_map(build(), mesh=mesh[0], in_specs=(mesh[1], mesh[1]), out_specs=mesh[1],
                                  check_vma=False)
-        shard = jax.sharding.NamedSharding(mesh, spec)
+        shard = jax.sharding.NamedSharding(*mesh)
         gk, kk = jax.device_put(gk, shard), jax.device_put(kk, shard)
         prog = _compiled(base + (gk.shape, "sharded", n), build_sharded, gk, kk)
         out = jax.device_get(_results(prog(gk, kk)))
     else:
         groups = parallel_split(settings, imp.chains, num)[0] if settings else 1
         groups = groups if num >= groups else 1
-        kk, gk = pad_sets(keys, gen_keys, groups)
-        size = gk.shape[0] // groups
-        parts = [(gk[i * size:(i + 1) * size], kk[i * size:(i + 1) * size]) for i in range(groups)]
+        parts = [(g, k) for k, g in execution.split_inputs(keys, gen_keys, groups, axis=1)]
         prog = _compiled(base + (parts[0][0].shape,), build, *parts[0])
-        if groups == 1:
-            outs = [prog(*parts[0])]
-        else:
-            with ThreadPoolExecutor(groups) as pool:
-                outs = list(pool.map(lambda p: jax.block_until_ready(prog(*p)), parts))
-        outs = jax.device_get([_results(o) for o in outs])
+        outs = jax.device_get([_results(o) for o in execution.side_by_side(prog, parts)])
         out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     return {k: np.asarray(v)[:num] for k, v in out.items()}
 
@@ -337,12 +308,8 @@ def program_memory(d: Design, imp: Imputation, batch: int, *, seed: int, conditi
     `batch` data sets as one program, by XLA's own account (arguments, outputs and
     temporaries); compiled, not run. None where the backend does not say."""
     gen_keys = jnp.asarray(replication_keys(seed, condition, np.arange(batch)))
-    keys = chain_keys(1, batch, imp.chains)
+    keys = execution.chain_keys(1, batch, imp.chains)
     fn = _imputation_program(d, condition_plan(seed, condition, d, condition_reps), imp)[0]
     with jax.enable_x64(True):
         lowered = jax.jit(fn).lower(gen_keys, keys)
-    m = lowered.compile(xla_options.sampler_options(keys)).memory_analysis()
-    if m is None:
-        return None
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-               - m.alias_size_in_bytes)
+    return execution.program_bytes(lowered.compile(xla_options.sampler_options(keys)))
