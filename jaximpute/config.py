@@ -66,6 +66,21 @@ class ModelTerm:
         return op.join(n.text for n in self.names)
 
 
+# Canonical command names in the order the "expected one of" list shows them: the settings of a
+# configuration, whichever front end gives them.
+COMMANDS = (
+    "DATA", "VARIABLES", "ORDINAL", "NOMINAL", "MISSING", "MODEL", "OUTCOME", "CLUSTERID",
+    "FIXED", "SEED", "BURN", "THIN", "NIMPS", "ITERATIONS", "CHAINS", "OUTFILE", "OPTIONS", "SAVE",
+)
+ALIASES = {"VARNAMES": "VARIABLES"}  # later Blimp spellings -> canonical
+
+
+def canonical(word: str) -> str | None:
+    """The canonical command for a word as written (any case), or None if it is no command."""
+    upper = word.upper()
+    return ALIASES.get(upper, upper if upper in COMMANDS else None)
+
+
 # The keyword arguments of `impute` that set a command, in the order their positions number them
 # (Pos.line): a message about a setting names the argument instead of a script line.
 ARGUMENTS = {"MODEL": "model", "VARIABLES": "the data's columns", "ORDINAL": "ordinal",
@@ -167,7 +182,6 @@ class Config:
         if isinstance(where, Pos):
             pos, command = where, self._command_at(where)
         else:
-            from .script import canonical
             command = canonical(where) or where.upper()
             pos = self.commands.get(command, Pos(1, 1))
         return ScriptError(self.origin.where(pos, command) + message)

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from jaximpute.config import (Config, ModelTerm, Name, Origin, Pos, Problem, problems,
-                              raise_first)
+from jaximpute.config import (ALIASES, COMMANDS, Config, ModelTerm, Name, Origin, Pos, Problem,
+                              canonical, problems, raise_first)
 from jaximpute.errors import ScriptError, did_you_mean
 from jaximpute.kernels.structure import PRIORS
 
@@ -54,12 +54,7 @@ __all__ = ["Pos", "Name", "ModelTerm", "Config", "parse_script", "read_script", 
 # --------------------------------------------------------------------------------------------
 
 # Canonical command names in the order the "expected one of" list shows them.
-COMMANDS = (
-    "DATA", "VARIABLES", "ORDINAL", "NOMINAL", "MISSING", "MODEL", "OUTCOME", "CLUSTERID",
-    "FIXED", "SEED", "BURN", "THIN", "NIMPS", "ITERATIONS", "CHAINS", "OUTFILE", "OPTIONS", "SAVE",
-)
-_ALIASES = {"VARNAMES": "VARIABLES"}  # later Blimp spellings -> canonical
-_ALL_COMMAND_WORDS = COMMANDS + tuple(_ALIASES)
+_ALL_COMMAND_WORDS = COMMANDS + tuple(ALIASES)
 _REPEATABLE = {"SAVE"}  # one `name = value` pair per statement, so several are normal
 
 OPTION_WORDS = (
@@ -76,12 +71,6 @@ _VALID_NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MAX_RANGE = 10_000  # a1-a100000000 is a typo, not a data set
-
-
-def canonical(word: str) -> str | None:
-    """The canonical command for a word as written (any case), or None if it is no command."""
-    upper = word.upper()
-    return _ALIASES.get(upper, upper if upper in COMMANDS else None)
 
 
 def _format(source: str, pos: Pos | None, command: str | None, message: str) -> str:
