@@ -46,7 +46,7 @@ from jaximpute.kernels.state import State  # noqa: E402
 from jaximpute.kernels.stream import with_stream  # noqa: E402
 from jaximpute.kernels.sampler import sweep  # noqa: E402
 from jaximpute.kernels.sweep import make_runner  # noqa: E402
-from jaximpute.run import chain_keys  # noqa: E402
+from jaximpute.execution import chain_keys  # noqa: E402
 from jaximpute.script import parse_script  # noqa: E402
 from jaximpute.spec import build_spec  # noqa: E402
 

@@ -77,7 +77,8 @@ from _common import (ROOT, fmt, jomo_pairs, machine_line, median, r_peer, say,  
 from jaximpute.compile import prepare  # noqa: E402
 from jaximpute.data import read_table  # noqa: E402
 from jaximpute.kernels.sweep import make_runner  # noqa: E402
-from jaximpute.run import Settings, chain_keys, sample  # noqa: E402
+from jaximpute.execution import chain_keys  # noqa: E402
+from jaximpute.run import Settings, sample  # noqa: E402
 from jaximpute.script import read_script  # noqa: E402
 from jaximpute.spec import build_spec  # noqa: E402
 

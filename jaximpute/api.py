@@ -205,7 +205,7 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
 
     Example: ``impute(df, "school ~ y x", nimps=20, burn=1000, thin=100, seed=1)``.
     `processors` caps the programs run side by side on a CPU (default: one per core; see
-    jaximpute.run.parallel_split); 1 runs every chain vectorised in one program. `sampler`
+    jaximpute.execution.parallel_split); 1 runs every chain vectorised in one program. `sampler`
     (``jaximpute.kernels.structure.SamplerOptions``) switches moves that leave the posterior
     unchanged, for comparisons such as the tests'.
     """

@@ -33,7 +33,7 @@ class Progress:
     def __call__(self, t) -> None:
         if not self.enabled:
             return
-        # programs running side by side (jaximpute.run.parallel_split) each report their sweeps:
+        # programs running side by side (jaximpute.execution.parallel_split) each report their sweeps:
         # show the furthest, once per percent
         with self.lock:
             done = int(t) + 1

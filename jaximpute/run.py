@@ -198,6 +198,3 @@ def parallel_split(settings: Settings, num_chains: int, num_sets: int) -> tuple[
     """execution.parallel_split for a run's settings (its `processors`)."""
     return execution.parallel_split(settings.processors, num_chains, num_sets)
 
-
-chain_keys = execution.chain_keys      # the study programs' names, until they import execution
-pad_sets = execution.pad_sets
