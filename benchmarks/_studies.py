@@ -1,7 +1,7 @@
-"""The study scripts' common parts (sim_random_slope.py, sim_ordinal_predictor.py): their command
-line, the run through the library's study runner (``jaximpute.studies.runner``: the same
-programs, seeds and records as `jaximpute simulate`) or the re-rendering of saved replications,
-and the end of their docs pages."""
+"""The study scripts' common parts (sim_random_slope.py, sim_ordinal_predictor.py,
+sim_random_intercept.py): their command line, the run through the library's study runner
+(``jaximpute.studies.runner``: the same programs, seeds and records as `jaximpute simulate`) or
+the re-rendering of saved replications, and the end of their docs pages."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -54,10 +54,22 @@ def study_of(args, designs, methods, command: str) -> Study:
                  thin=args.thin, chains=args.chains, population=designs[0].population, source=command)
 
 
-def run_or_render(args, designs, methods, command: str, log=print):
+@dataclass
+class StudyRun:
+    """What a study script's page is written from."""
+
+    summary: pd.DataFrame      # studies.runner.summary_table
+    reps: pd.DataFrame         # the per-replication records
+    settings: dict
+    rates: dict                # condition -> incomplete column -> realised missing rate
+    timing: dict               # "condition / method" -> seconds
+    runtime: float
+    command: str
+
+
+def run_or_render(args, designs, methods, command: str, log=print) -> StudyRun:
     """Run the study with the parsed `args` through the study runner (and save the replications
-    when `args.save_reps` is set), or re-summarise saved ones (`args.render`). Returns (summary,
-    settings, missing rates, timing, runtime seconds, command)."""
+    when `args.save_reps` is set), or re-summarise saved ones (`args.render`)."""
     study = study_of(args, designs, methods, command)
     if args.render:
         reps_df = pd.read_csv(args.render)
@@ -65,14 +77,13 @@ def run_or_render(args, designs, methods, command: str, log=print):
         # replications saved before the scripts ran through the study runner have no seconds
         summary = (summary_table(study, reps_df) if "seconds" in reps_df
                    else summarise(reps_df, study.conditions))
-        return (summary, meta["settings"], meta["missing_rates"], meta["timing"],
-                meta["runtime"], meta.get("command", command))
+        return StudyRun(summary, reps_df, meta["settings"], meta["missing_rates"], meta["timing"],
+                        meta["runtime"], meta.get("command", command))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="jaximpute-study-") as tmp:
         run_study(study, tmp, log=log)
         reps_df = collect(study, [tmp])
     runtime = time.perf_counter() - t0
-    summary = summary_table(study, reps_df)
     rates = missing_rates(study)
     per_rep = reps_df.drop_duplicates(["condition", "method", "rep"])
     timing = {f"{c} / {m}": float(s) for (c, m), s in
@@ -85,13 +96,25 @@ def run_or_render(args, designs, methods, command: str, log=print):
         args.save_reps.with_suffix(".json").write_text(json.dumps(
             {"settings": settings, "missing_rates": rates, "timing": timing, "runtime": runtime,
              "command": command}, indent=1))
-    return summary, settings, rates, timing, runtime, command
+    return StudyRun(summary_table(study, reps_df), reps_df, settings, rates, timing, runtime, command)
 
 
-def page_tail(summary, rates: dict, timing: dict, command: str, runtime: float) -> str:
+def finish(args, run: StudyRun, verdict: str, write_doc) -> int:
+    """Print the results table and the verdict; write the page (`write_doc(path, run)`) when
+    `args.out` names one."""
+    print(to_markdown(run.summary))
+    print(verdict)
+    if args.out:
+        write_doc(args.out, run)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def page_tail(run: StudyRun) -> str:
     """The end of a study's docs page: realised missing rates, the results table, the command
     that reruns it, and where the time went."""
     import jax
+    rates, timing = run.rates, run.timing
     cols = list(next(iter(rates.values())))
     rate_rows = "\n".join(f"| {c} | " + " | ".join(f"{m[v]:.3f}" for v in cols) + " |"
                           for c, m in rates.items())
@@ -104,13 +127,13 @@ def page_tail(summary, rates: dict, timing: dict, command: str, runtime: float) 
 
 ## Results
 
-{to_markdown(summary)}
+{to_markdown(run.summary)}
 
 ## Rerun
 
-    {command}
+    {run.command}
 
-Runtime {runtime / 60:.1f} min on {platform.machine()} ({os.cpu_count()} cores), jax {jax.__version__};
+Runtime {run.runtime / 60:.1f} min on {platform.machine()} ({os.cpu_count()} cores), jax {jax.__version__};
 time per method (generate, impute, analyse and pool, compiles included):
 
 | condition / method | seconds |

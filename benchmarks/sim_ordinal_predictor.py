@@ -35,9 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from _studies import page_tail, run_or_render, study_args  # noqa: E402
+from _studies import StudyRun, finish, page_tail, run_or_render, study_args  # noqa: E402
 from jaximpute.studies.analysis import FIXED  # noqa: E402
-from jaximpute.studies.pages import to_markdown  # noqa: E402
 from jaximpute.studies.populations import RandomSlope  # noqa: E402
 
 DOC = ROOT / "docs" / "simulation_ordinal_predictor.md"
@@ -83,8 +82,8 @@ def verdict(summary: pd.DataFrame) -> tuple[bool, str]:
     return ok, "\n".join(lines)
 
 
-def write_doc(path: Path, summary, settings: dict, rates: dict, timing: dict, command: str,
-              runtime: float) -> None:
+def write_doc(path: Path, run: StudyRun) -> None:
+    summary, settings = run.summary, run.settings
     ok, text = verdict(summary)
     d = DESIGNS[0]
     page = f"""# Simulation: an incomplete ordinal predictor in a random-slope model
@@ -130,7 +129,7 @@ Settings: {settings["reps"]} replications, {settings["nimps"]} imputations, {set
 BURN {settings["burn"]}, THIN {settings["thin"]}, {settings["batch"]} data sets per compiled program;
 seed {settings["seed"]}.
 
-{page_tail(summary, rates, timing, command, runtime)}"""
+{page_tail(run)}"""
     path.write_text(page)
 
 
@@ -138,14 +137,9 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     command = "python benchmarks/sim_ordinal_predictor.py " + " ".join(
         shlex.quote(x) for x in (argv or sys.argv[1:]))
-    summary, settings, rates, timing, runtime, command = run_or_render(
+    run = run_or_render(
         a, DESIGNS, METHODS, command, log=lambda m: print(m, flush=True))
-    print(to_markdown(summary))
-    print(verdict(summary)[1])
-    if a.out:
-        write_doc(a.out, summary, settings, rates, timing, command, runtime)
-        print(f"wrote {a.out}")
-    return 0
+    return finish(a, run, verdict(run.summary)[1], write_doc)
 
 
 if __name__ == "__main__":

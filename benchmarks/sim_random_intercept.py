@@ -1,8 +1,10 @@
 """Simulation: multilevel vs single-level imputation for random-intercept data (MAR).
 
 Checks the seed's warning that single-level imputation biases multilevel analyses, and that
-jaximpute's two-level joint model (``cluster ~ y x z``) does not. Design, estimands and formulas:
-``jaximpute/simulate.py``.
+jaximpute's two-level joint model (``cluster ~ y x z``) does not. Design:
+``jaximpute/studies/populations.py`` (``RandomIntercept``); estimands and formulas:
+``jaximpute/studies/analysis.py``. The study runs through the library's study runner, as
+``jaximpute simulate configs/sim_random_intercept.toml`` does (the same study as a config).
 
     python benchmarks/sim_random_intercept.py             # the full study, writes the docs page
     python benchmarks/sim_random_intercept.py --reps 200
@@ -19,13 +21,10 @@ per-replication results (CSV) and the run's settings and timings (same name, .js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -34,12 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
-from jaximpute.simulate import Design, complete_data_bias, missing_intercept, run_study, \
-    summarise, to_markdown  # noqa: E402
+from _studies import StudyRun, run_or_render  # noqa: E402
+from jaximpute.studies.analysis import complete_data_bias  # noqa: E402
+from jaximpute.studies.pages import to_markdown  # noqa: E402
+from jaximpute.studies.populations import RandomIntercept, generate_batch, missing_intercept  # noqa: E402
 
 DOC = ROOT / "docs" / "simulation_random_intercept.md"
+METHODS = ("multilevel", "single-level", "listwise", "complete")
+TABLE = ("condition", "parameter", "method", "true", "mean", "bias", "rel_bias_pct", "mc_se", "rmse",
+         "coverage", "ci_width", "fmi", "max_psr", "diff_complete", "diff_mc_se")
 
 
 def parse_args(argv=None):
@@ -168,44 +171,52 @@ def conclusion(summary, reps: int) -> str:
     return "\n\n".join(out)
 
 
-def write_doc(path: Path, summary, args, command: str, runtime: float) -> None:
-    st = summary.attrs
-    miss = st["missing_rates"]
-    secs = st["imputation_seconds"]
-    d = Design()
-    psr_ml = summary[summary.method == "multilevel"].groupby("icc")["max_psr"].max()
-    psr_sl = summary[summary.method == "single-level"].groupby("icc")["max_psr"].max()
-    share = summary[summary.method.isin(["multilevel", "single-level"])].groupby(
-        ["icc", "method"])["share_psr_gt_1.05"].max()
-    truths = "\n".join(
-        f"| {icc:g} | {replace(d, icc=icc).true_within:.4f} | {replace(d, icc=icc).true_between:.4f} "
-        f"| {icc:g} | {replace(d, icc=icc).var_e:.3f} | {replace(d, icc=icc).var_c:.3f} |"
-        for icc in args.iccs)
-    miss_rows = "\n".join(f"| {icc:g} | {m['y']:.3f} | {m['x']:.3f} | {m['x or y (incomplete rows)']:.3f} |"
-                          for icc, m in miss.items())
-    time_rows = "\n".join(f"| {icc:g} | {method} | {_fmt_secs(s)} |" for (icc, method), s in secs.items())
+def incomplete_rows(designs, settings: dict) -> list[float]:
+    """Per condition, the share of rows with x or y missing over the study's replications (the
+    same data sets: the generator's keys follow from the seed)."""
+    out = []
+    for ci, d in enumerate(designs):
+        _, inc = generate_batch(settings["seed"], ci, np.arange(settings["reps"]), d)
+        out.append(float(np.isnan(inc[..., 1:3]).any(axis=-1).mean()))
+    return out
+
+
+def write_doc(path: Path, run: StudyRun, designs) -> None:
+    st, summary = run.settings, run.summary
+    d = designs[0]
+    names = {x.name: x for x in designs}
+    psr = summary.groupby(["icc", "method"])["max_psr"].max()
+    per_rep = run.reps.drop_duplicates(["condition", "method", "rep"])
+    share = (per_rep.assign(icc=per_rep["condition"].map(lambda c: names[c].icc), high=per_rep["psr"] > 1.05)
+             .groupby(["icc", "method"])["high"].mean())
+    truths = "\n".join(f"| {x.icc:g} | {x.true_within:.4f} | {x.true_between:.4f} | {x.icc:g} | "
+                       f"{x.var_e:.3f} | {x.var_c:.3f} |" for x in designs)
+    rows = incomplete_rows(designs, st)
+    miss_rows = "\n".join(f"| {x.icc:g} | {run.rates[x.name]['y']:.3f} | {run.rates[x.name]['x']:.3f} | "
+                          f"{r:.3f} |" for x, r in zip(designs, rows))
+    time_rows = "\n".join(f"| {key.replace(' / ', ' | ')} | {_fmt_secs(s)} |" for key, s in run.timing.items())
     psr_rows = "\n".join(
-        f"| {icc:g} | {psr_ml.get(icc, np.nan):.3f} | {share.get((icc, 'multilevel'), np.nan):.3f} "
-        f"| {psr_sl.get(icc, np.nan):.3f} | {share.get((icc, 'single-level'), np.nan):.3f} |"
-        for icc in args.iccs)
-    est_bias = {icc: complete_data_bias(replace(d, icc=icc)) for icc in args.iccs}
+        f"| {x.icc:g} | {psr.get((x.icc, 'multilevel'), np.nan):.3f} | {share.get((x.icc, 'multilevel'), np.nan):.3f} "
+        f"| {psr.get((x.icc, 'single-level'), np.nan):.3f} | {share.get((x.icc, 'single-level'), np.nan):.3f} |"
+        for x in designs)
     est_rows = "\n".join(
-        f"| {icc:g} | " + " | ".join(f"{b[p][0]:+.4f} ({b[p][1]:.4f})"
-                                     for p in ("within slope", "between slope", "ICC(y)")) + " |"
-        for icc, b in est_bias.items())
+        f"| {x.icc:g} | " + " | ".join(f"{b[p][0]:+.4f} ({b[p][1]:.4f})"
+                                       for p in ("within slope", "between slope", "ICC(y)")) + " |"
+        for x, b in ((x, complete_data_bias(x)) for x in designs))
     import jax
     text = f"""# Simulation: multilevel vs single-level imputation of random-intercept data
 
 The seed's slides warn that single-level imputation "will introduce substantial bias under any
 mechanism" when the analysis is multilevel. This study tests that claim, and tests that
 jaximpute's two-level joint imputation model does not have the problem. Everything below this
-line is written by `benchmarks/sim_random_intercept.py`; the design, the estimands and their
-derivations are documented in `jaximpute/simulate.py`.
+line is written by `benchmarks/sim_random_intercept.py`; the design is documented in
+`jaximpute/studies/populations.py`, the estimands and their derivations in
+`jaximpute/studies/analysis.py`.
 
 ## Design
 
 - J = {d.clusters} clusters of n = {d.cluster_size} (N = {d.rows}); the ICC of x, y and z is
-  the condition: {", ".join(f"{i:g}" for i in args.iccs)}.
+  the condition: {", ".join(f"{x.icc:g}" for x in designs)}.
 - x_ij = a_j + w_ij with Var(a) = icc, Var(w) = 1 - icc.
 - y_ij = bW w_ij + bB a_j + c_j + e_ij with bW = {d.b_within}, bB = {d.b_between},
   Var(c) = kappa icc (kappa = {d.kappa}), Var(e) = (1 - icc)(bB^2 + kappa - bW^2), so that
@@ -235,8 +246,9 @@ cluster-means OLS estimates without bias (finite J included) in complete data.
 {truths}
 
 The estimators' own bias in complete data (no missing values; 40,000 replications per
-condition, `jaximpute.simulate.complete_data_bias`; MC SE in brackets): the slopes are unbiased,
-the ANOVA ICC, a ratio estimator, is slightly biased downwards. Any method inherits this.
+condition, `jaximpute.studies.analysis.complete_data_bias`; MC SE in brackets): the slopes are
+unbiased, the ANOVA ICC, a ratio estimator, is slightly biased downwards. Any method inherits
+this.
 
 | ICC | within slope | between slope | ICC(y) |
 |---|---|---|---|
@@ -244,17 +256,18 @@ the ANOVA ICC, a ratio estimator, is slightly biased downwards. Any method inher
 
 ## Settings
 
-- Replications: {args.reps} per condition; seed {args.seed}; {args.batch} data sets per compiled
-  program (vmapped).
-- Imputation: BURN {args.burn}, THIN {args.thin}, NIMPS {args.nimps}, CHAINS {args.chains}
-  (each chain runs {args.burn + -(-args.nimps // args.chains) * args.thin} sweeps), default prior
+- Replications: {st["reps"]} per condition; seed {st["seed"]}; {st["batch"]} data sets per
+  compiled program (generate, impute, analyse and pool on device: `jaximpute simulate`'s
+  runner).
+- Imputation: BURN {st["burn"]}, THIN {st["thin"]}, NIMPS {st["nimps"]}, CHAINS {st["chains"]}
+  (each chain runs {st["burn"] + -(-st["nimps"] // st["chains"]) * st["thin"]} sweeps), default prior
   (prior2).
-- Command: {command}
+- Command: {run.command}
 - Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (shared),
   jax {jax.__version__} on {jax.default_backend()}, Python {platform.python_version()}.
-- Runtime: {_fmt_secs(runtime)} in all.
+- Runtime: {_fmt_secs(run.runtime)} in all.
 
-| ICC | method | imputation time (incl. compile) |
+| condition | method | time (generate, impute, analyse, pool; compiles included) |
 |---|---|---|
 {time_rows}
 
@@ -268,19 +281,19 @@ Realised missing rates (mean over replications):
 
 Bias = mean estimate - true value; MC SE = SD of the estimates / sqrt(R) (the Monte Carlo
 standard error of the bias); coverage of the 95% interval (Monte Carlo SE about
-{np.sqrt(0.95 * 0.05 / args.reps):.3f} at 0.95); FMI = mean fraction of missing information
+{np.sqrt(0.95 * 0.05 / st["reps"]):.3f} at 0.95); FMI = mean fraction of missing information
 (Rubin's rules); max PSR = the largest split R-hat in the last burn-in window over all monitored
 parameters and all replications (imputation methods). "diff. vs complete" = the mean paired
 difference between a method's estimate and the complete-data estimate of the same replication,
 with its Monte Carlo SE: the part of the bias that the missing data and their handling add,
 free of the estimator's own bias and of most of the data-sampling noise (the sharper check).
 
-{to_markdown(summary)}
+{to_markdown(summary, TABLE, formats={"true": "{:.4f}"})}
 
 ### Convergence
 
-Final burn-in window (iterations {args.burn // 2 + 1} to {args.burn}), split R-hat over
-{args.chains} chains:
+Final burn-in window (iterations {st["burn"] // 2 + 1} to {st["burn"]}), split R-hat over
+{st["chains"]} chains:
 
 | ICC | multilevel: max PSR | share of replications > 1.05 | single-level: max PSR | share > 1.05 |
 |---|---|---|---|---|
@@ -292,68 +305,37 @@ cluster means and the random-intercept variances (integrated autocorrelation tim
 burn-in the last window holds too few effective draws for a stable R-hat (BURN 500: max PSR
 about 1.3 over 100 data sets, most of it noise of the statistic); the long burn-in here is what
 makes the table clean for every replication, not what makes the imputations valid (the CI test
-in `tests/test_simulation.py` uses BURN 1000 and passes the same bias and coverage checks).
+in `tests/test_studies_runner.py` uses BURN 1000 and passes the same bias and coverage checks).
 
 ## Reading
 
 {reading(summary)}
 
-{conclusion(summary, args.reps)}
+{conclusion(summary, st["reps"])}
 """
     path.write_text(text)
 
 
-def _save(path: Path, reps_df, summary, args, command: str, runtime: float) -> None:
-    reps_df.to_csv(path, index=False)
-    meta = {"command": command, "runtime_s": runtime,
-            "settings": {k: getattr(args, k) for k in
-                         ("reps", "iccs", "burn", "thin", "nimps", "chains", "batch", "seed")},
-            "missing_rates": {str(k): v for k, v in summary.attrs["missing_rates"].items()},
-            "imputation_seconds": [[icc, m, sec] for (icc, m), sec in
-                                   summary.attrs["imputation_seconds"].items()]}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-
-
-def _load(path: Path, args):
-    reps_df = pd.read_csv(path)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    for k, v in meta["settings"].items():
-        setattr(args, k, v)
-    summary = summarise(reps_df)
-    summary.attrs["missing_rates"] = {float(k): v for k, v in meta["missing_rates"].items()}
-    summary.attrs["imputation_seconds"] = {(float(i), m): sec
-                                           for i, m, sec in meta["imputation_seconds"]}
-    return reps_df, summary, meta["command"], float(meta["runtime_s"])
-
-
 def main(argv=None):
     args = parse_args(argv)
-    given = list(argv if argv is not None else sys.argv[1:])
+    designs = tuple(RandomIntercept(icc=float(i)) for i in args.iccs)
+    command = " ".join(["python benchmarks/sim_random_intercept.py"]
+                       + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])])
+    run = run_or_render(args, designs, METHODS, f"`{command}`", log=lambda s: print(s, flush=True))
     if args.render is not None:
-        reps_df, summary, command, runtime = _load(args.render, args)
-        command = (f"`{command}` (this page re-rendered from its saved replications with "
-                   "`--render`)")
-    else:
-        command = " ".join(["python benchmarks/sim_random_intercept.py"]
-                           + [shlex.quote(a) for a in given])
-        t0 = time.perf_counter()
-        summary, reps_df = run_study(iccs=tuple(args.iccs), reps=args.reps, nimps=args.nimps,
-                                     burn=args.burn, thin=args.thin, chains=args.chains,
-                                     seed=args.seed, batch=args.batch,
-                                     log=lambda s: print(s, flush=True))
-        runtime = time.perf_counter() - t0
-        if args.save_reps is not None:
-            _save(args.save_reps, reps_df, summary, args, command, runtime)
-        command = f"`{command}`"
+        run.command = (f"{run.command} (this page re-rendered from its saved replications with "
+                       "`--render`)")
+    icc = {x.name: x.icc for x in designs}
+    run.summary["icc"] = run.summary["condition"].map(icc)
     print()
-    print(to_markdown(summary))
+    print(to_markdown(run.summary, TABLE, formats={"true": "{:.4f}"}))
     print()
-    print(f"missing rates: {summary.attrs['missing_rates']}")
-    print(f"runtime: {_fmt_secs(runtime)}")
+    print(f"missing rates: {run.rates}")
+    print(f"runtime: {_fmt_secs(run.runtime)}")
     if args.out is not None:
-        write_doc(args.out, summary, args, command, runtime)
+        write_doc(args.out, run, designs)
         print(f"wrote {args.out}")
-    return summary
+    return run.summary
 
 
 if __name__ == "__main__":

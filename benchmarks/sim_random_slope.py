@@ -30,9 +30,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from _studies import page_tail, run_or_render, study_args  # noqa: E402
+from _studies import StudyRun, finish, page_tail, run_or_render, study_args  # noqa: E402
 from jaximpute.studies.analysis import FIXED  # noqa: E402
-from jaximpute.studies.pages import to_markdown  # noqa: E402
 from jaximpute.studies.populations import RandomSlope  # noqa: E402
 
 DOC = ROOT / "docs" / "simulation_random_slope.md"
@@ -110,8 +109,8 @@ def verdict(summary: pd.DataFrame, reps: int) -> tuple[bool, str]:
     return ok, "\n".join(lines)
 
 
-def write_doc(path: Path, summary, settings: dict, rates: dict, timing: dict, command: str,
-              runtime: float) -> None:
+def write_doc(path: Path, run: StudyRun) -> None:
+    summary, settings = run.summary, run.settings
     ok, text = verdict(summary, settings["reps"])
     d = RandomSlope()
     page = f"""# Simulation: imputation for a random slope with a cross-level interaction
@@ -147,7 +146,7 @@ Settings: {settings["reps"]} replications per condition, {settings["nimps"]} imp
 BURN {settings["burn"]}, THIN {settings["thin"]}, data sets imputed {settings["batch"]} at a time in
 one compiled program; seed {settings["seed"]}.
 
-{page_tail(summary, rates, timing, command, runtime)}"""
+{page_tail(run)}"""
     path.write_text(page)
 
 
@@ -155,16 +154,10 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     command = "python benchmarks/sim_random_slope.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     designs = DESIGNS[:1] if a.quick else DESIGNS
-    summary, settings, rates, timing, runtime, command = run_or_render(
+    run = run_or_render(
         a, designs, ("focal", "random intercept", "listwise", "complete"), command,
         log=lambda m: print(m, flush=True))
-    print(to_markdown(summary))
-    ok, text = verdict(summary, settings["reps"])
-    print(text)
-    if a.out:
-        write_doc(a.out, summary, settings, rates, timing, command, runtime)
-        print(f"wrote {a.out}")
-    return 0
+    return finish(a, run, verdict(run.summary, run.settings["reps"])[1], write_doc)
 
 
 if __name__ == "__main__":

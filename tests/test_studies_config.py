@@ -58,7 +58,11 @@ def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
     (("chains = 2", "chains = 2\nprior = \"prior4\""), "[imputation].prior: 'prior4' (did you mean 'prior3'?); expected one of prior1, prior2, prior3"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, edit, fragment):
-    p = write(tmp_path, TINY.replace(*edit))
+    _refused(tmp_path, TINY.replace(*edit), fragment)
+
+
+def _refused(tmp_path, text: str, fragment: str) -> None:
+    p = write(tmp_path, text)
     with pytest.raises(ConfigError) as e:
         load_study(p)
     assert str(p) in str(e.value) and fragment in str(e.value), str(e.value)
@@ -106,3 +110,60 @@ def test_example_config_loads():
     st = load_study(ROOT / "configs" / "sim_slope.toml")
     assert [c.name for c in st.conditions] == ["J=50, n=20", "J=100, n=10"]
     assert st.reps == 1000 and "single-level" in st.methods
+
+
+RI = """
+[study]
+population = "random_intercept"
+reps = 4
+batch = 2
+seed = 13
+[imputation]
+nimps = 2
+burn = 40
+thin = 10
+chains = 2
+[population]
+clusters = 6
+cluster_size = 5
+[[conditions]]
+icc = 0.2
+[[conditions]]
+icc = 0.5
+"""
+
+
+def test_a_config_chooses_the_random_intercept_population(tmp_path):
+    """`population = "random_intercept"`: that population's designs (its keys, its default
+    names), its methods (by default all four), its own fingerprint; the default population and
+    a config that names it are the same study."""
+    st = load_study(write(tmp_path, RI))
+    assert st.population == "random_intercept"
+    assert [c.name for c in st.conditions] == ["ICC=0.2, J=6, n=5", "ICC=0.5, J=6, n=5"]
+    assert [c.design.icc for c in st.conditions] == [0.2, 0.5]
+    assert st.methods == ("multilevel", "single-level", "listwise", "complete")
+    assert st.conditions[0].truth()["ICC(y)"] == 0.2
+    named = load_study(write(tmp_path, TINY.replace("[study]", '[study]\npopulation = "random_slope"'), "n.toml"))
+    assert named.fingerprint() == load_study(write(tmp_path, TINY)).fingerprint()
+    other = load_study(write(tmp_path, RI.replace("seed = 13", "seed = 14"), "o.toml"))
+    assert other.fingerprint() != st.fingerprint()
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    (('population = "random_intercept"', 'population = "random_intercep"'),
+     "[study].population: 'random_intercep' (did you mean 'random_intercept'?); expected one of random_slope"),
+    (("seed = 13", 'seed = 13\nmethods = ["focal"]'),
+     "unknown method 'focal'; expected some of multilevel, single-level, listwise, complete"),
+    (("icc = 0.2", "icc = 1.2"), "#1: icc = 1.2; expected a number between 0 and 1"),
+    (("cluster_size = 5", "cluster_size = 5\ntau00 = 0.3"), "[population]: unknown key 'tau00'"),
+    (("cluster_size = 5", "cluster_size = 5\nz_on_y = 0.95"), "leave no room for the noise variances"),
+])
+def test_random_intercept_config_errors(tmp_path, edit, fragment):
+    _refused(tmp_path, RI.replace(*edit), fragment)
+
+
+def test_example_configs_load():
+    st = load_study(ROOT / "configs" / "sim_random_intercept.toml")
+    assert st.population == "random_intercept" and [c.design.icc for c in st.conditions] == [0.2, 0.5]
+    st = load_study(ROOT / "configs" / "sim_three_level.toml")
+    assert st.population == "random_slope" and all(c.design.units for c in st.conditions)

@@ -1,9 +1,9 @@
 """The simulation populations' generators (jaximpute.studies.populations), drawn on device:
-a data set per replication key, the population's moments, codes, missing rates and the
+a data set per replication key, the populations' moments, codes, missing rates and the
 mechanisms the studies rely on.
 
-Tolerances are Monte Carlo errors: the clusters of a random-slope data set are independent
-draws, so a rate's or share's standard error is the SD of its per-cluster values over
+Tolerances are Monte Carlo errors: the clusters of a data set are independent draws in both
+populations, so a rate's or share's standard error is the SD of its per-cluster values over
 sqrt(number of clusters)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaximpute.studies.populations import RandomSlope, generate_batch
+from jaximpute.studies.populations import RandomIntercept, RandomSlope, generate_batch, missing_intercept
 
 CUTS = (-1.3, -0.45, 0.45, 1.3)
 
@@ -121,3 +121,38 @@ def test_three_level_generator_draws_the_level3_variance():
     f3, _ = generate_batch(9, 0, np.arange(3), RandomSlope(clusters=60, cluster_size=5, units=20,
                                                            tau3=0.0, var_x3=0.0))
     np.testing.assert_allclose(f3, f2, atol=1e-6)
+
+
+@pytest.mark.parametrize("icc", [0.2, 0.5])
+def test_intercept_generator_moments_and_missing_rates(icc):
+    """Var(y) = bB^2 + kappa, Var(x) = Var(z) = 1 (means 0, so the mean square estimates the
+    variance), ICC(y) = icc; y and x each 27.5% missing in expectation (alpha solved for
+    z ~ N(0, 1)), y where z is high and x where z is low (MAR given the complete z); within 4
+    Monte Carlo SEs from per-cluster values (the clusters are independent draws)."""
+    d = RandomIntercept(icc=icc)
+    full, inc = generate_batch(7, 0, np.arange(400), d)
+    y, x, z = full[..., 1], full[..., 2], full[..., 3]
+    for v, var in ((y, d.var_y), (x, 1.0), (z, 1.0)):
+        sq = v * v
+        assert abs(sq.mean() - var) < 4 * _cluster_se(sq, d.clusters), (sq.mean(), var)
+    # ICC(y): the variance of the cluster means is icc Var(y) + (1 - icc) Var(y) / n
+    means = y.reshape(-1, d.cluster_size).mean(axis=-1)
+    between = icc * d.var_y + (1 - icc) * d.var_y / d.cluster_size
+    sq = means * means
+    assert abs(sq.mean() - between) < 4 * sq.std(ddof=1) / np.sqrt(sq.size)
+    miss = np.isnan(inc)
+    assert not miss[..., [0, 3]].any()                      # cluster and z complete
+    for col in (1, 2):
+        m = miss[..., col].astype(float)
+        assert abs(m.mean() - d.missing_rate) < 4 * _cluster_se(m, d.clusters), (col, m.mean())
+    # MAR: E[z | y missing] = E[z logistic(alpha + z)] / rate, about +0.6 (and -0.6 for x)
+    assert z[miss[..., 1]].mean() > 0.3 and z[miss[..., 2]].mean() < -0.3
+    obs = ~miss
+    assert np.array_equal(inc[obs], full[obs])
+
+
+def test_missing_intercept_gives_the_rate():
+    a = missing_intercept(0.275, 1.0)
+    zz = np.random.default_rng(0).normal(size=2_000_000)
+    # the logistic's mean over 2e6 normal draws has an SE near 1e-4
+    assert np.mean(1 / (1 + np.exp(-(a + zz)))) == pytest.approx(0.275, abs=1e-3)

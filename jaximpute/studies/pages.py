@@ -26,7 +26,8 @@ COLUMN_FORMATS = {"true": "{:.3f}", "mean": "{:.4f}", "bias": "{:+.4f}", "rel_bi
                   "se_ratio": "{:.3f}", "fmi": "{:.3f}", "max_psr": "{:.3f}", "diff_complete": "{:+.4f}",
                   "diff_mc_se": "{:.4f}", "seconds_per_rep": "{:.3f}", "reps": "{:.0f}"}
 # what tells a population's conditions apart on the page, beside their size
-CONDITION_COLUMN = {"random_slope": ("mechanism", lambda d: d.mechanism)}
+CONDITION_COLUMN = {"random_slope": ("mechanism", lambda d: d.mechanism),
+                    "random_intercept": ("ICC", lambda d: f"{d.icc:g}")}
 
 
 def to_markdown(summary: pd.DataFrame, cols=("condition", "parameter", "method", "true", "mean",

@@ -6,7 +6,8 @@ cluster id first; ``INCOMPLETE``: the columns its deletion touches; ``LEVEL2``: 
 constant within a cluster) and which imputation methods suit it (``MODELS``: method ->
 (MODEL, OUTCOME) of the imputation script). ``generate`` draws one replication from a key;
 ``generate_batch`` draws replications of a study's condition into numpy arrays on the host
-(tests, benchmarks, the R peers' data). The analysis of each population is in :mod:`jaximpute.studies.analysis`.
+(tests, benchmarks, the R peers' data). The analysis of each population is in
+:mod:`jaximpute.studies.analysis`.
 
 Random slope (``RandomSlope``, the default population of ``jaximpute simulate``)
 -------------------------------------------------------------------------------
@@ -50,16 +51,54 @@ clusters each) and adds to x and y level-3 random intercepts of variances ``var_
 ``tau3``, shared by the clusters of a unit (drawn after the two-level draws, so a two-level
 design's stream is what it was).
 
+Random intercept (``RandomIntercept``; ``population = "random_intercept"`` in a study config)
+--------------------------------------------------------------------------------------------
+The seed's warning that single-level imputation biases a multilevel analysis, made checkable.
+J clusters of n rows (default J = 50, n = 20); ``icc`` is the intraclass correlation of x, of y
+and of z. For cluster j and row i:
+
+.. code-block:: text
+
+    x_ij = a_j + w_ij                     a_j ~ N(0, icc),            w_ij ~ N(0, 1 - icc)
+    y_ij = bW w_ij + bB a_j + c_j + e_ij  c_j ~ N(0, kappa icc),      e_ij ~ N(0, s_e2)
+    z_ij = g y_ij + d_j + f_ij            d_j ~ N(0, s_z2 icc),       f_ij ~ N(0, s_z2 (1 - icc))
+
+with bW = 0.5 (within-cluster slope), bB = 1.0 (between-cluster slope of y on the latent cluster
+mean a_j of x), kappa = 0.25, g = 0.6, s_z2 = 1 - g^2 (bB^2 + kappa) = 0.55 and
+
+    s_e2 = (1 - icc) (bB^2 + kappa - bW^2)   (= 1 - icc with the defaults).
+
+Variance of y: between part bB^2 icc + kappa icc = (bB^2 + kappa) icc; within part
+bW^2 (1 - icc) + s_e2 = (bB^2 + kappa)(1 - icc). So Var(y) = bB^2 + kappa = 1.25 and the ICC of y
+is exactly ``icc``. (With bB = 1, Var(y) = 1 would force Var(c) = 0: y's cluster means would be an
+exact function of x's latent means, a boundary case for the imputation model's random-intercept
+variance; kappa > 0 keeps the population away from it.) Likewise Var(z) = g^2 (bB^2 + kappa) +
+s_z2 = 1 and ICC(z) = icc; corr(y, z) = g sqrt(bB^2 + kappa) = 0.67. z has its own cluster
+component d_j so that y's cluster mean is not an exact function of x's and z's (same reason).
+The joint distribution of (x, y, z) is a two-level normal with free within- and between-cluster
+covariance matrices, i.e. exactly the model ``cluster ~ y x z`` imputes under.
+
+Missing data (MAR given the complete z): P(y_ij missing) = logistic(alpha + gamma z_ij),
+P(x_ij missing) = logistic(alpha - gamma z_ij), independently, gamma = 1. Since z ~ N(0, 1),
+alpha is solved (Gauss-Hermite quadrature) so that E[logistic(alpha + gamma z)] equals
+``missing_rate`` (default 0.275) for both variables. High z (hence high y) makes y missing and x
+observed, low z the reverse, so complete cases are a selected sample.
+
+The estimands of its analysis (within slope, between slope, ICC of y) and their derivations are
+in :mod:`jaximpute.studies.analysis`.
+
 References: Enders, C. K., Du, H., & Keller, B. T. (2020). A model-based imputation procedure for
 multilevel regression models with random coefficients, interaction effects, and nonlinear terms.
-*Psychological Methods*, 25, 88-112 (the design's shape and its comparison methods).
+*Psychological Methods*, 25, 88-112. Luedtke, O., Marsh, H. W., Robitzsch, A., et al. (2008). The
+multilevel latent covariate model. *Psychological Methods*, 13, 203-229.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Union
 
 import jax
 import jax.numpy as jnp
@@ -209,14 +248,141 @@ class RandomSlope:
         return full, jnp.where(miss, jnp.nan, full)
 
 
-Design = RandomSlope
-POPULATIONS: dict[str, type[RandomSlope]] = {"random_slope": RandomSlope}
+@dataclass(frozen=True)
+class RandomIntercept:
+    """The random-intercept population with a complete auxiliary z (module docstring)."""
+
+    icc: float = 0.5
+    clusters: int = 50            # J
+    cluster_size: int = 20        # n
+    b_within: float = 0.5         # bW
+    b_between: float = 1.0        # bB
+    kappa: float = 0.25           # Var(c_j) / icc
+    z_on_y: float = 0.6           # g
+    gamma: float = 1.0            # log-odds of missingness per unit of z
+    missing_rate: float = 0.275   # expected share missing, for y and for x
+
+    population: ClassVar[str] = "random_intercept"
+    NAMES: ClassVar[tuple[str, ...]] = ("cluster", "y", "x", "z")
+    INCOMPLETE: ClassVar[tuple[str, ...]] = ("y", "x")
+    LEVEL2: ClassVar[tuple[str, ...]] = ()
+    MODELS: ClassVar[dict[str, tuple[str, str | None]]] = {
+        "multilevel": ("cluster ~ y x z", None), "single-level": ("y x z", None)}
+    METHODS: ClassVar[tuple[str, ...]] = ("multilevel", "single-level") + DIRECT_METHODS
+    DEFAULT_METHODS: ClassVar[tuple[str, ...]] = METHODS
+    units: ClassVar[int] = 0      # two levels only
+
+    @property
+    def name(self) -> str:
+        return f"ICC={self.icc:g}, J={self.clusters}, n={self.cluster_size}"
+
+    def problem(self) -> str:
+        if self.cluster_size < 2 or self.clusters < 3:
+            return "expected at least 3 clusters of at least 2 rows"
+        if not 0.0 < self.icc < 1.0:
+            return f"icc = {self.icc:g}; expected a number between 0 and 1"
+        if not 0.0 < self.missing_rate < 1.0:
+            return f"missing_rate = {self.missing_rate:g}; expected a number between 0 and 1"
+        if self.z_on_y ** 2 * self.var_y >= 1.0 or self.var_e <= 0.0 or self.kappa < 0.0:
+            return ("z_on_y, b_between, b_within and kappa leave no room for the noise variances: "
+                    "expected z_on_y^2 (b_between^2 + kappa) < 1, b_within^2 < b_between^2 + kappa "
+                    "and kappa >= 0")
+        return ""
+
+    @property
+    def rows(self) -> int:
+        return self.clusters * self.cluster_size
+
+    @property
+    def var_y(self) -> float:
+        return self.b_between ** 2 + self.kappa
+
+    @property
+    def var_c(self) -> float:
+        return self.kappa * self.icc
+
+    @property
+    def var_e(self) -> float:
+        return (1.0 - self.icc) * (self.var_y - self.b_within ** 2)
+
+    @property
+    def var_z_noise(self) -> float:
+        """s_z2: variance of z - g y, so that Var(z) = 1."""
+        s = 1.0 - self.z_on_y ** 2 * self.var_y
+        if s <= 0:
+            raise ValueError("z_on_y too large: Var(z) would exceed 1")
+        return s
+
+    @property
+    def true_within(self) -> float:
+        return self.b_within
+
+    @property
+    def true_between(self) -> float:
+        """Regression slope of ybar_j on xbar_j (exact estimand of the cluster-means OLS)."""
+        icc, n = self.icc, self.cluster_size
+        return (self.b_between * icc + self.b_within * (1 - icc) / n) / (icc + (1 - icc) / n)
+
+    @property
+    def df_com(self) -> dict:
+        """The complete-data df of the slopes (analysis module docstring)."""
+        return {"within slope": self.rows - self.clusters - 1, "between slope": self.clusters - 2}
+
+    def imputation_model(self, method: str) -> tuple[str, str | None]:
+        return self.MODELS[method]
+
+    def ordinal_names(self, method: str) -> tuple[str, ...]:
+        return ()
+
+    def table_names(self) -> tuple[str, ...]:
+        return self.NAMES
+
+    def draw(self, rng: Stream):
+        """One replication from `rng`: complete and incomplete (N, 4) arrays, columns NAMES."""
+        d = self
+        j, n = d.clusters, d.cluster_size
+        sd = math.sqrt
+        a = sd(d.icc) * rng.normal((j, 1))
+        w = sd(1.0 - d.icc) * rng.normal((j, n))
+        c = sd(d.var_c) * rng.normal((j, 1))
+        e = sd(d.var_e) * rng.normal((j, n))
+        dz = sd(d.var_z_noise * d.icc) * rng.normal((j, 1))
+        fz = sd(d.var_z_noise * (1.0 - d.icc)) * rng.normal((j, n))
+        x = a + w
+        y = d.b_within * w + d.b_between * a + c + e
+        z = d.z_on_y * y + dz + fz
+        alpha = missing_intercept(d.missing_rate, d.gamma)
+        miss_y = rng.uniform((j, n)) < jax.nn.sigmoid(alpha + d.gamma * z)
+        miss_x = rng.uniform((j, n)) < jax.nn.sigmoid(alpha - d.gamma * z)
+        cl = jnp.broadcast_to(jnp.arange(1, j + 1, dtype=x.dtype)[:, None], (j, n))
+        full = jnp.stack([cl, y, x, z], axis=-1).reshape(j * n, 4)
+        none = jnp.zeros((j, n), bool)
+        miss = jnp.stack([none, miss_y, miss_x, none], -1).reshape(j * n, 4)
+        return full, jnp.where(miss, jnp.nan, full)
+
+
+Design = Union[RandomSlope, RandomIntercept]
+POPULATIONS: dict[str, type[RandomSlope] | type[RandomIntercept]] = {
+    "random_slope": RandomSlope, "random_intercept": RandomIntercept}
 
 
 def all_methods(population: str) -> tuple[str, ...]:
     """The methods a study of this population may compare, in the order that numbers their
     engine seeds: the imputation methods, then listwise deletion and the complete data."""
     return tuple(POPULATIONS[population].MODELS) + DIRECT_METHODS
+
+
+def missing_intercept(rate: float, gamma: float) -> float:
+    """alpha with E[logistic(alpha + gamma Z)] = rate for Z ~ N(0, 1) (Gauss-Hermite, 80 nodes)."""
+    from scipy import optimize
+
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+    weights = weights / weights.sum()
+
+    def excess(alpha):
+        return float(np.sum(weights / (1.0 + np.exp(-(alpha + gamma * nodes))))) - rate
+
+    return float(optimize.brentq(excess, -20.0, 20.0, xtol=1e-12))
 
 
 # ------------------------------------------------------------------------------ the generator

@@ -50,7 +50,7 @@ from .. import xla_options
 from .. import execution
 from ..run import Settings, bucket, parallel_split
 from .analysis import analysis_of
-from .populations import DIRECT_METHODS, Design, generate, replication_keys
+from .populations import DIRECT_METHODS, Design, RandomSlope, generate, replication_keys
 
 INT_FILL = np.iinfo(np.int32).max         # an out-of-range index: the sampler drops it
 
@@ -138,7 +138,8 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
     # a three-level design's table has the unit first (table_names); `off` shifts the
     # generator's columns (NAMES) to the table's
     off = 1 if d.units else 0
-    unit_col = np.repeat(d.unit_of_cluster + 1.0, d.cluster_size) if d.units else None
+    unit_col = (np.repeat(d.unit_of_cluster + 1.0, d.cluster_size)
+                if isinstance(d, RandomSlope) and d.units else None)
     template = plan.template if unit_col is None else np.column_stack([unit_col, plan.template])
     spec, settings = many_spec(template[None], list(d.table_names()), model, imp.nimps, imp.burn,
                                imp.thin, imp.chains, 0, (), ordinal, outcome, options=(imp.prior,))
