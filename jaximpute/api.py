@@ -21,7 +21,6 @@ from .kernels.structure import SamplerOptions
 from .posterior import imputed_tables, parameter_table, summaries
 from .progress import Progress
 from .report import GROUP_TITLES, Report, acceptance_rates, build_report, category_counts
-from .report import PRIOR_TEXT  # noqa: F401  (the studies' pages read it here)
 from .run import RawDraws, Settings, sample
 from .config import Config, ModelTerm, Name, Origin, Problem, argument_pos, problems, raise_first
 from .script import OPTION_WORDS, option_clash, parse_model, parse_names, read_script

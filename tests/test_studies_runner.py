@@ -119,7 +119,7 @@ np.savez(sys.argv[1], imp=imp, psr=np.asarray(psr), inc=inc, ndev=jax.local_devi
 @pytest.mark.slow
 def test_batch_sharded_over_four_devices_equals_one_device(tmp_path):
     """With XLA_FLAGS=--xla_force_host_platform_device_count=4 a batch of 3 data sets is padded
-    to 4 and sharded one per device (run.spread_over_devices); every data set gets the imputations
+    to 4 and sharded one per device (execution.shard_sets); every data set gets the imputations
     it gets on one device. Not bit for bit: XLA:CPU compiles the per-device program for another
     batch shape, and its vectorised float32 math rounds differently (observed max difference
     8e-6 on values of order 1 after 80 sweeps); a wrong key or data set would differ by O(1)."""

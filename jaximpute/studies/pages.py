@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..api import PRIOR_TEXT
+from ..report import PRIOR_TEXT
 from .analysis import analysis_of
 from .config import Study
 

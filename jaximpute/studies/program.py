@@ -29,7 +29,7 @@ variable incomplete in the model, counts within the lengths, ordinal codes among
 and the host stops with an error naming the replication if one does not.
 
 On one CPU device a batch runs as one program per core side by side, each on its share of
-the data sets (``run.parallel_split``); on several local devices, as one program per device
+the data sets (``execution.parallel_split``); on several local devices, as one program per device
 (``jax.shard_map``), with no communication between them.
 """
 
@@ -198,7 +198,7 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
 
     def fill(inc, imps, places):
         """One data set's NIMPS imputed copies (M, N, 4) in the data's units: imputation m is
-        chain m mod C's save m div C (run.imputed_tables does the same on the host)."""
+        chain m mod C's save m div C (posterior.imputed_tables does the same on the host)."""
         m = np.arange(nimps)
         drawn = imps[m // chains, m % chains].astype(jnp.float64)          # (M, cells)
         out = jnp.broadcast_to(inc, (nimps,) + inc.shape)

@@ -1,4 +1,4 @@
-"""Programs side by side on a CPU (jaximpute.run.parallel_split): splitting the chains, or the data
+"""Programs side by side on a CPU (jaximpute.execution.parallel_split): splitting the chains, or the data
 sets of a batch, over threads must give what one vectorised program gives.
 
 Not bit for bit: XLA:CPU compiles the one-chain program with other fusions than the two-chain
