@@ -343,6 +343,7 @@ class Draft(NamedTuple):
     bs: BlockState
     y: jax.Array | None = None       # the regressed response: the outcome, or an ordinal block's z
     mu: jax.Array | None = None      # an ordinal block's linear predictor (for thresholds and z)
+    cat: jax.Array | None = None     # an ordinal block's categories 1..K at its rows
     resid: jax.Array | None = None   # y less the linear predictor, after the regression draw
     parts: tuple = ()                # z_k u_k at the rows, per random effect (the slope moves)
     info: jax.Array | None = None    # acceptance of the threshold and ridge moves (K > 2)
@@ -360,7 +361,8 @@ def context(st: Structure, b: int, blocks: tuple[BlockState, ...], x, ca: Cluste
 def start_draft(ctx: Context) -> Draft:
     blk, bs = ctx.blk, ctx.blocks[ctx.b]
     if blk.codes:
-        return Draft(bs, mu=linear_predictor(ctx.st, blk, bs, ctx.x_rows, ctx.lat, ctx.ca))
+        return Draft(bs, mu=linear_predictor(ctx.st, blk, bs, ctx.x_rows, ctx.lat, ctx.ca),
+                     cat=category_of(ctx.x_rows[:, blk.outcome], blk.codes))
     return Draft(bs, y=ctx.x_rows[:, blk.outcome])
 
 
@@ -370,7 +372,7 @@ def thresholds(rng: Stream, ctx: Context, d: Draft) -> Draft:
     (with the ridge option) a shift along the intercept-threshold ridge (``ordinal.ridge_step``).
     Info: whether each move was accepted."""
     blk, bs = ctx.blk, d.bs
-    cat = category_of(ctx.x_rows[:, blk.outcome], blk.codes)
+    cat = d.cat
     pb = bs.probit
     tau, acc, loglik = ordinal.threshold_step(rng.uniform((blk.categories - 2,)), rng.uniform(), pb.tau,
                                               cat, d.mu, ctx.w, pb.tau_scale[0])
@@ -398,8 +400,8 @@ def tune_scales(rng: Stream, ctx: Context, d: Draft) -> Draft:
 def latent_responses(rng: Stream, ctx: Context, d: Draft) -> Draft:
     """An ordinal block's latent responses z given the categories (Albert & Chib 1993); the
     block is then a normal regression of z with unit residual variance."""
-    blk, pb = ctx.blk, d.bs.probit
-    cat = category_of(ctx.x_rows[:, blk.outcome], blk.codes)
+    pb = d.bs.probit
+    cat = d.cat
     y = ordinal.truncated_normal(rng.uniform(d.mu.shape), d.mu, pb.tau[cat - 1], pb.tau[cat])
     bs = d.bs._replace(s2=jnp.ones_like(d.bs.s2), probit=pb._replace(z=y))
     return d._replace(bs=bs, y=y)

@@ -14,18 +14,21 @@ from jaximpute.studies.populations import RandomSlope, generate_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# a quick sampler schedule, shared by the configs below
+IMPUTATION = """[imputation]
+nimps = 2
+burn = 40
+thin = 10
+chains = 2
+"""
+
 TINY = """
 [study]
 reps = 4
 batch = 2
 seed = 11
 methods = ["random intercept", "listwise", "complete"]
-[imputation]
-nimps = 2
-burn = 40
-thin = 10
-chains = 2
-[population]
+""" + IMPUTATION + """[population]
 mechanism = "MAR"
 [[conditions]]
 clusters = 12
@@ -118,12 +121,7 @@ population = "random_intercept"
 reps = 4
 batch = 2
 seed = 13
-[imputation]
-nimps = 2
-burn = 40
-thin = 10
-chains = 2
-[population]
+""" + IMPUTATION + """[population]
 clusters = 6
 cluster_size = 5
 [[conditions]]
