@@ -284,6 +284,7 @@ def run(config: Config, table: DataTable, *, progress: bool = True, stream=None,
                         chains=config.chains, seed=seed, processors=config.processors,
                         keep_post=bool(config.estimates) or (not config.nimps and bool(config.iterations)),
                         iterations=config.iterations or 0)
+    _check_memory(config, spec, settings)
     prog = Progress(settings.sweeps_per_chain, stream=stream, enabled=progress)
     raw = sample(spec, settings, progress=prog if progress else None)
     labels = parameter_table(spec, raw.structure)
@@ -295,6 +296,57 @@ def run(config: Config, table: DataTable, *, progress: bool = True, stream=None,
     report.categories = category_counts(spec, imputed)
     report.acceptance = acceptance_rates(spec, settings, raw)
     return ImputationResult(config, spec, settings, raw, imputed, raw.burn_psr[0], labels, estimates, report)
+
+
+def machine_memory() -> int | None:
+    """Bytes of physical memory of this machine (None where the system does not say)."""
+    import os
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # the loop returns
+
+
+def _check_memory(config: Config, spec: ModelSpec, settings: Settings) -> None:
+    """Refuse, before sampling, a run whose kept draws cannot fit in this machine's memory: the
+    imputed data sets (NIMPS x rows x columns, 8 bytes a value, on the host) and, at least, what
+    the device program keeps per chain (the burn-in trace and the saved imputations, 4 bytes a
+    value). A lower bound: a run refused here would fail for want of memory anyway, after its
+    compile (or its sampling)."""
+    ram = machine_memory()
+    if not ram:
+        return
+    n, v = spec.table.values.shape
+    width = len(spec.x_names)                                   # <= the values monitored a sweep
+    cells = sum(spec.x_vars[i].n_missing for i in spec.incomplete)
+    saves = settings.num_saves
+    post = saves * settings.sweeps_per_save if settings.keep_post else 0
+    imputations = 8 * settings.nimps * n * v + 4 * settings.chains * saves * (width + cells)
+    burn = 4 * settings.chains * settings.burn * width
+    trace = 4 * settings.chains * post * width
+    total = imputations + burn + trace
+    if total <= ram:
+        return
+    if imputations >= max(burn, trace):
+        most = max(int(settings.nimps * (ram - burn - trace) / imputations), 0)
+        raise config.error("NIMPS", f"{settings.nimps} imputed data sets of {n} rows and {v} columns "
+                           f"need about {_size(total)} of memory (8 bytes a value, and the draws kept "
+                           f"while sampling), more than this machine's {_size(ram)}; expected at "
+                           f"most about {most} imputations")
+    command = "BURN" if burn >= trace else ("ITERATIONS" if not settings.nimps else "NIMPS")
+    which = "burn-in" if command == "BURN" else "later"
+    raise config.error(command, f"the sampler keeps a trace of every {which} iteration "
+                       f"({settings.chains} chains x {width} values a sweep, 4 bytes "
+                       f"each): about {_size(total)} in all, more than this machine's "
+                       f"{_size(ram)} of memory; expected fewer iterations")
 
 
 def _check_finite(spec: ModelSpec, raw: RawDraws, labels, source: str) -> None:

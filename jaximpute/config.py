@@ -235,8 +235,50 @@ def raise_first(found: list[Problem], origin: Origin, config: Config | None = No
 
 def problems(cfg: Config) -> list[Problem]:
     """What is wrong across settings, whichever front end wrote them: names against the data's
-    variables, categorical lists, cluster ids against the model's terms, OUTCOME against MODEL."""
-    return [*_check_names(cfg), *_check_model(cfg)]
+    variables, categorical lists, cluster ids against the model's terms, OUTCOME against MODEL,
+    and a schedule the sampler cannot run (no burn-in, more sweeps than it can count)."""
+    return [*_check_names(cfg), *_check_model(cfg), *_check_schedule(cfg)]
+
+
+# The sampler counts a chain's sweeps in 32-bit integers (the device loop's bounds).
+SWEEP_LIMIT = 2**31 - 1
+
+
+def _check_schedule(cfg: Config) -> Iterator[Problem]:
+    """BURN of at least 1 (Blimp requires a burn-in: the chains converge there, and its PSR is
+    how convergence is judged); a chain's sweeps, BURN + THIN x ceil(NIMPS / CHAINS) (or
+    BURN + ITERATIONS), within SWEEP_LIMIT."""
+    def at(command: str) -> Pos:
+        return cfg.commands.get(command, Pos(1, 1))
+
+    if cfg.burn is None:
+        return                       # check_runnable says BURN is required
+    if cfg.burn < 1:
+        yield Problem(at("BURN"), "BURN", f"{cfg.burn} burn-in iterations",
+                      "at least 1 (the burn-in iterations, where the chains converge and whose "
+                      "PSR judges convergence; Blimp's examples use 1000 or more)")
+        return
+    if cfg.burn > SWEEP_LIMIT:
+        yield Problem(at("BURN"), "BURN", f"{cfg.burn} burn-in iterations are more than the "
+                      f"sampler can count ({SWEEP_LIMIT}: it counts sweeps in 32-bit integers)",
+                      f"at most {SWEEP_LIMIT}")
+        return
+    room = SWEEP_LIMIT - cfg.burn
+    if cfg.nimps and cfg.thin:
+        saves = -(-cfg.nimps // max(cfg.chains, 1))
+        if saves * cfg.thin > room:
+            most = (room // cfg.thin) * max(cfg.chains, 1)
+            yield Problem(at("NIMPS"), "NIMPS",
+                          f"{cfg.nimps} imputations with THIN {cfg.thin} and {cfg.chains} "
+                          f"chain{'s' if cfg.chains != 1 else ''} take {cfg.burn + saves * cfg.thin} "
+                          f"sweeps a chain, more than the sampler can count ({SWEEP_LIMIT}: it "
+                          "counts sweeps in 32-bit integers)",
+                          f"at most {most} imputations with this BURN, THIN and CHAINS")
+    elif not cfg.nimps and cfg.iterations and cfg.iterations > room:
+        yield Problem(at("ITERATIONS"), "ITERATIONS",
+                      f"{cfg.iterations} iterations after BURN {cfg.burn} are more than the "
+                      f"sampler can count ({SWEEP_LIMIT} sweeps: it counts them in 32-bit integers)",
+                      f"at most {room}")
 
 
 def _named(cfg: Config) -> Iterator[Name]:

@@ -88,6 +88,13 @@ CASES = [
     case("header-duplicate-names", BASE.replace("VARIABLES: cluster y x;\n", ""), ["data.csv", "row 1", "both named 'y'"],
          data="cluster,y,y\n" + GOOD_DATA),
     case("separate-without-star", BASE + "OPTIONS: separate;\n", ["OUTFILE", "*"]),
+    # issue 18: a schedule the sampler cannot run is refused before the data are read
+    case("burn-zero", BASE.replace("BURN: 20;", "BURN: 0;"), ["script.imp:6", "BURN", "at least 1"]),
+    case("nimps-past-the-sweep-counter", BASE.replace("NIMPS: 2;", "NIMPS: 1000000000;"),
+         ["script.imp:8", "NIMPS: 1000000000 imputations", "2147483647", "32-bit", "at most 858993450"]),
+    case("nimps-past-memory", BASE.replace("NIMPS: 2;", "NIMPS: 10000000000;\nCHAINS: 64;")
+         .replace("THIN: 5;", "THIN: 1;"), ["script.imp:8", "NIMPS", "imputed data sets of 48 rows and "
+                                            "3 columns", "memory", "expected at most about"]),
 ]
 
 

@@ -404,9 +404,9 @@ def test_missing_final_semicolon_and_defaults():
 
 
 def test_numbers():
-    s = parse_script("MODEL: c ~ y;\nMISSING: -9.5e1;\nSEED: 0;\nBURN: 0;\nCHAINS: 4;\nITERATIONS: 500;")
+    s = parse_script("MODEL: c ~ y;\nMISSING: -9.5e1;\nSEED: 0;\nBURN: 1;\nCHAINS: 4;\nITERATIONS: 500;")
     assert s.missing == -95.0
-    assert (s.seed, s.burn, s.chains, s.processors, s.iterations) == (0, 0, 4, None, 500)
+    assert (s.seed, s.burn, s.chains, s.processors, s.iterations) == (0, 1, 4, None, 500)
     assert isinstance(s.seed, int)
 
 
