@@ -65,15 +65,46 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _file_in_path(path: Path) -> Path | None:
+    """The first of `path`'s folders, from the top, that is a file, not a folder (data.csv in
+    data.csv/out.csv), or None."""
+    for p in reversed(path.parents):
+        if p.exists() and not p.is_dir():
+            return p
+    return None
+
+
+def _check_output_file(path: Path, head: str, example: str = "imps.csv") -> None:
+    """A file can be written at `path` (its folder exists, is a folder and is writable, and
+    `path` is no folder); `head` starts the message ('OUTFILE: ', '--output: ')."""
+    blocker = _file_in_path(path)
+    if blocker is not None:
+        raise OutputError(f"{head}'{path}': '{blocker}' is a file, not a folder; expected the "
+                          "output in an existing folder")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"{head}folder '{folder}' does not exist; expected an existing folder")
+    if path.is_dir():
+        raise OutputError(f"{head}'{path}' is a folder; expected a file name such as "
+                          f"'{path / example}'")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{head}folder '{folder}' is not writable")
+
+
+def _check_output_folder(path: Path, head: str, expected: str) -> None:
+    """A results folder can be made (or reused) at `path`: no file stands in its way."""
+    blocker = path if path.exists() and not path.is_dir() else _file_in_path(path)
+    if blocker == path:
+        raise OutputError(f"{head}'{path}' is a file, not a folder; expected {expected}")
+    if blocker is not None:
+        raise OutputError(f"{head}'{path}': '{blocker}' is a file, not a folder; expected {expected}")
+
+
 def _check_outfile(script, outfile: Path | None) -> None:
     """Fail before sampling, not after, when the output cannot be written."""
     if outfile is None:
         return
-    folder = outfile.parent
-    if not folder.is_dir():
-        raise OutputError(f"OUTFILE: folder '{folder}' does not exist; expected an existing folder")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"OUTFILE: folder '{folder}' is not writable")
+    _check_output_file(outfile, "OUTFILE: ")
     if script.output_format == "separate" and "*" not in outfile.name:
         raise OutputError(f"OUTFILE: '{outfile}' has no '*' for the imputation number; "
                           "expected e.g. imp*.csv with OPTIONS: separate")
@@ -146,8 +177,7 @@ def cmd_analyze(args) -> int:
         names = [n.text for n in sc.variables]
     if args.output:
         out = Path(args.output)
-        if not out.parent.is_dir():
-            raise OutputError(f"--output: folder '{out.parent}' does not exist")
+        _check_output_file(out, "--output: ", "pooled.csv")
         if out.resolve() == Path(args.file).resolve():
             raise OutputError(f"--output: '{out}' is the input file; refusing to overwrite it")
     frames = read_imputations(args.file, names, missing_code=args.missing)
@@ -176,6 +206,8 @@ def cmd_simulate(args) -> int:
     if args.memory:
         print(memory_text(S.memory_plan(st, log=log)))
         return 0
+    _check_output_folder(out, "--out: " if args.out else "results folder: ",
+                         "a folder for the study's results (a new one, or this study's to resume)")
     if args.distributed:
         import jax
         jax.distributed.initialize()      # coordinator, process count and id from the scheduler
@@ -202,6 +234,7 @@ def cmd_merge(args) -> int:
     from .studies.runner import write_summary
 
     st = load_study(args.config)
+    _check_output_folder(Path(args.out), "--out: ", "a folder for the merged results")
     summ = write_summary(st, args.folders, args.out, parquet=args.parquet, plots=not args.no_plots)
     print(summary_text(summ))
     print(f"\nresults in {args.out}: summary.csv, reps.csv" + ("" if args.no_plots else
