@@ -106,34 +106,60 @@ def _looks_like_list_file(path: Path) -> bool:
     return bool(lines) and all((path.parent / l).is_file() and "," not in l for l in lines)
 
 
-def read_imputations(path, names=None, *, missing_code=None) -> list[pd.DataFrame]:
+def read_imputations(path, names=None, *, missing_code=None,
+                     names_origin: str = "VARIABLES") -> list[pd.DataFrame]:
     """Read imputed data sets: a stacked file (first column the imputation number; 0 = original
     data, skipped), an Mplus list file naming separate files, or one separate file.
 
     `names` lists the data columns (for a stacked file, the columns after the imputation number,
-    as a script's VARIABLES). Without names, a header row must name them.
+    as a script's VARIABLES); `names_origin` is how messages refer to them ('--names'). Without
+    names, a header row must name them. Every imputation must have the same number of rows
+    (imputations of one data set); a message names the file and the imputations that differ.
     """
     from .data import read_table
 
     path = Path(path)
     if _looks_like_list_file(path):
         files = [path.parent / l.strip() for l in path.read_text().splitlines() if l.strip()]
-        return [pd.DataFrame(read_table(f, names, missing_code).values,
-                             columns=list(names) if names else list(read_table(f, None).names))
-                for f in files]
+        tables = [read_table(f, names, missing_code, names_origin=names_origin) for f in files]
+        _same_rows(path, [(str(f), t.n_rows) for f, t in zip(files, tables)], "file")
+        return [pd.DataFrame(t.values, columns=list(t.names)) for t in tables]
     stacked_names = (["imputation"] + list(names)) if names else None
-    table = read_table(path, stacked_names, missing_code)
+    table = read_table(path, stacked_names, missing_code, names_origin=names_origin,
+                       own_leading=1 if names else 0)
     frame = pd.DataFrame(table.values, columns=list(table.names))
     first = frame.columns[0]
     imp = frame[first]
     if imp.isna().any() or not np.allclose(imp, np.round(imp)):
         raise DataError(f"{path}: column 1 ({first}) must hold the imputation number on every row; "
                         "expected a stacked file (or pass a list file of separate files)")
-    frames = [g.drop(columns=first).reset_index(drop=True)
-              for k, g in frame.groupby(imp.astype(int), sort=True) if k != 0]
-    if not frames:
+    groups = [(int(k), g) for k, g in frame.groupby(imp.astype(int), sort=True) if k != 0]
+    if not groups:
         raise DataError(f"{path}: no imputed data sets (only imputation 0)")
-    return frames
+    _same_rows(path, [(str(k), len(g)) for k, g in groups], "imputation")
+    return [g.drop(columns=first).reset_index(drop=True) for _, g in groups]
+
+
+def _same_rows(path: Path, counts: list[tuple[str, int]], what: str) -> None:
+    """Imputations of one data set have one number of rows: name those that differ from the
+    most common count (the first imputation's, on a tie)."""
+    sizes = [n for _, n in counts]
+    usual = max(dict.fromkeys(sizes), key=sizes.count)
+    odd = [(k, n) for k, n in counts if n != usual]
+    if odd:
+        agree = [k for k, n in counts if n == usual]
+        shown = ", ".join(f"{what} {k} has {n} rows" for k, n in odd[:3])
+        more = f" (and {len(odd) - 3} more)" if len(odd) > 3 else ""
+        raise DataError(f"{path}: the imputations differ in length: {shown}{more}, but "
+                        f"{what}{'s' if len(agree) > 1 else ''} {_listed(agree)} "
+                        f"{'have' if len(agree) > 1 else 'has'} {usual}; expected every imputation "
+                        "of one data set to have the same rows")
+
+
+def _listed(keys: list[str]) -> str:
+    if len(keys) > 4:
+        return f"{keys[0]} to {keys[-1]}"
+    return keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + " and " + keys[-1]
 
 
 # ------------------------------------------------------------------- multi-parameter tests

@@ -167,10 +167,11 @@ def cmd_analyze(args) -> int:
     from .analyze import analyze, read_imputations
     from .script import read_script
 
-    names = None
+    names, origin = None, "--names"            # no names given: a header row must name them
     if args.names:
-        names = args.names.replace(",", " ").split()
+        names, origin = args.names.replace(",", " ").split(), "--names"
     elif args.script:
+        origin = f"the VARIABLES of {args.script}"
         sc = read_script(args.script)
         if not sc.variables:
             raise sc.error("VARIABLES", "required to name the columns; expected VARIABLES: ...;")
@@ -180,7 +181,7 @@ def cmd_analyze(args) -> int:
         _check_output_file(out, "--output: ", "pooled.csv")
         if out.resolve() == Path(args.file).resolve():
             raise OutputError(f"--output: '{out}' is the input file; refusing to overwrite it")
-    frames = read_imputations(args.file, names, missing_code=args.missing)
+    frames = read_imputations(args.file, names, missing_code=args.missing, names_origin=origin)
     _enable_compilation_cache()
     result = analyze(frames, args.formula, reml=args.reml, df_com=args.df_com)
     print(result.text)

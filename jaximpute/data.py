@@ -115,14 +115,23 @@ def _apply_code(values: np.ndarray, code: float | None) -> None:
 
 
 def read_table(
-    path, names: Sequence[str] | None = None, missing_code=None, *, names_origin: str = "VARIABLES"
+    path,
+    names: Sequence[str] | None = None,
+    missing_code=None,
+    *,
+    names_origin: str = "VARIABLES",
+    own_leading: int = 0,
 ) -> DataTable:
     """Read a comma- or whitespace-separated data file.
 
     With `names` (the script's VARIABLES) the file has no header row, except that a first row
-    made only of non-numbers is taken for one and skipped; every row must have len(names) fields.
-    Without `names` the first row must be a header of names. `names_origin` is how messages refer
-    to where `names` came from.
+    made only of non-numbers is taken for one and skipped when its names are `names` in the same
+    order (regardless of case); a header row that names the columns otherwise is refused, since
+    skipping it would rename columns silently. Every row must have len(names) fields. Without
+    `names` the first row must be a header of names. `names_origin` is how messages refer to
+    where `names` came from; the first `own_leading` names are the caller's own (a stacked
+    file's imputation column): a header row's names there are not compared, and messages count
+    them apart from `names_origin`'s.
     """
     source = str(path)
     code = _code_value(missing_code)
@@ -150,14 +159,17 @@ def read_table(
         if header and len(first_fields) != len(names):
             raise DataError(
                 f"{source}: row {first + 1} (a header row) has {_columns(len(first_fields))}; "
-                f"expected {len(names)} (the number of names in {names_origin})"
+                f"expected {len(names)} ({_names_count(names, own_leading, names_origin)})"
                 + _separator_hint(lines[first], comma)
             )
+        if header:
+            _check_header_names(first_fields, names, own_leading, source, first + 1, names_origin)
     start = first + 1 if header else first
     if start > last:
         raise DataError(f"{source}: the file has a header row but no data rows")
 
-    _check_field_counts(lines, start, last, comma, len(names), source, names_origin)
+    _check_field_counts(lines, start, last, comma, len(names), source,
+                        _names_count(names, own_leading, names_origin))
     values = _parse_fast(raw, encoding, comma, start, last - start + 1, len(names))
     if values is None:  # the C parser refused some token: find it, or parse the slow way
         values = _parse_slow(lines, start, last, comma, names, source, code)
@@ -294,7 +306,33 @@ def _header_names(fields, source, row, code, names_origin) -> tuple[str, ...]:
     return tuple(fields)
 
 
-def _check_field_counts(lines, start, last, comma, n_names, source, names_origin) -> None:
+def _check_header_names(fields, names, unchecked, source, row, names_origin) -> None:
+    """A header row beside given names must repeat them, in order (case aside): otherwise
+    skipping it would silently give the file's columns other names (`cluster,x,y` read with
+    VARIABLES `cluster y x` swaps x and y)."""
+    for j in range(unchecked, len(names)):
+        if fields[j].lower() != names[j].lower():
+            shown = ",".join(fields)
+            raise DataError(
+                f"{source}: row {row} is a header row ({_show(shown, 80)}) whose names differ "
+                f"from {names_origin} ({' '.join(names[unchecked:])}): column {j + 1} is "
+                f"{_show(fields[j])} in the file but {_show(names[j])} in {names_origin}; expected "
+                f"the same names in the same order: reorder {names_origin} to match the file's "
+                "columns, or remove the header row"
+            )
+
+
+def _names_count(names: Sequence[str], own: int, origin: str) -> str:
+    """Where a row's number of fields comes from: 'the number of names in VARIABLES', or with
+    the caller's own leading columns, 'the imputation column and the 3 names in --names'."""
+    if not own:
+        return f"the number of names in {origin}"
+    given = len(names) - own
+    return (f"the {' and '.join(names[:own])} column{'s' if own > 1 else ''} and the "
+            f"{given} name{'s' if given != 1 else ''} in {origin}")
+
+
+def _check_field_counts(lines, start, last, comma, n_names, source, counted) -> None:
     """Every data row has exactly one field per name (the C parser would pad short rows)."""
     block = lines[start : last + 1]
     if comma:
@@ -310,12 +348,10 @@ def _check_field_counts(lines, start, last, comma, n_names, source, names_origin
         row = start + i + 1
         if counts[i] == 0:
             raise DataError(
-                f"{source}: row {row} is empty; expected {n_names} columns "
-                f"(the number of names in {names_origin})"
+                f"{source}: row {row} is empty; expected {n_names} columns ({counted})"
             )
         raise DataError(
-            f"{source}: row {row} has {_columns(int(counts[i]))}; expected {n_names} "
-            f"(the number of names in {names_origin})"
+            f"{source}: row {row} has {_columns(int(counts[i]))}; expected {n_names} ({counted})"
             + _separator_hint(lines[start + i], comma)
         )
 

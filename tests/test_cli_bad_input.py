@@ -107,3 +107,52 @@ def test_merge_out_that_is_a_file(tmp_path, capsys, monkeypatch):
     (tmp_path / "merged").write_text("my notes\n")
     msg = refused(["merge", "study.toml", "shard", "--out", "merged"], tmp_path, capsys, monkeypatch)
     has(msg, "--out", "'merged' is a file, not a folder")
+
+
+def test_analyze_uneven_imputations_names_file_and_imputations(tmp_path, capsys, monkeypatch):
+    """It blamed the formula; the file, the imputations and their row counts are named now."""
+    (tmp_path / "imps.csv").write_text(stacked((12, 10, 12)))
+    msg = refused(["analyze", "imps.csv", "--names", "cluster y x", "--formula", "y ~ x + (1|cluster)"],
+                  tmp_path, capsys, monkeypatch)
+    has(msg, "imps.csv", "imputation 2 has 10 rows", "imputations 1 and 3 have 12", "same rows")
+    assert "formula" not in msg
+
+
+def test_analyze_uneven_separate_files_names_the_file(tmp_path, capsys, monkeypatch):
+    rows = stacked((12, 11)).splitlines()
+    (tmp_path / "imp1.csv").write_text("\n".join(r.split(",", 1)[1] for r in rows[:12]) + "\n")
+    (tmp_path / "imp2.csv").write_text("\n".join(r.split(",", 1)[1] for r in rows[12:]) + "\n")
+    (tmp_path / "implist.csv").write_text("imp1.csv\nimp2.csv\n")
+    msg = refused(["analyze", "implist.csv", "--names", "cluster y x", "--formula", "y ~ x + (1|cluster)"],
+                  tmp_path, capsys, monkeypatch)
+    has(msg, "implist.csv", "imp2.csv has 11 rows", "imp1.csv has 12")
+
+
+@pytest.mark.parametrize("how,origin", [(["--names", "cluster y x"], "3 names in --names"),
+                                        (["--script", "names.imp"], "3 names in the VARIABLES of names.imp")])
+def test_analyze_ragged_row_cites_the_names_given(tmp_path, capsys, monkeypatch, how, origin):
+    (tmp_path / "imps.csv").write_text(stacked(extra_field_row=6))
+    (tmp_path / "names.imp").write_text("VARIABLES: cluster y x;\nMODEL: cluster ~ y x;\n")
+    msg = refused(["analyze", "imps.csv", *how, "--formula", "y ~ x + (1|cluster)"],
+                  tmp_path, capsys, monkeypatch)
+    has(msg, "imps.csv", "row 6 has 5 columns", "expected 4 (the imputation column and the " + origin)
+    if how[0] == "--names":
+        assert "VARIABLES" not in msg
+
+
+def test_header_row_that_reorders_variables_is_refused(tmp_path, capsys, monkeypatch):
+    """cluster,x,y,aux read with VARIABLES cluster y x aux swapped x and y without a word."""
+    rows = GOOD_DATA.replace("\n", ",1\n")
+    (tmp_path / "data.csv").write_text("cluster,x,y,aux\n" + rows)
+    (tmp_path / "script.imp").write_text(SCRIPT.replace("cluster y x;", "cluster y x aux;"))
+    msg = refused(["run", "script.imp", "--no-progress"], tmp_path, capsys, monkeypatch)
+    has(msg, "data.csv: row 1 is a header row ('cluster,x,y,aux')", "VARIABLES (cluster y x aux)",
+        "column 2 is 'x' in the file but 'y' in VARIABLES", "reorder VARIABLES", "remove the header row")
+
+
+def test_header_row_with_the_variables_names_is_skipped(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.csv").write_text("cluster,y,x\n" + GOOD_DATA)
+    (tmp_path / "script.imp").write_text(SCRIPT)
+    assert main(["run", "script.imp", "--quiet"]) == 0
+    assert (tmp_path / "imps.csv").read_text().count("\n") == 2 * GOOD_DATA.count("\n")

@@ -51,10 +51,34 @@ def test_csv_without_header_uses_names(tmp_path):
 
 
 def test_header_row_skipped_when_names_given(tmp_path):
-    t = read_table(write(tmp_path, "a,b,c\n1,2,3\n"), NAMES)
-    assert t.names == tuple(NAMES)  # VARIABLES wins over the file's header
+    t = read_table(write(tmp_path, "ID,x,\"y\"\n1,2,3\n"), NAMES)   # VARIABLES' names, any case
+    assert t.names == tuple(NAMES)                          # in VARIABLES' spelling
     assert same(t.values, [[1, 2, 3]])
     assert t.header_row is True
+
+
+@pytest.mark.parametrize("header,first", [("id,y,x", "column 2 is 'y' in the file but 'x'"),
+                                          ("a,b,c", "column 1 is 'a' in the file but 'id'")])
+def test_a_header_row_that_names_the_columns_otherwise_is_refused(tmp_path, header, first):
+    """Skipping it would rename the file's columns silently (issue 18): x and y swapped."""
+    path = write(tmp_path, header + "\n1,2,3\n")
+    with pytest.raises(DataError) as info:
+        read_table(path, NAMES)
+    message = str(info.value)
+    for fragment in (str(path), "row 1 is a header row", f"'{header}'", "VARIABLES (id x y)",
+                     first, "reorder VARIABLES", "remove the header row"):
+        assert fragment in message, (fragment, message)
+
+
+def test_a_header_row_is_compared_after_the_callers_own_columns(tmp_path):
+    """analyze's stacked files: the imputation column's name is the caller's, not the user's."""
+    t = read_table(write(tmp_path, "imp,id,x,y\n1,1,2,3\n"), ["imputation", *NAMES],
+                   names_origin="--names", own_leading=1)
+    assert t.names == ("imputation", *NAMES)
+    with pytest.raises(DataError, match=r"whose names differ from --names \(id x y\): column 3 is "
+                                         r"'y' in the file but 'x' in --names"):
+        read_table(write(tmp_path, "imp,id,y,x\n1,1,2,3\n"), ["imputation", *NAMES],
+                   names_origin="--names", own_leading=1)
 
 
 def test_quoted_header_names(tmp_path):
