@@ -156,3 +156,12 @@ def test_header_row_with_the_variables_names_is_skipped(tmp_path, capsys, monkey
     (tmp_path / "script.imp").write_text(SCRIPT)
     assert main(["run", "script.imp", "--quiet"]) == 0
     assert (tmp_path / "imps.csv").read_text().count("\n") == 2 * GOOD_DATA.count("\n")
+
+
+def test_simulate_negative_variance_is_named_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """It ran, failed with "column 2 (y) has no observed values", and left a study.json that
+    refused the corrected rerun; now the config is refused as it loads."""
+    (tmp_path / "study.toml").write_text(STUDY + "\n[population]\ns2 = -0.5\n")
+    msg = refused(["simulate", "study.toml", "--out", "res", "--quiet"], tmp_path, capsys, monkeypatch)
+    has(msg, "study.toml: [population]: s2 = -0.5; expected a positive number")
+    assert not (tmp_path / "res").exists()

@@ -64,6 +64,29 @@ def test_config_errors_name_file_and_key(tmp_path, edit, fragment):
     _refused(tmp_path, TINY.replace(*edit), fragment)
 
 
+@pytest.mark.parametrize("setting,fragment", [
+    # a negative variance reached the generator and came back as "column 2 (y) has no observed
+    # values" from the imputation (issue 18); every variance is checked when the config loads
+    ("s2 = -0.5", "[population]: s2 = -0.5; expected a positive number (the residual variance of y)"),
+    ("tau00 = 0", "[population]: tau00 = 0; expected a positive number (the random-intercept variance)"),
+    ("tau11 = -0.1", "tau11 = -0.1; expected a positive number"),
+    ("var_f = -1", "var_f = -1; expected a positive number"),
+    ("var_a = -0.2", "var_a = -0.2; expected 0 or a positive number"),
+    ("tau01 = 0.5", "tau01 = 0.5 with tau00 = 0.3 and tau11 = 0.1: the random intercept and slope's "
+                    "covariance matrix is not positive definite; expected |tau01| < sqrt(tau00 * tau11)"),
+    ("s2 = nan", "[population].s2: expected a finite number, got nan"),
+    ("w_rate = 1.0", "w_rate = 1; expected a number between 0 and 1"),
+    ("cuts = [0.5, -0.5]", "cuts = [0.5, -0.5]; expected increasing thresholds"),
+])
+def test_variances_are_checked_when_the_config_loads(tmp_path, setting, fragment):
+    _refused(tmp_path, TINY.replace('mechanism = "MAR"', f'mechanism = "MAR"\n{setting}'), fragment)
+
+
+def test_a_variance_of_a_condition_names_the_condition(tmp_path):
+    _refused(tmp_path, TINY.replace('mechanism = "MCAR"', 'mechanism = "MCAR"\ntau11 = -0.1'),
+             "[[conditions]] #2: tau11 = -0.1; expected a positive number")
+
+
 def _refused(tmp_path, text: str, fragment: str) -> None:
     p = write(tmp_path, text)
     with pytest.raises(ConfigError) as e:

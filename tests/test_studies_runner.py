@@ -7,6 +7,8 @@ is not."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,6 +56,47 @@ def test_output_folder_claims(tmp_path):
     with pytest.raises(ConfigError, match="not a study folder"):
         S._claim_folder(st, busy)
     assert (busy / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("existing", ["none", "empty folder"])
+def test_a_study_that_fails_before_its_first_batch_leaves_no_claim(tmp_path, monkeypatch, existing):
+    """A failed start left a study.json that refused the corrected config's rerun as 'a
+    different study' (issue 18): what the claim created is removed again; a folder that was
+    there before stays."""
+    st = load_study(write(tmp_path, TINY))
+    out = tmp_path / "res"
+    if existing == "empty folder":
+        out.mkdir()
+
+    def fails(*args, **kwargs):
+        raise JaxImputeError("J=12, n=4: column 2 (y) has no observed values")
+
+    monkeypatch.setattr(S, "run_unit", fails)
+    with pytest.raises(JaxImputeError, match="no observed values"):
+        S.run_study(st, out)
+    assert out.is_dir() if existing == "empty folder" else not out.exists()
+    assert not (out / "study.json").exists()
+    fixed = load_study(write(tmp_path, TINY.replace("seed = 11", "seed = 12"), "fixed.toml"))
+    assert S.run_study(fixed, out, stop_after=0) == []              # the corrected rerun claims it
+    assert json.loads((out / "study.json").read_text())["fingerprint"] == fixed.fingerprint()
+
+
+def test_a_study_with_batches_done_keeps_its_claim_when_a_later_batch_fails(tmp_path, monkeypatch):
+    st = load_study(write(tmp_path, TINY))
+    out = tmp_path / "res"
+    calls = []
+
+    def second_fails(study, ci, b, log=None):
+        calls.append((ci, b))
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return pd.DataFrame({"condition": [study.conditions[ci].name], "rep": [b]})
+
+    monkeypatch.setattr(S, "run_unit", second_fails)
+    with pytest.raises(KeyboardInterrupt):
+        S.run_study(st, out)
+    assert (out / "study.json").exists() and len(list((out / "reps").glob("c*-b*.csv"))) == 1
+    assert len(S.pending_units(st, out)) == len(st.units()) - 1      # it resumes
 
 
 def test_a_data_set_that_does_not_fit_is_named():

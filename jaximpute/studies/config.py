@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,8 @@ def _design(cls, values: dict, where: str, path: str) -> Design:
                 raise ConfigError(f"{path}: {where}.b: expected 4 numbers (intercept, x, w, x:w), "
                                   f"got {len(v)}")
             v = tuple(float(e) for e in v)
+            if not all(math.isfinite(e) for e in v):
+                raise ConfigError(f"{path}: {where}.{k}: expected finite numbers, got {list(v)}")
         elif isinstance(default, str):
             if k == "mechanism" and v not in MECHANISMS:
                 raise ConfigError(f"{path}: {where}.mechanism: '{v}'; expected one of "
@@ -137,8 +140,8 @@ def _design(cls, values: dict, where: str, path: str) -> Design:
         elif isinstance(default, int) and not isinstance(default, bool):
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{path}: {where}.{k}: expected a positive whole number, got {v!r}")
-        elif not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise ConfigError(f"{path}: {where}.{k}: expected a number, got {v!r}")
+        elif not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise ConfigError(f"{path}: {where}.{k}: expected a finite number, got {v!r}")
         else:
             v = float(v)
         kw[k] = v

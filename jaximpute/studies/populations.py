@@ -152,6 +152,16 @@ class RandomSlope:
         return ((f"K={self.units}, " if self.units else "") + f"J={self.clusters}, n={self.cluster_size}"
                 + ("" if self.mechanism == "MAR" else f", {self.mechanism}"))
 
+    # variances that must be positive (the generator takes their square roots, and the
+    # residual and level-1 parts make every value random), and those that may be 0 (that part
+    # of the population is absent); each with what it is, for the message
+    POSITIVE: ClassVar[dict[str, str]] = {
+        "tau00": "the random-intercept variance", "tau11": "the random-slope variance",
+        "s2": "the residual variance of y", "var_f": "the within-cluster variance of x"}
+    NON_NEGATIVE: ClassVar[dict[str, str]] = {
+        "var_a": "the between-cluster variance of x", "tau3": "the level-3 variance of y",
+        "var_x3": "the level-3 variance of x"}
+
     def problem(self) -> str:
         """Why these constants make no study ("" when they do)."""
         if self.cluster_size < 2 or self.clusters < 3:
@@ -159,6 +169,22 @@ class RandomSlope:
         if self.units and (self.units < 3 or self.clusters % self.units or self.clusters // self.units < 2):
             return (f"units = {self.units} with clusters = {self.clusters}; expected at least 3 "
                     "level-3 units that share the clusters equally, 2 or more each")
+        for key, what in self.POSITIVE.items():
+            value = getattr(self, key)
+            if not (value > 0 and math.isfinite(value)):
+                return f"{key} = {value:g}; expected a positive number ({what})"
+        for key, what in self.NON_NEGATIVE.items():
+            value = getattr(self, key)
+            if not (value >= 0 and math.isfinite(value)):
+                return f"{key} = {value:g}; expected 0 or a positive number ({what})"
+        if not self.tau01 ** 2 < self.tau00 * self.tau11:
+            return (f"tau01 = {self.tau01:g} with tau00 = {self.tau00:g} and tau11 = {self.tau11:g}: "
+                    "the random intercept and slope's covariance matrix is not positive definite; "
+                    f"expected |tau01| < sqrt(tau00 * tau11) = {math.sqrt(self.tau00 * self.tau11):.4g}")
+        if not 0.0 < self.w_rate < 1.0:
+            return f"w_rate = {self.w_rate:g}; expected a number between 0 and 1 (w's missing rate)"
+        if any(b <= a for a, b in zip(self.cuts, self.cuts[1:])):
+            return f"cuts = {list(self.cuts)}; expected increasing thresholds"
         return ""
 
     @property

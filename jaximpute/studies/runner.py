@@ -164,28 +164,60 @@ def write_atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def _claim_folder(study: Study, out: Path) -> None:
+def _make_folder(path: Path) -> None:
+    """mkdir -p, with a message instead of a traceback when the system refuses."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot create the results folder ({e.strerror or e})") from None
+
+
+def _claim_folder(study: Study, out: Path) -> list[Path]:
     """Create OUT (or reuse it for the same study): refuse a folder written by another config,
     so a resumed study never mixes results of different settings. Processes of one
     --distributed job claim the same new folder at once: each writes the same study.json
     atomically, so none sees a half-written one or takes the others' empty `reps/` for a
-    foreign folder."""
+    foreign folder. Returns what this call created (study.json, reps/, OUT), newest first, for
+    `_release_folder`."""
     meta = out / "study.json"
+    created: list[Path] = []
     if not meta.exists():
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out}: is a file, not a folder; expected a folder for the results")
         if out.exists() and any(p.name != "reps" and not p.name.startswith(".study.json.")
                                 for p in out.iterdir()):
             raise ConfigError(f"{out}: exists and is not a study folder; expected a new or empty folder")
         if (out / "reps").exists() and any((out / "reps").iterdir()):
             raise ConfigError(f"{out}: holds batch results but no study.json; expected a new or "
                               "empty folder, or a study folder")
-        (out / "reps").mkdir(parents=True, exist_ok=True)
+        created = [p for p in (out, out / "reps") if not p.exists()]
+        _make_folder(out / "reps")
         text = json.dumps({"fingerprint": study.fingerprint(), "source": study.source,
                            "study": dataclasses.asdict(study)}, indent=1, default=str)
         write_atomic(meta, lambda tmp: tmp.write_text(text))
+        created = [meta, *reversed(created)]
     old = json.loads(meta.read_text())
     if old.get("fingerprint") != study.fingerprint():
         raise ConfigError(f"{out}: holds results of a different study (config "
                           f"{old.get('source')}); expected an empty folder or this study's own")
+    return created
+
+
+def _release_folder(out: Path, created: list[Path]) -> None:
+    """Undo a claim that produced no batch: a study that failed (or was stopped) before its
+    first batch was written leaves no study.json behind to refuse the corrected config's run.
+    Folders are removed only if empty; a folder that holds any batch keeps its study.json, so
+    the study resumes."""
+    if any((out / "reps").glob("c*-b*.csv")):
+        return
+    for p in created:
+        try:
+            if p.is_dir():
+                p.rmdir()                 # only if empty
+            else:
+                p.unlink()
+        except OSError:
+            return
 
 
 def run_study(study: Study, out: str | Path, *, shard: tuple[int, int] = (0, 1), log=None,
@@ -194,10 +226,20 @@ def run_study(study: Study, out: str | Path, *, shard: tuple[int, int] = (0, 1),
 
     `log` gets a line per method and batch; with `bar` (a terminal) a progress bar across the
     batches replaces the per-method lines. `stop_after` stops after that many batches (tests use
-    it to interrupt a study)."""
-    from ..progress import Progress
+    it to interrupt a study). A study whose first batch fails leaves OUT as it found it."""
     out = Path(out)
-    _claim_folder(study, out)
+    created = _claim_folder(study, out)
+    try:
+        return _run_pending(study, out, shard, log, bar, stop_after)
+    except BaseException:
+        if created:
+            _release_folder(out, created)
+        raise
+
+
+def _run_pending(study: Study, out: Path, shard: tuple[int, int], log, bar: bool,
+                 stop_after: int | None) -> list[tuple[int, int]]:
+    from ..progress import Progress
     pending = pending_units(study, out, shard)
     if log:
         todo = len(study.units()[shard[0]::shard[1]])
@@ -260,7 +302,7 @@ def write_summary(study: Study, folders, dest: str | Path, *, parquet: bool = Fa
     dest = Path(dest)
     reps = collect(study, folders)
     summ = summary_table(study, reps)
-    dest.mkdir(parents=True, exist_ok=True)
+    _make_folder(dest)
     # written aside and renamed: under --distributed two processes may finish together
     for name, frame in (("reps.csv", reps), ("summary.csv", summ)):
         write_atomic(dest / name, lambda tmp: frame.to_csv(tmp, index=False))
