@@ -88,6 +88,15 @@ CASES = [
     case("header-duplicate-names", BASE.replace("VARIABLES: cluster y x;\n", ""), ["data.csv", "row 1", "both named 'y'"],
          data="cluster,y,y\n" + GOOD_DATA),
     case("separate-without-star", BASE + "OPTIONS: separate;\n", ["OUTFILE", "*"]),
+    # issue 18: values whose spread underflows are not "the same value on every row"
+    case("tiny-values", BASE, ["data.csv", "column 3 (x)", "so small that their spread underflows",
+                               "rescale"],
+         data="".join(f"{j},{(i * 7 + j) % 5 + 0.5},{((i * 3 + j) % 7 + 0.25) * 1e-300!r}\n"
+                      for j in range(1, 9) for i in range(6))),
+    case("huge-values", BASE, ["data.csv", "column 2 (y)", "too large for the sampler's floating point",
+                               "rescale"],
+         data="".join(f"{j},{((i * 7 + j) % 5 + 0.5) * 1e200!r},{(i * 3 + j) % 7 + 0.25}\n"
+                      for j in range(1, 9) for i in range(6))),
     # issue 18: a schedule the sampler cannot run is refused before the data are read
     case("burn-zero", BASE.replace("BURN: 20;", "BURN: 0;"), ["script.imp:6", "BURN", "at least 1"]),
     case("nimps-past-the-sweep-counter", BASE.replace("NIMPS: 2;", "NIMPS: 1000000000;"),
