@@ -7,8 +7,10 @@ Values are standardised by their observed mean and SD, so float32 cross-products
 conditioned whatever the units (stanmath near 500, proportions near 0.5); the flat priors make the
 draws equivariant, and results are mapped back to the original units on the host.
 
-`Layout` also remembers where every missing cell lives in the user's table, so draws come back to
-the right row and column.
+`Layout` and the missing cells remember where every missing cell lives in the user's table, so
+draws come back to the right row and column (posterior.fill_imputations). A study program reads
+each generated data set on device with the same `standardise` and `miss_index` (jax.numpy in
+place of numpy).
 """
 
 from __future__ import annotations
@@ -95,15 +97,97 @@ def cluster_arrays(layout: Layout) -> ClusterArrays:
                          np.ones(j, np.float32), *three)
 
 
-@dataclass(frozen=True)
-class MissingCells:
-    """Where each drawn value belongs: per incomplete variable, per missing index, table rows."""
+# ------------------------------------------------------------------------------------------
+# values -> the sampler's x and missing cells, once for numpy (single runs) and jax.numpy (study
+# programs, traced on device): the array-API pattern (an `xp` namespace argument, as scipy and
+# array-api-compat write functions for several array libraries), so that both read the data alike
 
-    table_rows: list[list]       # a level-1 cell: its row (an int); a level-2 or 3 cell: its rows
+INT_FILL = np.iinfo(np.int32).max     # an out-of-range index: the sampler drops it
+
+
+def owners_of(layout: Layout) -> dict[int, tuple[np.ndarray, int]]:
+    """Level -> (the owner of each table row at that level, the number of owners): clusters for
+    level 2, level-3 units for level 3."""
+    out = {2: (layout.cluster_of_row, layout.num_clusters)}
+    if layout.num_units:
+        out[3] = (layout.unit_of_row(), layout.num_units)
+    return out
+
+
+def levels_of(spec: ModelSpec) -> tuple[int, ...]:
+    """The level each of the sampler's variables (spec.x_vars order) is modelled at."""
+    return tuple(v.level if spec.cluster else 1 for v in spec.x_vars)
+
+
+def _scatter_max(a, index, values, xp):
+    if xp is np:
+        np.maximum.at(a, index, values)
+        return a
+    return a.at[index].max(values)
+
+
+def _nonzero(mask, size, xp):
+    """Indices of the True entries; with `size` (a traced program's static length) padded with
+    len(mask), an index one past the end."""
+    if size is None:
+        return xp.flatnonzero(mask)
+    return xp.nonzero(mask, size=size, fill_value=mask.shape[0])[0]
+
+
+def standardise(values, xv, levels, incomplete, owners, positions, num_rows: int, caps=None, xp=np):
+    """One data set's (N, V) float64 values -> the sampler's x (num_rows, K) float32 on the
+    standardised scale (0 at missing cells), each incomplete variable's missing cells (table rows
+    at level 1, clusters or units at levels 2 and 3), and whether the data fit (complete
+    variables complete; at most `caps` cells missing, where a traced program fixed the lengths).
+
+    A level-2 (3) value observed on any row of its cluster (unit) holds for all of it, so its
+    cells are its owners with no observed value. Without `caps` the cell lists have their own
+    lengths; with them, each is padded with an out-of-range index."""
+    x = xp.zeros((num_rows, len(xv)), xp.float32)
+    cells, fits = [], xp.asarray(True)
+    for k, v in enumerate(xv):
+        col = (values[:, v.column] - v.mean) / v.sd
+        lost = xp.isnan(col)
+        if levels[k] >= 2:
+            owner, num = owners[levels[k]]
+            per = _scatter_max(xp.full(num, -xp.inf), owner, xp.where(lost, -xp.inf, col), xp)
+            lost = per == -xp.inf
+            col = xp.where(lost, xp.nan, per)[owner]
+        missing = xp.isnan(col)
+        x = _set(x, (positions, k), xp.where(missing, 0.0, col).astype(xp.float32), xp)
+        if k not in incomplete:
+            fits = fits & ~missing.any()
+            continue
+        cap = None if caps is None else caps[incomplete.index(k)]
+        cells.append(_nonzero(lost, cap, xp))
+        if cap is not None:
+            fits = fits & (lost.sum() <= cap)
+    return x, tuple(cells), fits
+
+
+def miss_index(cells, levels, incomplete, owners, positions, xp=np) -> tuple:
+    """The sampler's index of each incomplete variable's missing cells: layout positions at level
+    1, cluster or unit numbers above; the padding of `standardise` becomes INT_FILL."""
+    ext = xp.concatenate([positions, xp.full(1, INT_FILL, positions.dtype)])
+    out = []
+    for k, c in zip(incomplete, cells):
+        if levels[k] >= 2:
+            out.append(xp.where(c < owners[levels[k]][1], c, INT_FILL).astype(xp.int32))
+        else:
+            out.append(ext[c].astype(xp.int32))
+    return tuple(out)
+
+
+def _set(a, index, values, xp):
+    if xp is np:
+        a[index] = values
+        return a
+    return a.at[index].set(values)
 
 
 def prepare(spec: ModelSpec, values: np.ndarray | None = None, layout: Layout | None = None):
-    """Build (Structure, Layout, Data as numpy, MissingCells) for one data set.
+    """Build (Structure, Layout, Data as numpy, missing cells) for one data set; the cells are
+    per incomplete variable (see `standardise`).
 
     `values` defaults to the spec's table; a simulation passes other data sets of the same shape.
     """
@@ -113,45 +197,23 @@ def prepare(spec: ModelSpec, values: np.ndarray | None = None, layout: Layout | 
         cl = values[:, spec.var(spec.cluster).column] if spec.cluster else None
         unit = values[:, spec.var(spec.unit).column] if spec.unit else None
         layout = build_layout(cl, n, spec.sampler.dense_waste, unit_values=unit)
-    xv = spec.x_vars
-    x = np.zeros((layout.num_rows, len(xv)), np.float32)
-    miss_index: list[np.ndarray] = []
-    table_rows: list[list] = []
-    counts: list[int] = []
-    for k, v in enumerate(xv):
-        col = (values[:, v.column] - v.mean) / v.sd
-        if v.level >= 2 and spec.cluster:
-            # a level-2 (3) value observed on any row of its cluster (unit) holds for all of it
-            owner = layout.cluster_of_row if v.level == 2 else layout.unit_of_row()
-            per_owner = np.full(layout.num_clusters if v.level == 2 else layout.num_units, np.nan)
-            obs = ~np.isnan(col)
-            per_owner[owner[obs]] = col[obs]
-            col = per_owner[owner]
-        missing = np.isnan(col)
-        x[layout.positions, k] = np.where(missing, 0.0, col)
-        if k in spec.incomplete:
-            if v.level >= 2 and spec.cluster:
-                owners = np.unique(owner[missing])
-                miss_index.append(owners.astype(np.int32))
-                table_rows.append([np.flatnonzero(owner == c) for c in owners])
-            else:
-                rows = np.flatnonzero(missing)
-                miss_index.append(layout.positions[rows].astype(np.int32))
-                table_rows.append([r for r in rows])
-            counts.append(len(miss_index[-1]))
+    xv, levels = spec.x_vars, levels_of(spec)
+    owners = owners_of(layout)
+    x, cells, _ = standardise(values, xv, levels, tuple(spec.incomplete), owners, layout.positions,
+                              layout.num_rows)
     st = Structure(
         num_vars=len(xv),
-        var_levels=tuple(v.level if spec.cluster else 1 for v in xv),
+        var_levels=levels,
         incomplete=tuple(spec.incomplete),
         blocks=tuple(spec.blocks),
         prior=spec.prior,
         num_rows=layout.num_rows,
         num_clusters=layout.num_clusters,
         rows_per_cluster=layout.rows_per_cluster,
-        num_missing=tuple(counts),
+        num_missing=tuple(len(c) for c in cells),
         num_units=layout.num_units,
         options=spec.sampler,
     )
-    # x columns run in imputation order (spec.x_names), so miss_index lines up with incomplete
-    data = Data(x, cluster_arrays(layout), tuple(miss_index))
-    return st, layout, data, MissingCells(table_rows)
+    # x columns run in imputation order (spec.x_names), so the cells line up with incomplete
+    data = Data(x, cluster_arrays(layout), miss_index(cells, levels, st.incomplete, owners, layout.positions))
+    return st, layout, data, cells

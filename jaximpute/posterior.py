@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from .compile import owners_of
 from .kernels import rhat
 from .kernels.structure import VAR, Structure, Term
 from .kernels.sweep import parameter_labels
@@ -23,33 +24,66 @@ from .run import RawDraws
 from .spec import ModelSpec
 
 
+def ordinal_codes(spec: ModelSpec) -> dict[int, np.ndarray]:
+    """Each ordinal variable's observed codes (by its index in spec.x_vars), from the table the
+    model was set up from: imputed values go back to the nearest of them."""
+    out = {}
+    for k, v in enumerate(spec.x_vars):
+        if v.kind == "ordinal":
+            col = spec.table.values[:, v.column]
+            out[k] = np.unique(col[~np.isnan(col)])
+    return out
+
+
+def fill_imputations(values, drawn, cells, widths, xv, levels, incomplete, owners, codes,
+                     nimps: int, chains: int, xp=np):
+    """One data set's imputed copies (NIMPS, N, V) in the data's units, for numpy (single runs)
+    and jax.numpy (study programs) alike (compile.standardise's array-API pattern).
+
+    `drawn` (S, C, cells) holds the saved standardised draws at the missing cells, each
+    incomplete variable's `widths` wide (a batch's padded length); `cells` are compile.standardise's.
+    Imputation m is chain m mod C's save m div C. The unit conversion runs in float32 like the
+    draws themselves, so a value reads back exactly in the output's shortest float32 digits
+    (output.format_values); an ordinal value goes back to the nearest original code."""
+    m = np.arange(nimps)
+    picked = drawn[m // chains, m % chains]                                  # (M, cells)
+    out = xp.repeat(values[None], nimps, axis=0)
+    start = 0
+    for k, c, width in zip(incomplete, cells, widths):
+        v = xv[k]
+        vals = picked[:, start:start + c.shape[0]] * xp.float32(v.sd) + xp.float32(v.mean)
+        start += width
+        if k in codes:
+            code = xp.asarray(codes[k])
+            vals = code[xp.abs(vals[..., None] - code).argmin(axis=-1)]
+        if levels[k] >= 2:
+            # a drawn cluster (unit) value fills the rows of its cluster (unit)
+            owner, num = owners[levels[k]]
+            per = _put(xp.full((nimps, num), xp.nan), (slice(None), c), vals, xp)
+            now = out[:, :, v.column]
+            out = _put(out, (Ellipsis, v.column), xp.where(xp.isnan(now), per[:, owner], now), xp)
+        else:
+            out = _put(out, (slice(None), c, v.column), vals, xp)
+    return out
+
+
+def _put(a, index, values, xp):
+    """a[index] = values; in place for numpy (on arrays this module made), functional for jax
+    (padding indices past the end dropped)."""
+    if xp is np:
+        a[index] = values
+        return a
+    return a.at[index].set(values, mode="drop")
+
+
 def imputed_tables(spec: ModelSpec, raw: RawDraws, nimps: int, chains: int, dataset: int = 0,
                    values: np.ndarray | None = None) -> np.ndarray:
     """(NIMPS, N, V) arrays in the table's row and column order, imputed cells filled."""
     values = spec.table.values if values is None else values
-    out = np.repeat(values[None], nimps, axis=0)
-    xv = spec.x_vars
-    # each variable's slice of the collected vector has its padded (batch-wide) length
-    offsets = np.concatenate([[0], np.cumsum(raw.structure.num_missing)])
-    for k, xcol in enumerate(spec.incomplete):
-        v = xv[xcol]
-        rows_per_cell = raw.cells[dataset].table_rows[k]
-        lo = offsets[k]
-        hi = lo + len(rows_per_cell)
-        src = np.concatenate([np.full(np.size(r), i) for i, r in enumerate(rows_per_cell)]) \
-            if rows_per_cell else np.zeros(0, int)
-        rows = np.concatenate([np.atleast_1d(r) for r in rows_per_cell]) if rows_per_cell else src
-        codes = None
-        if v.kind == "ordinal":
-            col = spec.table.values[:, v.column]
-            codes = np.unique(col[~np.isnan(col)])
-        for m in range(nimps):
-            chain, save = m % chains, m // chains
-            drawn = raw.imputations[save, dataset, chain, lo:hi] * v.sd + v.mean
-            if codes is not None:      # back to the exact original code (float32 round trip)
-                drawn = codes[np.abs(drawn[:, None] - codes[None, :]).argmin(axis=1)]
-            out[m, rows, v.column] = drawn[src]
-    return out
+    return fill_imputations(values, raw.imputations[:, dataset], raw.cells[dataset],
+                            raw.structure.num_missing, spec.x_vars, raw.structure.var_levels,
+                            raw.structure.incomplete, owners_of(raw.layout), ordinal_codes(spec),
+                            nimps, chains)
 
 
 LEVEL3_INTERCEPT = "Intercept (level 3)"     # the label of a block's level-3 intercept variance

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import execution
-from .compile import Layout, MissingCells, prepare
+from .compile import Layout, prepare
 from .xla_options import sampler_options
 from .kernels.state import Data
 from .kernels.sweep import RunOutput, diagnostics, make_runner
@@ -65,7 +65,7 @@ class RawDraws:
 
     structure: Structure
     layout: Layout
-    cells: list[MissingCells]     # per data set
+    cells: list[tuple]            # per data set: each incomplete variable's missing cells (compile.standardise)
     burn_psr: np.ndarray          # (D, 20, P) split R-hat per burn-in window
     saved_params: np.ndarray      # (S, D, C, P)
     imputations: np.ndarray       # (S, D, C, M) standardised values at the missing cells

@@ -43,8 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..api import many_spec
-from ..compile import prepare
+from ..compile import miss_index, owners_of, prepare, standardise
 from ..kernels.state import Data
+from ..posterior import fill_imputations, ordinal_codes
 from ..kernels.sweep import diagnostics, make_runner
 from .. import xla_options
 from .. import execution
@@ -52,7 +53,6 @@ from ..run import Settings, bucket, parallel_split
 from .analysis import analysis_of
 from .populations import DIRECT_METHODS, Design, RandomSlope, generate, replication_keys
 
-INT_FILL = np.iinfo(np.int32).max         # an out-of-range index: the sampler drops it
 
 
 # ------------------------------------------------------------------------------ per condition
@@ -144,79 +144,40 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
     spec, settings = many_spec(template[None], list(d.table_names()), model, imp.nimps, imp.burn,
                                imp.thin, imp.chains, 0, (), ordinal, outcome, options=(imp.prior,))
     st, layout, data0, _ = prepare(spec, template)
-    xv = spec.x_vars
-    level2 = [st.var_levels[k] == 2 for k in range(len(xv))]
-    caps = tuple(bucket(int(plan.clusters_missing[xv[k].column - off] if level2[k] else
-                             plan.rows_missing[xv[k].column - off]),
-                         st.num_clusters if level2[k] else st.num_rows) for k in st.incomplete)
+    xv, levels = spec.x_vars, st.var_levels
+    # each incomplete variable's static number of cells: the condition's most, bucketed; a
+    # level-3 variable (none in these populations) gets one slot per unit
+    caps = tuple(bucket(int(plan.clusters_missing[xv[k].column - off]), st.num_clusters) if levels[k] == 2
+                 else st.num_units if levels[k] == 3
+                 else bucket(int(plan.rows_missing[xv[k].column - off]), st.num_rows) for k in st.incomplete)
     st = st._replace(num_missing=caps)
     runner = make_runner(st, settings.burn, settings.sweeps_per_save, settings.num_saves,
                          warmup=settings.warmup_sweeps, diagnose=False)
-    n_rows, j = plan.template.shape[0], st.num_clusters
-    positions = jnp.asarray(np.append(layout.positions, INT_FILL).astype(np.int32))
-    row_cluster = jnp.asarray(layout.cluster_of_row.astype(np.int32))
+    positions = jnp.asarray(layout.positions.astype(np.int32))
+    owners = {lv: (jnp.asarray(o.astype(np.int32)), num) for lv, (o, num) in owners_of(layout).items()}
     clusters = jax.tree_util.tree_map(jnp.asarray, data0.clusters)   # None: two-level data
-    codes = {k: np.unique(template[~np.isnan(template[:, xv[k].column]), xv[k].column])
-             for k in range(len(xv)) if xv[k].kind == "ordinal"}
+    codes = ordinal_codes(spec)
     std_codes = {k: jnp.asarray(((c - xv[k].mean) / xv[k].sd).astype(np.float32)) for k, c in codes.items()}
     nimps, chains = imp.nimps, imp.chains
 
     def to_data(inc):
-        """One data set (N, 4) float64 -> the sampler's Data and its missing cells' table rows
-        (level 1) or clusters (level 2), as compile.prepare builds them on the host; and
-        whether it fits the program (module docstring)."""
-        x = jnp.zeros((st.num_rows, len(xv)), jnp.float32)
-        index, places, ok = [], [], jnp.array(True)
-        for k, v in enumerate(xv):
-            col = (inc[:, v.column] - v.mean) / v.sd
-            if level2[k]:
-                # a level-2 value observed on any row of its cluster holds for the whole cluster
-                obs = ~jnp.isnan(col)
-                per = jax.ops.segment_max(jnp.where(obs, col, -jnp.inf), row_cluster, j)
-                per = jnp.where(jax.ops.segment_sum(obs.astype(jnp.int32), row_cluster, j) > 0, per, jnp.nan)
-                col = per[row_cluster]
-            missing = jnp.isnan(col)
-            x32 = jnp.where(missing, 0.0, col).astype(jnp.float32)
-            x = x.at[positions[:-1], k].set(x32)
-            if k in std_codes:        # observed codes must be the model's (exact: same arithmetic)
-                ok &= jnp.all(missing | (x32[:, None] == std_codes[k][None, :]).any(axis=1))
-            if k not in st.incomplete:
-                ok &= ~missing.any()
-                continue
-            cap = caps[st.incomplete.index(k)]
-            if level2[k]:
-                lost = jnp.isnan(per)
-                cells = jnp.nonzero(lost, size=cap, fill_value=j)[0]
-                index.append(jnp.where(cells < j, cells, INT_FILL).astype(jnp.int32))
-            else:
-                lost = missing
-                cells = jnp.nonzero(lost, size=cap, fill_value=n_rows)[0]
-                index.append(positions[cells])
-            places.append(cells)
-            ok &= lost.sum() <= cap
-        return Data(x, clusters, tuple(index)), tuple(places), ok
+        """One data set (N, V) float64 -> the sampler's Data and its missing cells, as
+        compile.prepare reads a single run's table, and whether it fits the program (module
+        docstring)."""
+        x, cells, ok = standardise(inc, xv, levels, st.incomplete, owners, positions, st.num_rows,
+                                   caps, xp=jnp)
+        for k, c in std_codes.items():   # observed codes must be the model's (exact: same arithmetic)
+            col = x[positions, k]
+            observed = ~jnp.isnan(inc[:, xv[k].column])
+            ok &= jnp.all(~observed | (col[:, None] == c[None, :]).any(axis=1))
+        index = miss_index(cells, levels, st.incomplete, owners, positions, xp=jnp)
+        return Data(x, clusters, index), cells, ok
 
-    def fill(inc, imps, places):
-        """One data set's NIMPS imputed copies (M, N, 4) in the data's units: imputation m is
-        chain m mod C's save m div C (posterior.imputed_tables does the same on the host)."""
-        m = np.arange(nimps)
-        drawn = imps[m // chains, m % chains].astype(jnp.float64)          # (M, cells)
-        out = jnp.broadcast_to(inc, (nimps,) + inc.shape)
-        start = 0
-        for k, cells, cap in zip(st.incomplete, places, caps):
-            v = xv[k]
-            vals = drawn[:, start:start + cap] * v.sd + v.mean
-            start += cap
-            if k in codes:          # back to the nearest original code
-                c = jnp.asarray(codes[k])
-                vals = c[jnp.abs(vals[..., None] - c).argmin(axis=-1)]
-            if level2[k]:
-                per = jnp.full((nimps, j), jnp.nan).at[:, cells].set(vals, mode="drop")
-                out = out.at[:, :, v.column].set(
-                    jnp.where(jnp.isnan(out[:, :, v.column]), per[:, row_cluster], out[:, :, v.column]))
-            else:
-                out = out.at[:, cells, v.column].set(vals, mode="drop")
-        return out
+    def fill(inc, imps, cells):
+        """One data set's NIMPS imputed copies (M, N, V) in the data's units, as
+        posterior.imputed_tables fills a single run's table."""
+        return fill_imputations(inc, imps, cells, caps, xv, levels, st.incomplete, owners, codes,
+                                nimps, chains, xp=jnp)
 
     sample_flat = execution.flatten_chains(runner)     # 1.5x faster on XLA:CPU (execution)
 
@@ -227,11 +188,11 @@ def _imputation_program(d: Design, plan: ConditionPlan, imp: Imputation):
         if d.units:
             inc = jnp.concatenate([jnp.broadcast_to(jnp.asarray(unit_col)[:, None], inc.shape[:-1] + (1,)),
                                    inc], -1)
-        data, places, ok = jax.vmap(to_data)(inc)
+        data, cells, ok = jax.vmap(to_data)(inc)
         with jax.enable_x64(False):
             out = sample_flat(keys, data)
         # imputations (S, B, C, cells) -> per data set (S, C, cells)
-        imputed = jax.vmap(fill, (0, 1, 0))(inc, out.imputations, places)[..., off:]   # (B, M, N, 4)
+        imputed = jax.vmap(fill, (0, 1, 0))(inc, out.imputations, cells)[..., off:]   # (B, M, N, 4)
         return {**analysis_of(d).pooled(d, imputed),
                 "psr": jnp.nanmax(diagnostics(out.burn_trace, out.post_trace)[0][:, -1, :], axis=-1),
                 "fits_program": ok, "complete": ~jnp.isnan(imputed).any(axis=(1, 2, 3)),
