@@ -39,7 +39,7 @@ import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal, TypedDict
 
 from jaximpute.config import (ALIASES, COMMANDS, Config, ModelTerm, Name, Origin, Pos, Problem,
                               canonical, problems, raise_first)
@@ -521,6 +521,29 @@ class _Save:
     path_pos: Pos
 
 
+class _Values(TypedDict, total=False):
+    """What each command's statement was read as (its reader's result), for the commands read
+    cleanly; SAVE, which may repeat, is kept in `_Reader.saves`."""
+
+    DATA: tuple[str, int]
+    OUTFILE: tuple[str, Pos]
+    VARIABLES: list[Name]
+    ORDINAL: list[Name]
+    NOMINAL: list[Name]
+    FIXED: list[Name]
+    CLUSTERID: list[Name]
+    OUTCOME: Name
+    MISSING: float
+    MODEL: _Model
+    SEED: int
+    BURN: int
+    NIMPS: int
+    ITERATIONS: int
+    THIN: int
+    CHAINS: tuple[int, int | None]
+    OPTIONS: list[str]
+
+
 class _Reader:
     """Reads statements one by one (step 2), then checks them together (step 3)."""
 
@@ -528,7 +551,7 @@ class _Reader:
         self.src, self.base = src, base
         self.commands: dict[str, Pos] = {}
         self.words: dict[str, str] = {}  # canonical -> the spelling used first (for messages)
-        self.values: dict[str, object] = {}  # canonical -> value, only for values read cleanly
+        self.values: _Values = {}  # canonical command -> value, only for values read cleanly
         self.saves: list[_Save] = []
         self.option_pos: dict[str, Pos] = {}
         self.failed: set[str] = set()  # commands whose value could not be read
@@ -570,7 +593,8 @@ class _Reader:
             self.failed.add(st.command)
             raise
         if st.command not in _REPEATABLE:
-            self.values[st.command] = value
+            # the key is a command name and `value` its reader's result (the readers table above)
+            self.values[st.command] = value  # type: ignore[literal-required]
 
     def _read_variables(self, st: _Statement) -> list[Name]:
         names = _read_names(st)
@@ -743,19 +767,17 @@ class _Reader:
             text = spelling.get(name.text.lower(), name.text)
             return Name(text, name.pos, None if text == name.text else name.text)
 
-        def names(command: str) -> tuple[Name, ...]:
+        def names(command: Literal["ORDINAL", "NOMINAL", "FIXED", "CLUSTERID"]) -> tuple[Name, ...]:
             return tuple(canon(n) for n in values.get(command, ()))
 
-        model: _Model | None = values.get("MODEL")
+        model = values.get("MODEL")
         terms = tuple(ModelTerm(t.kind, tuple(canon(n) for n in t.names), t.pos)
                       for t in (model.terms if model else ()))
         cluster_ids = tuple(canon(n) for n in model.ids) if model and model.ids else names("CLUSTERID")
         options = frozenset(values.get("OPTIONS", ()))
         separate = bool(options & {"separate", "sep"}) or any(s.fmt == "separate" for s in self.saves)
-        if "OUTFILE" in values:
-            outfile_raw = values["OUTFILE"][0]
-        else:
-            outfile_raw = self.saves[0].raw if self.saves else None
+        outfile_raw: str | None = (values["OUTFILE"][0] if "OUTFILE" in values
+                                   else self.saves[0].raw if self.saves else None)
         chains, processors = values.get("CHAINS", (2, None))
         priors = [p for p in _PRIORS if p in options]
         outcome = values.get("OUTCOME")

@@ -29,7 +29,7 @@ a = eta_c - b u: exact for any term in which the intercept appears once.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,17 @@ from .structure import LATENT, VAR, Block, Factor, Structure, Term
 
 
 # ---------------------------------------------------------------- linear predictors
+
+T = TypeVar("T")
+
+
+def present(value: T | None) -> T:
+    """A state or draft field that the block's static structure guarantees where it is read (an
+    ordinal block's probit part, a three-level block's level-3 part, a draft's response): checked
+    once while tracing, and typed for the type checker."""
+    assert value is not None, "a step was picked for a block that lacks the part it updates"
+    return value
+
 
 def values_at(st: Structure, x, ca: ClusterArrays, level: int):
     """The value matrix (N, ...) at the rows of a level: rows, clusters or level-3 units
@@ -133,7 +144,7 @@ def random_part(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca: Clus
 def linear_predictor(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca):
     eta = (_combine(blk.terms, lambda k: bs.beta[k], x_rows, lat)
            + random_part(st, blk, bs, x_rows, lat, ca))
-    return eta + level3_part(st, blk, bs.level3.v3, ca) if st.has_level3(blk) else eta
+    return eta + level3_part(st, blk, present(bs.level3).v3, ca) if st.has_level3(blk) else eta
 
 
 def affine_in(st: Structure, blk: Block, bs: BlockState, x_rows, lat, ca, factor, current):
@@ -281,7 +292,7 @@ def child_response(child: Block, cs: BlockState, x_rows):
     """What a child block regresses, at its rows: its outcome's values, or for an ordinal child
     its latent responses z (given z, the probit child is a normal regression with unit variance,
     and the category constraint does not involve the parent: the augmented Gibbs step is exact)."""
-    return cs.probit.z if child.codes else x_rows[:, child.outcome]
+    return present(cs.probit).z if child.codes else x_rows[:, child.outcome]
 
 
 def latent_child_terms(st: Structure, b: int, blocks, x, ca):
@@ -372,11 +383,9 @@ def thresholds(rng: Stream, ctx: Context, d: Draft) -> Draft:
     (with the ridge option) a shift along the intercept-threshold ridge (``ordinal.ridge_step``).
     Info: whether each move was accepted."""
     blk, bs = ctx.blk, d.bs
-    cat = d.cat
-    pb = bs.probit
+    cat, mu, pb = present(d.cat), present(d.mu), present(bs.probit)
     tau, acc, loglik = ordinal.threshold_step(rng.uniform((blk.categories - 2,)), rng.uniform(), pb.tau,
-                                              cat, d.mu, ctx.w, pb.tau_scale[0])
-    mu = d.mu
+                                              cat, mu, ctx.w, pb.tau_scale[0])
     if ctx.st.options.ridge:
         tau, mu, shift = ordinal.ridge_step(rng.normal(), rng.uniform(), tau, cat, mu, ctx.w,
                                             pb.tau_scale[1], loglik)
@@ -391,18 +400,19 @@ def tune_scales(rng: Stream, ctx: Context, d: Draft) -> Draft:
     acceptance rate, 0.35 for the joint threshold proposal (docs/design/model.md, step 6), 0.44
     for the one-dimensional ridge shift (Gelman, Roberts & Gilks 1996). With the threshold SD the
     ridge move accepted 84% of its too-short steps."""
-    scale = d.bs.probit.tau_scale
+    pb = present(d.bs.probit)
+    scale = pb.tau_scale
     target = jnp.asarray([0.35, 0.44], scale.dtype)
-    tuned = jnp.where(ctx.phase.burning, scale * jnp.exp(0.1 * (d.info.astype(scale.dtype) - target)), scale)
-    return d._replace(bs=d.bs._replace(probit=d.bs.probit._replace(tau_scale=tuned)))
+    tuned = jnp.where(ctx.phase.burning, scale * jnp.exp(0.1 * (present(d.info).astype(scale.dtype) - target)),
+                      scale)
+    return d._replace(bs=d.bs._replace(probit=pb._replace(tau_scale=tuned)))
 
 
 def latent_responses(rng: Stream, ctx: Context, d: Draft) -> Draft:
     """An ordinal block's latent responses z given the categories (Albert & Chib 1993); the
     block is then a normal regression of z with unit residual variance."""
-    pb = d.bs.probit
-    cat = d.cat
-    y = ordinal.truncated_normal(rng.uniform(d.mu.shape), d.mu, pb.tau[cat - 1], pb.tau[cat])
+    pb, cat, mu = present(d.bs.probit), present(d.cat), present(d.mu)
+    y = ordinal.truncated_normal(rng.uniform(mu.shape), mu, pb.tau[cat - 1], pb.tau[cat])
     bs = d.bs._replace(s2=jnp.ones_like(d.bs.s2), probit=pb._replace(z=y))
     return d._replace(bs=bs, y=y)
 
@@ -415,34 +425,35 @@ def mixed_regression(rng: Stream, ctx: Context, d: Draft) -> Draft:
     """(beta, u) jointly, with the level-3 intercepts in three-level data (`draw_beta_u`); the
     child blocks that use the random intercept as a latent mean add their terms; then the
     residual and each random effect's part of the predictor, for the steps that follow."""
-    st, blk, bs, ca = ctx.st, ctx.blk, d.bs, ctx.ca
+    st, blk, bs, ca, y, z = ctx.st, ctx.blk, d.bs, ctx.ca, present(d.y), present(ctx.z)
     c_prec, c_lin = latent_child_terms(st, ctx.b, ctx.blocks, ctx.x, ca)
     if st.has_level3(blk):
-        beta, u, v3 = draw_beta_u(rng, st, blk, bs, d.y, ctx.t, ctx.z, ctx.w, ca, c_prec, c_lin,
-                                  bs.level3.s3)
-        bs = bs._replace(level3=bs.level3._replace(v3=v3))
+        l3 = present(bs.level3)
+        beta, u, v3 = draw_beta_u(rng, st, blk, bs, y, ctx.t, z, ctx.w, ca, c_prec, c_lin, l3.s3)
+        bs = bs._replace(level3=l3._replace(v3=v3))
     else:
-        beta, u = draw_beta_u(rng, st, blk, bs, d.y, ctx.t, ctx.z, ctx.w, ca, c_prec, c_lin)
+        beta, u = draw_beta_u(rng, st, blk, bs, y, ctx.t, z, ctx.w, ca, c_prec, c_lin)
     u_rows = expand(u, ca, st.rows_per_cluster)
-    parts = tuple(ctx.z[:, k] * u_rows[:, k] for k in range(blk.num_random))
-    resid = d.y - _fixed_part(ctx.t, beta, blk.num_fixed) - sum(parts)
+    parts = tuple(z[:, k] * u_rows[:, k] for k in range(blk.num_random))
+    resid = y - _fixed_part(ctx.t, beta, blk.num_fixed) - sum(parts)
     if st.has_level3(blk):
-        resid = resid - level3_part(st, blk, bs.level3.v3, ca)
+        resid = resid - level3_part(st, blk, present(bs.level3).v3, ca)
     return d._replace(bs=bs._replace(beta=beta, u=u), resid=resid, parts=parts)
 
 
 def level3_regression(rng: Stream, ctx: Context, d: Draft) -> Draft:
     """A level-2 block of three-level data: its level-3 intercept is a random intercept one level
     up (clusters as rows, units as clusters), and takes the same blocked draw as `mixed_regression`."""
-    st, blk, bs, ca, y = ctx.st, ctx.blk, d.bs, ctx.ca, d.y
+    st, blk, bs, ca, y = ctx.st, ctx.blk, d.bs, ctx.ca, present(d.y)
+    l3 = present(bs.level3)
     up = st._replace(num_rows=st.num_clusters, num_clusters=st.num_units, rows_per_cluster=0)
     zeros = jnp.zeros((st.num_units,), y.dtype)
     beta, u_up = draw_beta_u(rng, up, blk._replace(random=(Term(()),)),
-                             bs._replace(sigma=bs.level3.s3.reshape(1, 1)), y, ctx.t,
+                             bs._replace(sigma=l3.s3.reshape(1, 1)), y, ctx.t,
                              jnp.ones((y.shape[0], 1), y.dtype), ctx.w, ca.up(), zeros, zeros)
     v3 = u_up[:, 0]
     resid = y - _fixed_part(ctx.t, beta, blk.num_fixed) - level3_part(st, blk, v3, ca)
-    return d._replace(bs=bs._replace(beta=beta, level3=bs.level3._replace(v3=v3)), resid=resid)
+    return d._replace(bs=bs._replace(beta=beta, level3=l3._replace(v3=v3)), resid=resid)
 
 
 def fixed_regression(rng: Stream, ctx: Context, d: Draft) -> Draft:
@@ -461,10 +472,11 @@ def expand_slopes(rng: Stream, ctx: Context, d: Draft) -> Draft:
     """The parameter-expansion move of the random effects (`scale_slopes`), skipped while the
     slopes are held near zero (`hold_slopes`)."""
     bs, warm = d.bs, ctx.phase.warm
-    u, sigma, resid = scale_slopes(rng, ctx.st, ctx.b, bs.u, bs.sigma, bs.s2, d.resid, d.parts, ctx.w,
+    before = present(d.resid)
+    u, sigma, resid = scale_slopes(rng, ctx.st, ctx.b, bs.u, bs.sigma, bs.s2, before, d.parts, ctx.w,
                                    ctx.ca.cluster_weight)
     return d._replace(bs=bs._replace(u=jnp.where(warm, bs.u, u), sigma=jnp.where(warm, bs.sigma, sigma)),
-                      resid=jnp.where(warm, d.resid, resid))
+                      resid=jnp.where(warm, before, resid))
 
 
 def hold_slopes(rng: Stream, ctx: Context, d: Draft) -> Draft:
@@ -483,7 +495,7 @@ def hold_slopes(rng: Stream, ctx: Context, d: Draft) -> Draft:
 
 def level3_variance(rng: Stream, ctx: Context, d: Draft) -> Draft:
     """The variance of the block's level-3 intercepts (`draw_s3`)."""
-    l3 = d.bs.level3
+    l3 = present(d.bs.level3)
     return d._replace(bs=d.bs._replace(level3=l3._replace(s3=draw_s3(rng, ctx.st, l3.v3, ctx.ca.unit_weight))))
 
 
@@ -578,7 +590,7 @@ def scale_slopes(rng: Stream, st: Structure, b: int, u, sigma, s2, r, parts, w, 
     parts = list(parts)
     df = st.prior.df(q)
     s0 = st.prior.scale(q)
-    inv_diag = jnp.diagonal(_inverse(sigma)) if s0 else None
+    inv_diag = jnp.diagonal(_inverse(sigma)) if s0 else jnp.zeros(q, sigma.dtype)   # read only if s0
     # the random intercept is scaled too unless child blocks use it as a latent cluster mean
     # (then the move would change their likelihoods as well)
     first = 1 if st.children_of_latent(b) else 0
