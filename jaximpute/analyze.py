@@ -99,11 +99,30 @@ def analyze(frames, formula: str, *, reml: bool = False, df_com: float | None = 
 # ------------------------------------------------------------------------ reading files
 
 def _looks_like_list_file(path: Path) -> bool:
+    """An Mplus list file: every line one file name (a word with a '.', not a number). Files
+    it names that are missing are an error here, not a data file of odd rows."""
     try:
         lines = [l.strip() for l in path.read_text().splitlines() if l.strip()]
     except (OSError, UnicodeDecodeError):
         return False
-    return bool(lines) and all((path.parent / l).is_file() and "," not in l for l in lines)
+    if not lines or not all(len(l.split()) == 1 and "," not in l and "." in l for l in lines):
+        return False
+    try:
+        [float(l) for l in lines]
+        return False                       # a column of numbers
+    except ValueError:
+        pass
+    missing = [l for l in lines if not (path.parent / l).is_file()]
+    if missing and len(missing) < len(lines):
+        raise DataError(f"{path}: a list file of imputed data sets, but {_show_files(missing)} "
+                        f"{'does' if len(missing) == 1 else 'do'} not exist; expected one existing "
+                        "file per line (named from the list file's folder)")
+    return not missing
+
+
+def _show_files(names: list[str]) -> str:
+    shown = ", ".join(f"'{n}'" for n in names[:3])
+    return shown + (f" (and {len(names) - 3} more)" if len(names) > 3 else "")
 
 
 def read_imputations(path, names=None, *, missing_code=None,

@@ -7,6 +7,7 @@ and exit with status 2; nothing is written. Ctrl-C exits with 130 and leaves no 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -16,8 +17,41 @@ from . import __version__
 from .errors import JaxImputeError, OutputError
 
 
+class UsageError(JaxImputeError):
+    """A command line that argparse cannot read (an unknown option, a missing argument)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are one line, `jaximpute: error: ...` like every other error,
+    raised for main() to print (argparse prints the usage too, and exits itself)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        command = self.prog.removeprefix("jaximpute").strip()     # 'run', or '' at the top
+        raise UsageError(f"{command + ': ' if command else ''}{message}; see '{self.prog} --help'")
+
+
+def _number(text: str) -> float:
+    """--missing: a finite number (a missing code of nan or inf would match nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected e.g. -99") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; expected e.g. -99")
+    return value
+
+
+def _positive(text: str) -> float:
+    """--df-com: complete-data degrees of freedom, a positive number."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number; expected the "
+                                         "complete-data degrees of freedom, e.g. 100")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaximpute", description=(
+    p = _Parser(prog="jaximpute", description=(
         "Multilevel multiple imputation from Blimp-style scripts, compiled with JAX."))
     p.add_argument("--version", action="version", version=f"jaximpute {__version__}")
     sub = p.add_subparsers(dest="command")
@@ -36,9 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     names.add_argument("--names", help="column names after the imputation column (as VARIABLES), "
                                        "quoted: 'cluster y x'")
     names.add_argument("--script", help="take the names from this script's VARIABLES")
-    a.add_argument("--missing", type=float, help="missing-value code in the files")
+    a.add_argument("--missing", type=_number, help="missing-value code in the files")
     a.add_argument("--reml", action="store_true", help="REML instead of maximum likelihood")
-    a.add_argument("--df-com", type=float, help="complete-data df (Barnard & Rubin small-sample df)")
+    a.add_argument("--df-com", type=_positive,
+                   help="complete-data df (Barnard & Rubin small-sample df)")
     a.add_argument("--output", help="write the pooled table as CSV (term, estimate, std_error, t, "
                                     "df, p, riv, fmi)")
     s = sub.add_parser("simulate", help="run a simulation study from a TOML config (configs/sim_slope.toml)")
@@ -100,17 +135,19 @@ def _check_output_folder(path: Path, head: str, expected: str) -> None:
         raise OutputError(f"{head}'{path}': '{blocker}' is a file, not a folder; expected {expected}")
 
 
-def _check_outfile(script, outfile: Path | None) -> None:
-    """Fail before sampling, not after, when the output cannot be written."""
+def _check_outfile(script, outfile: Path | None, flag: bool = False) -> None:
+    """Fail before sampling, not after, when the output cannot be written (`flag`: the path
+    came from --outfile, not the script's OUTFILE)."""
     if outfile is None:
         return
-    _check_output_file(outfile, "OUTFILE: ")
+    head = "--outfile: " if flag else "OUTFILE: "
+    _check_output_file(outfile, head)
     if script.output_format == "separate" and "*" not in outfile.name:
-        raise OutputError(f"OUTFILE: '{outfile}' has no '*' for the imputation number; "
+        raise OutputError(f"{head}'{outfile}' has no '*' for the imputation number; "
                           "expected e.g. imp*.csv with OPTIONS: separate")
     for p in (script.data, script.path):
         if p is not None and outfile.resolve() == Path(p).resolve():
-            raise OutputError(f"OUTFILE: '{outfile}' is an input file; refusing to overwrite it")
+            raise OutputError(f"{head}'{outfile}' is an input file; refusing to overwrite it")
 
 
 def _enable_compilation_cache() -> None:
@@ -143,7 +180,7 @@ def cmd_run(args) -> int:
     script = read_script(args.script)
     outfile = Path(args.outfile) if args.outfile else script.outfile
     script.check_runnable(writes=True, outfile=outfile)
-    _check_outfile(script, outfile)
+    _check_outfile(script, outfile, flag=bool(args.outfile))
     assert script.data is not None
     table = read_table(script.data, [n.text for n in script.variables] if script.variables else None,
                        script.missing)
@@ -182,6 +219,10 @@ def cmd_analyze(args) -> int:
         if out.resolve() == Path(args.file).resolve():
             raise OutputError(f"--output: '{out}' is the input file; refusing to overwrite it")
     frames = read_imputations(args.file, names, missing_code=args.missing, names_origin=origin)
+    if len(frames) < 2:
+        raise UsageError(f"{args.file}: holds {len(frames)} imputed data set; pooling needs at least "
+                         "2 imputed data sets (a stacked file's imputations 1, 2, ..., or a list "
+                         "file of separate files)")
     _enable_compilation_cache()
     result = analyze(frames, args.formula, reml=args.reml, df_com=args.df_com)
     print(result.text)
@@ -211,7 +252,12 @@ def cmd_simulate(args) -> int:
                          "a folder for the study's results (a new one, or this study's to resume)")
     if args.distributed:
         import jax
-        jax.distributed.initialize()      # coordinator, process count and id from the scheduler
+        try:
+            jax.distributed.initialize()  # coordinator, process count and id from the scheduler
+        except (ValueError, RuntimeError) as e:
+            raise UsageError(f"--distributed: jax.distributed could not start ({str(e).strip()}); "
+                             "expected one process per host of a job under a scheduler it detects "
+                             "(SLURM, Open MPI), or run without --distributed") from None
         shard = (jax.process_index(), jax.process_count())
     _enable_compilation_cache()
     S.run_study(st, out, shard=shard, log=log, bar=not args.quiet and sys.stderr.isatty())
@@ -248,7 +294,11 @@ def main(argv=None) -> int:
     if argv and argv[0] not in ("run", "analyze", "simulate", "merge", "-h", "--help", "--version") \
             and not argv[0].startswith("-"):
         argv = ["run"] + argv     # `jaximpute script.imp` is `jaximpute run script.imp`
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as e:
+        print(f"jaximpute: error: {e}", file=sys.stderr)
+        return e.exit_code
     if args.command is None:
         _parser().print_help()
         return 2

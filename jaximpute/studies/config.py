@@ -156,17 +156,33 @@ def load_study(path: str | Path) -> Study:
     """Read and check a study config (TOML); errors name the file and the key."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}: line {line}: byte 0x{data[e.start]:02x} is not UTF-8 text; "
+                          "expected a TOML config (configs/sim_slope.toml is an example)") from None
     try:
         cfg = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    if not cfg:
+        raise ConfigError(f"{path}: the config is empty; expected [study], [imputation], "
+                          "[population] and [[conditions]] tables (configs/sim_slope.toml is an "
+                          "example)")
     for sec, val in cfg.items():
         if sec not in _SECTIONS:
             raise ConfigError(f"{path}: unknown section [{sec}]{did_you_mean(sec, _SECTIONS)}; "
                               f"expected {', '.join('[' + s + ']' for s in _SECTIONS)}")
+        if sec == "conditions":
+            if not isinstance(val, list) or not all(isinstance(c, dict) for c in val):
+                raise ConfigError(f"{path}: conditions: expected [[conditions]] tables, got {val!r}")
+        elif not isinstance(val, dict):
+            raise ConfigError(f"{path}: {sec}: expected a [{sec}] table (a section header "
+                              f"[{sec}] and its keys), got {val!r}")
         if sec != "population" and sec != "conditions":
             for k in val:
                 if k not in _SECTIONS[sec]:

@@ -172,6 +172,22 @@ def _make_folder(path: Path) -> None:
         raise ConfigError(f"{path}: cannot create the results folder ({e.strerror or e})") from None
 
 
+def _read_claim(folder: Path) -> dict:
+    """FOLDER/study.json, read: a message, not a traceback, when it is not one this program
+    wrote (truncated, binary, hand-edited)."""
+    meta = folder / "study.json"
+    try:
+        claim = json.loads(meta.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{meta}: cannot read it ({e.strerror or e})") from None
+    except ValueError:                     # JSONDecodeError, UnicodeDecodeError
+        claim = None
+    if not isinstance(claim, dict) or "fingerprint" not in claim:
+        raise ConfigError(f"{meta}: not a study record (jaximpute simulate writes one); expected "
+                          "a study folder of jaximpute's, or a new or empty folder")
+    return claim
+
+
 def _claim_folder(study: Study, out: Path) -> list[Path]:
     """Create OUT (or reuse it for the same study): refuse a folder written by another config,
     so a resumed study never mixes results of different settings. Processes of one
@@ -196,7 +212,7 @@ def _claim_folder(study: Study, out: Path) -> list[Path]:
                            "study": dataclasses.asdict(study)}, indent=1, default=str)
         write_atomic(meta, lambda tmp: tmp.write_text(text))
         created = [meta, *reversed(created)]
-    old = json.loads(meta.read_text())
+    old = _read_claim(out)
     if old.get("fingerprint") != study.fingerprint():
         raise ConfigError(f"{out}: holds results of a different study (config "
                           f"{old.get('source')}); expected an empty folder or this study's own")
@@ -273,17 +289,39 @@ def collect(study: Study, folders) -> pd.DataFrame:
     parts = []
     for f in folders:
         f = Path(f)
-        meta = f / "study.json"
-        if not meta.exists():
+        if not f.exists():
+            raise ConfigError(f"{f}: does not exist; expected a study's results folder")
+        if not f.is_dir():
+            raise ConfigError(f"{f}: is a file, not a folder; expected a study's results folder")
+        if not (f / "study.json").exists():
             raise ConfigError(f"{f}: not a study folder (no study.json)")
-        if json.loads(meta.read_text()).get("fingerprint") != study.fingerprint():
+        if _read_claim(f).get("fingerprint") != study.fingerprint():
             raise ConfigError(f"{f}: holds results of a different study; expected folders of "
                               f"{study.source} only")
-        parts += [pd.read_csv(p) for p in sorted((f / "reps").glob("c*-b*.csv"))]
+        parts += [_read_batch(p) for p in sorted((f / "reps").glob("c*-b*.csv"))]
     if not parts:
         raise ConfigError("no finished batches in " + ", ".join(map(str, folders)))
     reps = pd.concat(parts, ignore_index=True).drop_duplicates(["condition", "method", "parameter", "rep"])
     return reps.sort_values(["condition", "method", "parameter", "rep"], kind="stable").reset_index(drop=True)
+
+
+_BATCH_COLUMNS = ("condition", "method", "parameter", "rep", "seconds")
+
+
+def _read_batch(path: Path) -> pd.DataFrame:
+    """One batch's records, as run_study wrote them; a message naming the file otherwise."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ConfigError(f"{path}: cannot read the batch's records ({str(e).splitlines()[0]}); "
+                          "expected a file written by jaximpute simulate: delete it and rerun "
+                          "the study to redo that batch") from None
+    lacking = [c for c in _BATCH_COLUMNS if c not in frame.columns]
+    if lacking:
+        raise ConfigError(f"{path}: cannot read the batch's records (no column "
+                          f"{', '.join(lacking)}); expected a file written by jaximpute simulate: "
+                          "delete it and rerun the study to redo that batch")
+    return frame
 
 
 def summary_table(study: Study, reps: pd.DataFrame) -> pd.DataFrame:
