@@ -203,8 +203,8 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
     """Impute a DataFrame (or a CSV path with a header row) with a Blimp-style MODEL string.
 
     Example: ``impute(df, "school ~ y x", nimps=20, burn=1000, thin=100, seed=1)``.
-    `processors` caps the programs run side by side on a CPU (default: one per core; see
-    jaximpute.execution.parallel_split); 1 runs every chain vectorised in one program. `sampler`
+    `processors` caps the programs run at once on a CPU (default: one per core; 1 runs them one
+    after the other); it never changes a result (see jaximpute.execution.program_layout). `sampler`
     (``jaximpute.kernels.structure.SamplerOptions``) switches moves that leave the posterior
     unchanged, for comparisons such as the tests'.
     """

@@ -3,17 +3,20 @@
 A compiled sampler program (kernels.sweep.make_runner) takes chain keys (D, C) and D data sets and
 vmaps over both. Around it, this module chooses how the work meets the hardware:
 
-- **vectorised**: one program for everything (accelerators; `processors: 1`);
-- **side by side**: on one CPU device, `groups` copies of one compiled program in threads, each
-  on a slice of the chains or of the data sets (`parallel_split`, `split_inputs`,
+- **vectorised**: one program for everything (accelerators; an odd number of chains);
+- **side by side**: on one CPU device, two copies of one compiled program in threads, each
+  on a half of the chains or of the data sets (`program_layout`, `split_inputs`,
   `side_by_side`): XLA:CPU runs a sweep's small kernels one after another, so two programs keep
-  two cores busy where one vectorised program did not;
+  two cores busy where one vectorised program did not. The layout never follows the cores, so
+  the results do not either; `processors` only sets how many run at once (`threads`);
 - **sharded**: several local devices, the data sets split over a mesh (`shard_sets`);
 - **flattened**: every (data set, chain) pair as a data set of one chain (`flatten_chains`),
   for study batches, where it ran 1.5x faster than chains vmapped over a shared data set.
 
 Chain c of data set d always uses the key fold_in(fold_in(key(seed), d), c) (`chain_keys`), so
-none of these choices changes a draw beyond float rounding. Programs are compiled once per
+none of these choices changes a draw beyond float rounding, and on one platform the layout is
+fixed by the run's sizes, so the same run gives the same files (multi-device runs: see
+`shard_sets`). Programs are compiled once per
 process and shape (`compiled`, one cache) with the options of jaximpute.xla_options.
 """
 
@@ -28,9 +31,22 @@ import jax.numpy as jnp
 import numpy as np
 
 
+SEED_LIMIT = 2 ** 63        # the script reader and `configure` refuse seeds outside 0 .. 2^63 - 1
+
+
+def root_key(seed: int):
+    """The key of a seed, all 64 bits of it. With 32-bit types (JAX's default) jax.random.key
+    keeps only a seed's low 32 bits, so 4294967301 gave the draws of 5; with 64-bit types the
+    high word goes into the key too, and a seed below 2^32 keeps the key it always had."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed {seed}: expected a whole number from 0 to {SEED_LIMIT - 1}")
+    with jax.enable_x64(True):
+        return jax.random.key(seed)
+
+
 def chain_keys(seed: int, num_datasets: int, num_chains: int):
-    """(D, C) keys: chain c of data set d gets fold_in(fold_in(key(seed), d), c)."""
-    root = jax.random.key(seed)
+    """(D, C) keys: chain c of data set d gets fold_in(fold_in(root_key(seed), d), c)."""
+    root = root_key(seed)
     return jax.vmap(lambda d: jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(root, d), c))(
         jnp.arange(num_chains)))(jnp.arange(num_datasets))
 
@@ -62,7 +78,9 @@ def shard_sets(keys, data, num_sets: int):
 
     The runner is vmapped over data sets, and data sets never interact, so XLA partitions the
     whole program along that axis with no communication. The batch is padded to a multiple of
-    the device count with copies of its last data set (their results are dropped)."""
+    the device count with copies of its last data set (their results are dropped). Each device
+    then runs a program as wide as its share, so results can differ in float rounding with the
+    number of devices (`program_layout`); the report names the devices."""
     mesh = set_mesh()
     if mesh is None or num_sets == 1:
         return keys, data
@@ -73,9 +91,12 @@ def shard_sets(keys, data, num_sets: int):
 
 # ------------------------------------------------------------------------------ side by side
 
-def parallel_split(processors: int | None, num_chains: int, num_sets: int) -> tuple[int, int]:
+PROGRAMS_ON_CPU = 2     # programs side by side on a CPU, on every machine (`program_layout`)
+
+
+def program_layout(num_chains: int, num_sets: int) -> tuple[int, int]:
     """(groups, axis): run the chains (axis 2 of the traces) or the data sets (axis 1) as
-    `groups` equal programs side by side, one per CPU core, or everything as one (1, 0).
+    `groups` equal programs side by side on a CPU, or everything as one (1, 0).
 
     XLA:CPU runs the many small kernels of a sweep one after another, with a little
     concurrency between independent ones: the seed's Ex8.2 sweep (two chains vmapped) kept 1.7
@@ -85,22 +106,30 @@ def parallel_split(processors: int | None, num_chains: int, num_sets: int) -> tu
     Accelerators, and several devices (`shard_sets`), get one program: there the vmapped batch
     is what fills the device.
 
-    `processors` caps the groups (Blimp's `CHAINS: k processors p`); by default (None), the
-    cores this process may use (1 gives one program). Chains are split when the group count
-    divides them; else data sets, padded to a multiple of it (the copies' results are dropped)."""
+    The layout depends on the run's sizes and the platform only, never on the cores or on
+    `processors` (which set the threads, `threads`): XLA:CPU rounds a chain's float32 arithmetic
+    differently in programs of different widths (on this project's test machine, programs of
+    1, of 2-4 and of 6 or 12 chains gave three different sets of imputations for the same keys,
+    up to 1e-5 apart), so a layout that followed the cores would make the files depend on the
+    machine. Two programs: the chains split in halves when their number is even; else the data
+    sets, padded to an even number (the copies' results are dropped); else one program."""
     devices = jax.local_devices()
+    groups = PROGRAMS_ON_CPU
     if len(devices) > 1 or devices[0].platform != "cpu":
         return 1, 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    groups = processors or cores
-    if groups <= 1:
-        return 1, 0
-    if num_chains >= groups and num_chains % groups == 0:
+    if num_chains % groups == 0:
         return groups, 2
     if num_sets >= groups:
         return groups, 1
-    groups = max(g for g in range(1, min(groups, num_chains) + 1) if num_chains % g == 0)
-    return (groups, 2) if groups > 1 else (1, 0)
+    return 1, 0
+
+
+def threads(processors: int | None, groups: int) -> int:
+    """How many of `groups` programs run at once: `processors` (Blimp's `CHAINS: k processors p`)
+    or by default the cores this process may use, at most `groups`. Results do not depend on it
+    (`program_layout`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(groups, processors or cores))
 
 
 def split_inputs(keys, data, groups: int, axis: int):
@@ -116,12 +145,14 @@ def split_inputs(keys, data, groups: int, axis: int):
              jax.tree_util.tree_map(lambda a: a[g * size:(g + 1) * size], data)) for g in range(groups)]
 
 
-def side_by_side(program: Callable, parts: list) -> list:
-    """`program(*part)` for every part, each in its own thread (JAX releases the GIL while a
-    compiled program runs), or in this thread for a single part."""
-    if len(parts) == 1:
-        return [program(*parts[0])]
-    with ThreadPoolExecutor(len(parts)) as pool:
+def side_by_side(program: Callable, parts: list, workers: int | None = None) -> list:
+    """`program(*part)` for every part, `workers` at a time (default: all at once) in threads
+    (JAX releases the GIL while a compiled program runs), or in this thread for a single part
+    or a single worker."""
+    workers = len(parts) if workers is None else workers
+    if workers <= 1:
+        return [jax.block_until_ready(program(*p)) for p in parts]
+    with ThreadPoolExecutor(min(workers, len(parts))) as pool:
         return list(pool.map(lambda p: jax.block_until_ready(program(*p)), parts))
 
 

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from . import __version__
 from .kernels import rhat
 
 if TYPE_CHECKING:       # types only: the run modules import this one for its titles
@@ -135,13 +136,25 @@ def psr_warnings(last_row: np.ndarray, labels, where: str) -> list[str]:
 
 # ------------------------------------------------------------ assembling a run's report
 
-def programs_text(programs: tuple[int, int], requested: int | None) -> str:
-    """How the chains ran: vectorised in one program, or split over programs side by side."""
-    groups, axis = programs
+def programs_text(programs: tuple, requested: int | None) -> str:
+    """How the chains ran: vectorised in one program, or split over programs side by side (or one
+    after the other, with `processors 1`); the layout is fixed by the run (execution.program_layout)."""
+    groups, axis, workers = programs
     asked = f"processors {requested} requested; " if requested else ""
     if groups == 1:
         return f" ({asked}vectorised in one program)"
-    return f" ({asked}run as {groups} programs side by side, one per CPU core)"
+    what = "chains" if axis == 2 else "data sets"
+    how = "side by side" if workers > 1 else "one after the other"
+    return f" ({asked}run as {groups} programs {how}, each on half of the {what})"
+
+
+def _device_text() -> str:
+    """The platform a run's files depend on (with the script, data, seed and versions); on
+    several devices their number too (execution.shard_sets)."""
+    n = len(jax.local_devices())
+    many = f" x {n} (results can differ in rounding with the number of devices)" if n > 1 else ""
+    return (f"{jax.default_backend()} ({jax.devices()[0].device_kind}){many}, jaximpute {__version__}, "
+            f"jax {jax.__version__}")
 
 
 def build_report(s: Config, spec: ModelSpec, settings: Settings, raw: RawDraws, labels,
@@ -160,7 +173,7 @@ def build_report(s: Config, spec: ModelSpec, settings: Settings, raw: RawDraws, 
         "prior": PRIOR_TEXT[spec.prior.name],
         **({"warm start": f"random slopes held near 0 in the first {settings.warmup_sweeps} burn-in sweeps"}
            if any(b.num_random > 1 for b in spec.blocks) and settings.warmup_sweeps else {}),
-        "device": f"{jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}",
+        "device": _device_text(),
     }
     table = spec.table
     data_d = {"rows": f"{table.values.shape[0]}"}

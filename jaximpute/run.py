@@ -37,8 +37,8 @@ class Settings:
     iterations: int = 0          # post-burn-in sweeps for summaries when nimps == 0
     warmup: int | None = None    # first burn-in sweeps with random slopes held near zero
                                  # (None: BURN // 10; see kernels.blocks.hold_slopes)
-    processors: int | None = None  # programs run side by side on a CPU (None: one per core;
-                                   # see `parallel_split`)
+    processors: int | None = None  # programs run at once on a CPU (None: one per core; see
+                                   # execution.threads: it never changes a result)
 
     @property
     def warmup_sweeps(self) -> int:
@@ -74,7 +74,7 @@ class RawDraws:
     timing: dict = field(default_factory=dict)
     moves: dict = field(default_factory=dict)   # ordinal block b with K > 2 -> (D, C, 2, 2) accepted
                                                 # threshold / ridge moves, burn-in and after
-    programs: tuple = (1, 0)      # (programs run side by side, axis split): see parallel_split
+    programs: tuple = (1, 0, 1)   # (programs, axis split, run at once): execution.program_layout
 
 
 def bucket(m: int, universe: int) -> int:
@@ -145,10 +145,10 @@ def program_memory(spec: ModelSpec, settings: Settings, datasets=None) -> int | 
 _diagnostics = jax.jit(diagnostics)
 
 
-def _run_parallel(program, parts, axis: int):
+def _run_parallel(program, parts, axis: int, workers: int):
     """Run the compiled program on each part side by side; join the outputs on device (traces
     along `axis`, the final state one axis earlier) and diagnose the joined traces."""
-    outs = execution.side_by_side(program, parts)
+    outs = execution.side_by_side(program, parts, workers)
     join = lambda *a: jnp.concatenate(a, axis)  # noqa: E731
     burn_trace, saved, imps, post = (join(*[getattr(o, f) for o in outs])
                                      for f in ("burn_trace", "saved_params", "imputations", "post_trace"))
@@ -162,7 +162,7 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
     """Run the sampler for the spec's table (or for several same-shaped value arrays)."""
     t0 = time.perf_counter()
     num_sets = len(datasets) if datasets is not None else 1
-    groups, axis = execution.parallel_split(settings.processors, settings.chains, num_sets)
+    groups, axis = execution.program_layout(settings.chains, num_sets)
     st, layout, cells, keys, data, runner, num_sets = _program(spec, settings, datasets, progress,
                                                                diagnose=groups == 1)
     parts = execution.split_inputs(keys, data, groups, axis) if groups > 1 else [(keys, data)]
@@ -174,7 +174,8 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
     compiled = execution.compiled(key, lambda: runner.lower(*parts[0]), sampler_options(parts[0][0]),
                                   cacheable=progress is None)
     t2 = time.perf_counter()
-    out = _run_parallel(compiled, parts, axis) if groups > 1 else compiled(keys, data)
+    workers = execution.threads(settings.processors, groups)
+    out = _run_parallel(compiled, parts, axis, workers) if groups > 1 else compiled(keys, data)
     # the one crossing back to the host: summaries, saved draws and imputed cells only
     moves = {b: m for b, m in enumerate(out.moves) if m is not None}
     host, moves = jax.device_get(((out.burn_psr, out.saved_params, out.imputations, out.post_trace,
@@ -191,10 +192,5 @@ def sample(spec: ModelSpec, settings: Settings, datasets: list[np.ndarray] | Non
     psr, saved, imps, post, post_psr = (np.asarray(h) for h in host)
     return RawDraws(st, layout, cells, psr, saved, imps, post, post_psr,
                     timing={"prepare": t1 - t0, "compile": t2 - t1, "sampling": t3 - t2},
-                    moves={b: np.asarray(m) for b, m in moves.items()}, programs=(groups, axis))
-
-
-def parallel_split(settings: Settings, num_chains: int, num_sets: int) -> tuple[int, int]:
-    """execution.parallel_split for a run's settings (its `processors`)."""
-    return execution.parallel_split(settings.processors, num_chains, num_sets)
-
+                    moves={b: np.asarray(m) for b, m in moves.items()},
+                    programs=(groups, axis, workers if groups > 1 else 1))

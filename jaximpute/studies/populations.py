@@ -104,6 +104,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..execution import root_key
 from ..kernels.stream import Stream, with_stream
 
 DIRECT_METHODS = ("listwise", "complete")   # analysed without imputing: every population's
@@ -423,14 +424,16 @@ def generate(key, d: Design):
 
 @functools.lru_cache(maxsize=None)
 def _key_maker():
-    return jax.jit(lambda seed, c, reps: jax.vmap(
-        lambda r: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), c), r))(reps))
+    return jax.jit(lambda root, c, reps: jax.vmap(
+        lambda r: jax.random.fold_in(jax.random.fold_in(root, c), r))(reps))
 
 
 def replication_keys(seed: int, condition: int, reps) -> np.ndarray:
     """(R, 2) uint32 keys: replication r of condition c draws from fold_in(fold_in(key(seed), c),
-    r), so a data set does not depend on the batch size, the shard or the device that draws it."""
-    return np.asarray(_key_maker()(np.uint32(seed), np.uint32(condition), np.asarray(reps, np.uint32)))
+    r), so a data set does not depend on the batch size, the shard or the device that draws it.
+    Every bit of the seed counts (execution.root_key; a seed below 2^32 keeps its old keys)."""
+    root = jax.random.key_data(root_key(seed))
+    return np.asarray(_key_maker()(root, np.uint32(condition), np.asarray(reps, np.uint32)))
 
 
 @functools.lru_cache(maxsize=None)

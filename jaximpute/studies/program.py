@@ -28,9 +28,10 @@ The program checks on device that each data set fits what was fixed (every incom
 variable incomplete in the model, counts within the lengths, ordinal codes among the model's)
 and the host stops with an error naming the replication if one does not.
 
-On one CPU device a batch runs as one program per core side by side, each on its share of
-the data sets (``execution.parallel_split``); on several local devices, as one program per device
-(``jax.shard_map``), with no communication between them.
+On one CPU device a batch runs as two programs side by side, each on half of the data sets
+(``execution.program_layout``: two on every machine, so the results do not depend on the cores);
+on several local devices, as one program per device (``jax.shard_map``), with no communication
+between them.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from ..posterior import fill_imputations, ordinal_codes
 from ..kernels.sweep import diagnostics, make_runner
 from .. import xla_options
 from .. import execution
-from ..run import Settings, bucket, parallel_split
+from ..run import Settings, bucket
 from .analysis import analysis_of
 from .populations import DIRECT_METHODS, Design, RandomSlope, generate, replication_keys
 
@@ -255,11 +256,13 @@ def run_batch(d: Design, imp: Imputation, reps, *, seed: int, condition: int, co
         prog = _compiled(base + (gk.shape, "sharded", n), build_sharded, gk, kk)
         out = jax.device_get(_results(prog(gk, kk)))
     else:
-        groups = parallel_split(settings, imp.chains, num)[0] if settings else 1
-        groups = groups if num >= groups else 1
+        # the data sets in halves for an imputation method (execution.program_layout: fixed by
+        # the batch, not the cores, so a replication's results do not follow the machine)
+        groups = execution.program_layout(1, num)[0] if settings else 1
         parts = [(g, k) for k, g in execution.split_inputs(keys, gen_keys, groups, axis=1)]
         prog = _compiled(base + (parts[0][0].shape,), build, *parts[0])
-        outs = jax.device_get([_results(o) for o in execution.side_by_side(prog, parts)])
+        outs = jax.device_get([_results(o) for o in execution.side_by_side(
+            prog, parts, execution.threads(None, groups))])
         out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     return {k: np.asarray(v)[:num] for k, v in out.items()}
 
