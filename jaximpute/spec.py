@@ -165,6 +165,8 @@ def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
         if unit_col is not None:
             # a cluster is a (unit, id) pair: the same student id may recur in another school
             cl = pairs(values[:, unit_col], cl).cluster
+        _check_clusters(cfg, table, names[cluster_col], cl, names[unit_col] if unit_col is not None else None,
+                        values[:, unit_col] if unit_col is not None else None)
         levels = detect_levels(values, cl)
         if unit_col is not None:
             levels = np.where((levels == 2) & _constant_within(values, values[:, unit_col], cl), 3, levels)
@@ -234,6 +236,24 @@ def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
     return ModelSpec(table, names[cluster_col] if multilevel and cluster_col is not None else None, variables,
                      [names[c] for c in x_cols], blocks, info, incomplete, Prior(cfg.prior),
                      notes, names[unit_col] if unit_col is not None else None)
+
+
+def _check_clusters(cfg: Config, table: DataTable, name: str, cluster, unit_name: str | None,
+                    units) -> None:
+    """A multilevel model needs at least two clusters (and three-level data two level-3 units):
+    with one, the between-cluster variance has nothing to be estimated from, and the sampler's
+    draws became non-finite."""
+    for what, ids, label in ((name, cluster, "clusters"), (unit_name, units, "level-3 units")):
+        if ids is None:
+            continue
+        found = np.unique(ids)
+        if found.size < 2:
+            raise ModelError(str(cfg.error(
+                cfg.model_pos or "MODEL",
+                f"the data ({table.source}) hold one {label[:-1]} ({what} = {found[0]:g}, all "
+                f"{len(ids)} rows); a multilevel model needs at least two {label}, and its "
+                "variances many more; expected data with several clusters, or a single-level "
+                "model (MODEL without the ids and '~')")))
 
 
 def _level_ids(cfg: Config, table: DataTable, id_cols: list[int]) -> tuple[int, int, str]:
@@ -424,11 +444,20 @@ def _ordinal_blocks(cfg, col, blocks, xvars, values):
     return out
 
 
+NEAR_COLLINEAR = 1e-3   # smallest / largest singular value of a block's unit-norm design columns
+
+
 def _check_collinear(cfg, table, blocks, info, variables, cluster, units=None) -> None:
-    """Refuse a block whose complete predictors are exactly collinear (e.g. months and wave =
-    months + 1): its fixed effects are not identified, and the sampler would only produce NaN.
-    Terms that hold a modelled (possibly imputed) variable or a latent mean are skipped here:
-    they change from sweep to sweep. Blocks and terms hold table columns at this point."""
+    """Refuse a block whose predictors are collinear in the data, exactly (e.g. months and wave =
+    months + 1: the fixed effects are not identified) or nearly (the smallest singular value of
+    the unit-norm design columns below NEAR_COLLINEAR of the largest: the float32 sampler cannot
+    separate them and its draws became non-finite at 2e-4, though not at 2e-3), and a block
+    whose outcome is such a combination of its predictors (no residual variance is left).
+
+    Modelled (incomplete) variables count too, on the rows where every column is observed: the
+    imputations cannot undo a collinearity that holds on every observed row. Terms with a latent
+    cluster mean are left out (they change from sweep to sweep); an ordinal outcome is not checked
+    (its model has a fixed unit variance). Blocks and terms hold table columns at this point."""
     values = table.values
     for blk, bi in zip(blocks, info):
         rows = np.ones(len(values), bool)
@@ -439,30 +468,45 @@ def _check_collinear(cfg, table, blocks, info, variables, cluster, units=None) -
             rows[first] = True
         cols, labels = [], []
         for term, label in zip(blk.terms, bi.terms):
-            if any(f.kind != VAR or variables[f.index].role != "fixed" for f in term.factors):
+            if any(f.kind != VAR for f in term.factors):
                 continue
-            col = np.ones(int(rows.sum()))
+            col = np.ones(len(values))
             for f in term.factors:
-                col = col * values[rows, f.index]
+                col = col * values[:, f.index]
             cols.append(col)
             labels.append(label)
+        predictors = len(cols)
+        if variables[blk.outcome].kind != "ordinal":
+            cols.append(values[:, blk.outcome])
+            labels.append(bi.outcome)
         if len(cols) < 2:
             continue
         m = np.column_stack(cols)
-        m = m / np.maximum(np.abs(m).max(axis=0), 1e-300)
+        m = m[rows & ~np.isnan(m).any(axis=1)]
+        if m.shape[0] <= m.shape[1]:
+            continue                            # too few complete rows to judge (n <= p)
+        m = m / np.maximum(np.linalg.norm(m, axis=0), 1e-300)
         for k in range(1, m.shape[1]):
-            sub = m[:, :k + 1]
-            sv = np.linalg.svd(sub, compute_uv=False)
-            if sv[-1] <= 1e-9 * sv[0]:
-                coef = np.linalg.lstsq(m[:, :k], m[:, k], rcond=None)[0]
-                used = [l for l, c in zip(labels[:k], coef) if abs(c) > 1e-6 * np.abs(coef).max()]
-                others = " and ".join(f"'{l}'" for l in used)
-                raise ModelError(str(cfg.error(
-                    cfg.model_pos or "MODEL",
-                    f"in the model of '{bi.outcome}', '{labels[k]}' is a linear combination of "
-                    f"{others} in the data (exact collinearity), so its coefficient cannot be "
-                    "estimated; expected predictors that are not collinear: drop one of them "
-                    "(from MODEL or FIXED)")))
+            sv = np.linalg.svd(m[:, :k + 1], compute_uv=False)
+            if sv[-1] > NEAR_COLLINEAR * sv[0]:
+                continue
+            coef = np.linalg.lstsq(m[:, :k], m[:, k], rcond=None)[0]
+            used = [lab for lab, c in zip(labels[:k], coef) if abs(c) > 1e-6 * np.abs(coef).max()]
+            others = " and ".join(f"'{lab}'" for lab in used)
+            exact = sv[-1] <= 1e-9 * sv[0]
+            how = ("exactly (collinearity)" if exact else
+                   f"nearly (smallest singular value {sv[-1] / sv[0]:.1e} of the largest, with the "
+                   "columns scaled alike; the float32 sampler cannot separate them)")
+            where = f"on the {m.shape[0]} {'clusters' if owner is not None else 'rows'} where all are observed"
+            if k == predictors:                 # the outcome itself
+                what = (f"'{bi.outcome}' is a linear combination of {others} {where}, {how}: its "
+                        "model has no residual variance left; expected an outcome that is not a "
+                        "function of its predictors: drop one of them from MODEL")
+            else:
+                what = (f"in the model of '{bi.outcome}', '{labels[k]}' is a linear combination of "
+                        f"{others} {where}, {how}, so its coefficient cannot be estimated; expected "
+                        "predictors that are not collinear: drop one of them (from MODEL or FIXED)")
+            raise ModelError(str(cfg.error(cfg.model_pos or "MODEL", what)))
 
 
 def _text(t) -> str:
