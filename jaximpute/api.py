@@ -109,7 +109,7 @@ def run_script(path: str | Path, *, progress: bool = True, stream=None) -> Imput
 def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
               chains: int = 2, seed: int | None = None, fixed=(), ordinal=(), nominal=(),
               outcome: str | None = None, missing: float | None = None, options=(),
-              iterations: int | None = None, processors: int | None = None,
+              iterations: int | None = None, processors: int | None = None, level1=(),
               label: str = "impute()") -> Config:
     """The configuration (jaximpute.config) of `impute`'s arguments for data with columns
     `names`, built directly and checked as a script's is; a message names the argument, e.g.
@@ -124,7 +124,7 @@ def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int
              "FIXED": fixed, "OUTCOME": outcome is not None, "MISSING": missing is not None,
              "SEED": seed is not None, "BURN": True, "THIN": True, "NIMPS": True,
              "ITERATIONS": iterations is not None, "CHAINS": True,
-             "PROCESSORS": processors is not None, "OPTIONS": options}
+             "PROCESSORS": processors is not None, "OPTIONS": options, "LEVEL1": level1}
     origin = Origin("arguments", label, {c: argument_pos(c) for c, g in given.items() if g})
     found: list[Problem] = []
     spelling = {str(n).lower(): str(n) for n in names}
@@ -190,7 +190,7 @@ def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int
         processors=None if processors is None else whole("PROCESSORS", processors, 1),
         data=None, outfile=None, output_format="separate" if flags & {"separate", "sep"} else "stacked",
         stacked0="stacked0" in flags, header="header" in flags, psr="psr" in flags,
-        estimates="estimates" in flags, options=flags, origin=origin)
+        estimates="estimates" in flags, options=flags, level1=listed("LEVEL1", level1), origin=origin)
     raise_first(found + problems(config), origin, config)
     return config
 
@@ -198,13 +198,15 @@ def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int
 def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 100,
            chains: int = 2, seed: int | None = None, fixed=(), ordinal=(), outcome: str | None = None,
            missing: float | None = None, options=(), iterations: int | None = None,
-           progress: bool = False, processors: int | None = None,
+           progress: bool = False, processors: int | None = None, level1=(),
            stream=None, sampler: SamplerOptions | None = None) -> ImputationResult:
     """Impute a DataFrame (or a CSV path with a header row) with a Blimp-style MODEL string.
 
     Example: ``impute(df, "school ~ y x", nimps=20, burn=1000, thin=100, seed=1)``.
     `processors` caps the programs run at once on a CPU (default: one per core; 1 runs them one
-    after the other); it never changes a result (see jaximpute.execution.program_layout). `sampler`
+    after the other); it never changes a result (see jaximpute.execution.program_layout).
+    `level1` names variables to model at level 1 although they are constant within nearly every
+    cluster (the script's LEVEL1 command; jaximpute.spec.detect_levels). `sampler`
     (``jaximpute.kernels.structure.SamplerOptions``) switches moves that leave the posterior
     unchanged, for comparisons such as the tests'.
     """
@@ -212,7 +214,7 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
         from_dataframe(data, missing) if isinstance(data, pd.DataFrame) else read_table(data, None, missing))
     config = configure(table.names, model, nimps=nimps, burn=burn, thin=thin, chains=chains, seed=seed,
                        fixed=fixed, ordinal=ordinal, outcome=outcome, missing=missing, options=options,
-                       iterations=iterations, processors=processors)
+                       iterations=iterations, processors=processors, level1=level1)
     return run(config, table, progress=progress, stream=stream, sampler=sampler)
 
 

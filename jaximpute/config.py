@@ -70,7 +70,7 @@ class ModelTerm:
 # configuration, whichever front end gives them.
 COMMANDS = (
     "DATA", "VARIABLES", "ORDINAL", "NOMINAL", "MISSING", "MODEL", "OUTCOME", "CLUSTERID",
-    "FIXED", "SEED", "BURN", "THIN", "NIMPS", "ITERATIONS", "CHAINS", "OUTFILE", "OPTIONS", "SAVE",
+    "FIXED", "LEVEL1", "SEED", "BURN", "THIN", "NIMPS", "ITERATIONS", "CHAINS", "OUTFILE", "OPTIONS", "SAVE",
 )
 ALIASES = {"VARNAMES": "VARIABLES"}  # later Blimp spellings -> canonical
 
@@ -87,7 +87,7 @@ ARGUMENTS = {"MODEL": "model", "VARIABLES": "the data's columns", "ORDINAL": "or
              "NOMINAL": "nominal", "FIXED": "fixed", "OUTCOME": "outcome", "MISSING": "missing",
              "SEED": "seed", "BURN": "burn", "THIN": "thin", "NIMPS": "nimps",
              "ITERATIONS": "iterations", "CHAINS": "chains", "PROCESSORS": "processors",
-             "OPTIONS": "options"}
+             "OPTIONS": "options", "LEVEL1": "level1"}
 
 
 def argument_pos(command: str, index: int = 0) -> Pos:
@@ -161,6 +161,8 @@ class Config:
     psr: bool
     estimates: bool
     options: frozenset[str]
+    # variables modelled at level 1 although nearly constant within clusters (spec.detect_levels)
+    level1: tuple[Name, ...] = ()
     origin: Origin = field(compare=False, default=Origin("script", "<script>", {}))
 
     @property
@@ -286,6 +288,7 @@ def _named(cfg: Config) -> Iterator[Name]:
     yield from cfg.ordinal
     yield from cfg.nominal
     yield from cfg.fixed
+    yield from cfg.level1
     yield from cfg.cluster_ids
     if cfg.outcome is not None:
         yield cfg.outcome

@@ -170,6 +170,10 @@ def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
         levels = detect_levels(values, cl)
         if unit_col is not None:
             levels = np.where((levels == 2) & _constant_within(values, values[:, unit_col], cl), 3, levels)
+        forced = [col(n) for n in cfg.level1]
+        levels[forced] = 1
+        _check_level_changes(cfg, table, names, cl, values[:, cluster_col], levels,
+                             [c for c in named + fixed_cols if c not in forced])
     else:
         cl = np.zeros(n_rows)
         levels = np.ones(values.shape[1], dtype=int)
@@ -236,6 +240,46 @@ def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
     return ModelSpec(table, names[cluster_col] if multilevel and cluster_col is not None else None, variables,
                      [names[c] for c in x_cols], blocks, info, incomplete, Prior(cfg.prior),
                      notes, names[unit_col] if unit_col is not None else None)
+
+
+def _check_level_changes(cfg: Config, table: DataTable, names, cluster, ids, levels, columns) -> None:
+    """Refuse a variable that is constant within all but a few clusters (at most 5% of those with
+    two or more observed values, or one): most likely a level-2 variable with a few wrong values,
+    which detect_levels would silently make level 1 and impute within clusters. The user says
+    which: correct the values (level 2), or LEVEL1 (level 1)."""
+    if not columns:
+        return
+    g = pd.DataFrame(table.values[:, columns]).groupby(cluster)
+    spread, counts = (g.max() - g.min()).to_numpy(), g.count().to_numpy()
+    owners = g.max().index.to_numpy()
+    for k, c in enumerate(columns):
+        if levels[c] != 1:
+            continue
+        v = table.values[:, c]
+        scale = max(1.0, float(np.nanmax(np.abs(v)))) if np.isfinite(v).any() else 1.0
+        judged = counts[:, k] >= 2
+        varies = judged & (np.nan_to_num(spread[:, k], nan=0.0) > 1e-9 * scale)
+        m, n_vary = int(judged.sum()), int(varies.sum())
+        if n_vary == 0 or n_vary > max(1, 0.05 * m):
+            continue
+        shown = []
+        for owner in owners[varies][:3]:
+            rows = np.flatnonzero((cluster == owner) & ~np.isnan(v))
+            kinds, count = np.unique(v[rows], return_counts=True)
+            common = kinds[count.argmax()]
+            odd = rows[v[rows] != common]
+            lines = ", ".join(f"row {_file_row(table, r)} has {v[r]:g}" for r in odd[:3])
+            more = f" and {odd.size - 3} more rows differ" if odd.size > 3 else ""
+            shown.append(f"cluster {ids[rows[0]]:g}, where {rows.size - odd.size} rows have "
+                         f"{common:g}, {lines}{more}")
+        also = f" and {n_vary - 3} more" if n_vary > 3 else ""
+        raise DataError(
+            f"{table.source}: column {c + 1} ({names[c]}) has one value per cluster in {m - n_vary} "
+            f"of the {m} clusters with two or more observed values, but varies within "
+            f"{n_vary}: {'; '.join(shown)}{also}. As a level-2 variable it takes one value per "
+            "cluster; as a level-1 variable it is modelled within clusters. Expected one of: "
+            f"its values corrected in those clusters (level 2), or {cfg.origin.spell('LEVEL1', names[c])} "
+            "(level 1)")
 
 
 def _check_clusters(cfg: Config, table: DataTable, name: str, cluster, unit_name: str | None,

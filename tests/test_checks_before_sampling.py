@@ -71,3 +71,44 @@ def test_a_single_cluster_is_named():
     with pytest.raises(ModelError, match=r"one cluster \(c = 4, all 20 rows\).*at least two clusters"):
         _spec({"c": np.full(20, 4.0), "y": y, "x": x}, "c ~ y x")
     _spec({"c": np.repeat([4.0, 5.0], 10), "y": y, "x": x}, "c ~ y x")
+
+
+def _clusters_with_one_odd_value(odd: int = 1):
+    rng = np.random.default_rng(4)
+    cl = np.repeat(np.arange(30), 6)
+    w = np.repeat(rng.normal(size=30), 6).round(2)
+    w[40:40 + odd] += 1.0                      # cluster 6 (rows 36-41)
+    y = w + rng.normal(size=180)
+    y[::5] = np.nan
+    return {"c": cl, "y": y, "w": w}
+
+
+def test_a_level2_variable_with_a_stray_value_asks_for_a_choice():
+    """Before: w silently became level 1 and was imputed with values varying within clusters."""
+    cols = _clusters_with_one_odd_value()
+    with pytest.raises(Exception) as e:
+        _spec(cols, "c ~ y w")
+    msg = str(e.value)
+    assert "column 3 (w) has one value per cluster in 29 of the 30 clusters" in msg
+    assert "cluster 6, where 5 rows have" in msg and "has " in msg
+    assert "level1='w'" in msg
+    spec = _spec(cols, "c ~ y w", level1="w")             # the explicit choice: level 1
+    assert spec.var("w").level == 1
+    cols["w"][40] -= 1.0                                   # corrected: level 2, no question
+    assert _spec(cols, "c ~ y w").var("w").level == 2
+
+
+def test_a_level1_variable_is_not_questioned():
+    """A variable that varies within many clusters is level 1 without a word (here 3 of 30
+    clusters vary: more than 5%)."""
+    cols = _clusters_with_one_odd_value()
+    cols["w"][[40, 70, 100]] += 1.0
+    assert _spec(cols, "c ~ y w").var("w").level == 1
+
+
+def test_level1_in_a_script(tmp_path):
+    from jaximpute.script import parse_script
+    cfg = parse_script("VARIABLES: c y w;\nMODEL: c ~ y w;\nLEVEL1: w;\nBURN: 10;", None)
+    assert [n.text for n in cfg.level1] == ["w"]
+    with pytest.raises(Exception, match="LEVEL1: unknown variable 'v'"):
+        parse_script("VARIABLES: c y w;\nMODEL: c ~ y w;\nLEVEL1: v;\nBURN: 10;", None)
