@@ -385,27 +385,42 @@ def _check_memory(config: Config, spec: ModelSpec, settings: Settings) -> None:
                        f"{_size(ram)} of memory; expected fewer iterations")
 
 
+# The likely cause of non-finite draws, by the group of the parameter that went first.
+LIKELY_CAUSE = {
+    "fixed": "its predictors are (nearly) collinear once imputed, or a predictor holds extreme values",
+    "errvar": "its outcome is (nearly) a function of its predictors, so no residual variance is left",
+    "ranvar": "a random-effect variance collapsed or exploded: too few clusters, or too little "
+              "variation between them, for the random effects of that model",
+    "threshold": "an ordinal category is (nearly) empty or perfectly predicted",
+}
+
+
 def _check_finite(spec: ModelSpec, raw: RawDraws, labels, source: str) -> None:
     """Stop, writing nothing, if the sampler produced NaN or infinite draws (a numerically
-    singular block that the collinearity check could not see, e.g. an imputed predictor that
-    duplicates another); name the first parameter that went wrong."""
+    singular block that the checks before sampling could not see, e.g. an imputed predictor that
+    comes to duplicate another). Name the block and the parameter that went wrong first (the
+    earliest saved draw with a non-finite value; the first such parameter of that draw), and
+    the likely cause for that kind of parameter."""
     params = np.concatenate([raw.saved_params.reshape(-1, raw.saved_params.shape[-1]),
                              raw.post_trace.reshape(-1, raw.post_trace.shape[-1])])
-    bad = ~np.isfinite(params).all(axis=0)
-    if bad.any() or not np.isfinite(raw.imputations).all():
-        where, block = "", None
-        if bad.any():
-            block, group, term = labels[int(np.flatnonzero(bad)[0])]
+    # rows run save by save (data set and chain inner), so the first bad row is the earliest
+    bad_rows = ~np.isfinite(params).all(axis=1)
+    if bad_rows.any() or not np.isfinite(raw.imputations).all():
+        where, block, cause = "", None, LIKELY_CAUSE["fixed"]
+        if bad_rows.any():
+            first = int(np.flatnonzero(~np.isfinite(params[int(np.flatnonzero(bad_rows)[0])]))[0])
+            block, group, term = labels[first]
             where = f" (first in the model of '{block}': {GROUP_TITLES[group].lower()} '{term}')"
+            cause = LIKELY_CAUSE[group]
         random = any(g == "ranvar" for b, g, _ in labels if block is None or b == block)
         if spec.prior.name == "prior3" and random:
             raise ModelError(f"{source}: the sampler produced non-finite "
                              f"draws{where}: {PRIOR3_FAILURE}; expected prior2 (the default, flat) "
                              "or prior1 for this model. No file was written")
-        raise ModelError(f"{source}: the sampler produced non-finite draws"
-                         f"{where}; expected a model whose predictors are not (nearly) collinear "
-                         "and whose variables vary: check the predictors of that block. No file "
-                         "was written")
+        raise ModelError(f"{source}: the sampler produced non-finite draws{where}; likely cause: "
+                         f"{cause}; expected a model whose predictors are not (nearly) collinear "
+                         "and whose variables vary: check that block's variables. No file was "
+                         "written")
 
 
 

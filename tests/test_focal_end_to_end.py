@@ -101,7 +101,13 @@ def test_non_finite_draws_stop_the_run_with_a_clear_error():
     raw = SimpleNamespace(saved_params=np.array([[[[0.1, np.nan, 1.0]]]]),
                           post_trace=np.zeros((0, 1, 1, 3)), imputations=np.zeros((1, 1, 1, 4)))
     spec = SimpleNamespace(prior=SimpleNamespace(name="prior2"))
-    with pytest.raises(ModelError, match=r"non-finite draws \(first in the model of 'y': fix eff 'x'\)"):
+    with pytest.raises(ModelError, match=r"non-finite draws \(first in the model of 'y': fix eff 'x'\); "
+                                         r"likely cause: its predictors are \(nearly\) collinear"):
+        _check_finite(spec, raw, labels, "s.imp")
+    # the earliest draw decides, not the order of the labels: the residual variance went first
+    raw.saved_params = np.array([[[[0.1, 0.2, np.inf]]], [[[0.1, np.nan, np.nan]]]])
+    with pytest.raises(ModelError, match=r"err var 'residual'\); likely cause: its outcome is \(nearly\) "
+                                         r"a function of its predictors"):
         _check_finite(spec, raw, labels, "s.imp")
     raw.saved_params = np.zeros((1, 1, 1, 3))
     _check_finite(spec, raw, labels, "s.imp")                  # finite: no error
