@@ -498,7 +498,8 @@ def _check_collinear(cfg, table, blocks, info, variables, cluster, units=None) -
     separate them and its draws became non-finite at 2e-4, though not at 2e-3), and a block
     whose outcome is such a combination of its predictors (no residual variance is left).
 
-    Modelled (incomplete) variables count too, on the rows where every column is observed: the
+    First, a block needs more observed values of its outcome (rows, or clusters at level 2) than
+    it has coefficients. Modelled (incomplete) variables count too, on the rows where every column is observed: the
     imputations cannot undo a collinearity that holds on every observed row. Terms with a latent
     cluster mean are left out (they change from sweep to sweep); an ordinal outcome is not checked
     (its model has a fixed unit variance). Blocks and terms hold table columns at this point."""
@@ -520,15 +521,25 @@ def _check_collinear(cfg, table, blocks, info, variables, cluster, units=None) -
             cols.append(col)
             labels.append(label)
         predictors = len(cols)
+        observed = int((rows & ~np.isnan(values[:, blk.outcome])).sum())
+        if observed <= len(blk.terms):
+            unit = "clusters" if owner is not None else "rows"
+            raise ModelError(str(cfg.error(cfg.model_pos or "MODEL", (
+                f"'{bi.outcome}' is observed in {observed} {unit}, but its model has "
+                f"{len(blk.terms)} coefficients ({', '.join(bi.terms)}); expected more observed "
+                f"{unit} than coefficients: more data, or fewer predictors in that model"))))
         if variables[blk.outcome].kind != "ordinal":
             cols.append(values[:, blk.outcome])
             labels.append(bi.outcome)
         if len(cols) < 2:
             continue
         m = np.column_stack(cols)
-        m = m[rows & ~np.isnan(m).any(axis=1)]
+        complete = rows & ~np.isnan(m).any(axis=1)
+        m = m[complete]
         if m.shape[0] <= m.shape[1]:
             continue                            # too few complete rows to judge (n <= p)
+        if cluster is not None and owner is None and np.unique(cluster[complete]).size <= m.shape[1]:
+            continue                            # level-2 columns seen in too few clusters to judge
         m = m / np.maximum(np.linalg.norm(m, axis=0), 1e-300)
         for k in range(1, m.shape[1]):
             sv = np.linalg.svd(m[:, :k + 1], compute_uv=False)

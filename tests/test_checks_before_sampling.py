@@ -112,3 +112,20 @@ def test_level1_in_a_script(tmp_path):
     assert [n.text for n in cfg.level1] == ["w"]
     with pytest.raises(Exception, match="LEVEL1: unknown variable 'v'"):
         parse_script("VARIABLES: c y w;\nMODEL: c ~ y w;\nLEVEL1: v;\nBURN: 10;", None)
+
+
+def test_a_level2_model_with_fewer_clusters_than_coefficients_is_named():
+    """w (level 2) observed in 3 of 10 clusters, regressed on an intercept and two FIXED level-2
+    predictors (and y's cluster mean): no more observed clusters than coefficients cannot be
+    estimated. y's own model, where w is imputed in the other clusters, is not judged from the
+    3 clusters where all are observed."""
+    rng = np.random.default_rng(5)
+    cl = np.repeat(np.arange(10), 8)
+    w, z, v = (np.repeat(rng.normal(size=10), 8) for _ in range(3))
+    w[cl >= 3] = np.nan
+    y = rng.normal(size=80) + w * 0
+    with pytest.raises(ModelError, match=r"'w' is observed in 3 clusters, but its model has 3 coefficients \(Intercept, z, v\)"):
+        _spec({"c": cl, "y": y, "w": w, "z": z, "v": v}, "c ~ y w", fixed="z v")
+    w[cl >= 3] = np.repeat(rng.normal(size=7), 8)[: int((cl >= 3).sum())]
+    w[cl >= 5] = np.nan                                    # five observed clusters: enough
+    _spec({"c": cl, "y": y, "w": w, "z": z, "v": v}, "c ~ y w", fixed="z v")
