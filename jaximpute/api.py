@@ -183,7 +183,7 @@ def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int
         fixed=listed("FIXED", fixed), missing=missing, cluster_ids=ids,
         outcome=canon(Name(str(outcome), argument_pos("OUTCOME", 1))) if outcome is not None else None,
         model=terms, model_pos=model_pos, prior=priors[0] if priors else "prior2",
-        seed=None if seed is None else whole("SEED", seed, 0), burn=whole("BURN", burn, 0),
+        seed=None if seed is None else whole("SEED", seed, 0), burn=whole("BURN", burn, 1),
         thin=whole("THIN", thin, 1), nimps=nimps,
         iterations=None if iterations is None else whole("ITERATIONS", iterations, 1),
         chains=whole("CHAINS", chains, 1),
@@ -230,11 +230,14 @@ def many_spec(datasets, names, model, nimps, burn, thin, chains, seed, fixed, or
     settings = Settings(burn=burn, thin=thin, nimps=nimps, chains=chains, seed=seed,
                         processors=processors)
     # missing-cell lists differ per data set; the model's incomplete set must cover all of them
-    incomplete_any = np.isnan(datasets).any(axis=(0, 1))
+    incomplete = np.isnan(datasets).any(axis=1)                         # (D, V)
     for v in spec.x_vars:
-        if incomplete_any[v.column] and spec.x_names.index(v.name) not in spec.incomplete:
-            raise ValueError(f"variable {v.name} is complete in the first data set but not in all; "
-                             "put a data set where it is incomplete first")
+        if incomplete[:, v.column].any() and spec.x_names.index(v.name) not in spec.incomplete:
+            d = int(np.flatnonzero(incomplete[:, v.column])[0])
+            raise DataError(f"impute_many(): column {v.column + 1} ({v.name}) is complete in data "
+                            f"set 1, which sets the model up, but incomplete in data set {d + 1}; "
+                            "expected a first data set in which every variable that is ever "
+                            "incomplete is incomplete (put such a data set first)")
     return spec, settings
 
 

@@ -247,19 +247,14 @@ SWEEP_LIMIT = 2**31 - 1
 
 
 def _check_schedule(cfg: Config) -> Iterator[Problem]:
-    """BURN of at least 1 (Blimp requires a burn-in: the chains converge there, and its PSR is
-    how convergence is judged); a chain's sweeps, BURN + THIN x ceil(NIMPS / CHAINS) (or
-    BURN + ITERATIONS), within SWEEP_LIMIT."""
+    """A chain's sweeps, BURN + THIN x ceil(NIMPS / CHAINS) (or BURN + ITERATIONS), within
+    SWEEP_LIMIT. (BURN is at least 1 as the script reader and `configure` read it: Blimp requires
+    a burn-in, where the chains converge and whose PSR judges convergence.)"""
     def at(command: str) -> Pos:
         return cfg.commands.get(command, Pos(1, 1))
 
     if cfg.burn is None:
         return                       # check_runnable says BURN is required
-    if cfg.burn < 1:
-        yield Problem(at("BURN"), "BURN", f"{cfg.burn} burn-in iterations",
-                      "at least 1 (the burn-in iterations, where the chains converge and whose "
-                      "PSR judges convergence; Blimp's examples use 1000 or more)")
-        return
     if cfg.burn > SWEEP_LIMIT:
         yield Problem(at("BURN"), "BURN", f"{cfg.burn} burn-in iterations are more than the "
                       f"sampler can count ({SWEEP_LIMIT}: it counts sweeps in 32-bit integers)",

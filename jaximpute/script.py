@@ -581,7 +581,7 @@ class _Reader:
             "MISSING": _read_number,
             "MODEL": _read_model,
             "SEED": _read_single_int,
-            "BURN": _read_single_int,
+            "BURN": lambda s: _read_single_int(s, minimum=1),   # a burn-in is required (PSR)
             "NIMPS": _read_single_int,
             "ITERATIONS": _read_single_int,
             "THIN": lambda s: _read_single_int(s, minimum=1),

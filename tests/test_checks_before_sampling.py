@@ -129,3 +129,17 @@ def test_a_level2_model_with_fewer_clusters_than_coefficients_is_named():
     w[cl >= 3] = np.repeat(rng.normal(size=7), 8)[: int((cl >= 3).sum())]
     w[cl >= 5] = np.nan                                    # five observed clusters: enough
     _spec({"c": cl, "y": y, "w": w, "z": z, "v": v}, "c ~ y w", fixed="z v")
+
+
+def test_impute_many_names_the_data_set_that_breaks_the_model():
+    """The model is set up from the first data set; a variable complete there but incomplete in
+    a later one was a bare ValueError."""
+    from jaximpute.api import impute_many
+    from jaximpute.errors import DataError
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(3, 40, 3))
+    d[:, :, 0] = np.repeat(np.arange(8), 5)
+    d[:, 5, 1] = np.nan
+    d[2, 3, 2] = np.nan
+    with pytest.raises(DataError, match=r"column 3 \(x\) is complete in data set 1.*incomplete in data set 3"):
+        impute_many(d, ["c", "y", "x"], "c ~ y x", nimps=2, burn=10, thin=5)

@@ -40,10 +40,10 @@ def test_a_script_and_the_keyword_arguments_give_the_same_configuration():
     (dict(model="school ~ y:x"), "impute(): model, column 10: the random slope 'y:x' needs an OUTCOME; "
                                  "expected outcome='y'"),
     (dict(model="school ~ y x", outcome="w"), "impute(): outcome: 'w' is not in MODEL"),
-    (dict(model="school ~ y x", burn=-1), "impute(): burn: -1 is not a whole number of at least 0"),
+    (dict(model="school ~ y x", burn=-1), "impute(): burn: -1 is not a whole number of at least 1"),
     (dict(model="school ~ y x", thin=0), "impute(): thin: 0 is not a whole number of at least 1"),
     # the sampler needs a burn-in, and counts a chain's sweeps in 32-bit integers
-    (dict(model="school ~ y x", burn=0), "impute(): burn: 0 burn-in iterations; expected at least 1"),
+    (dict(model="school ~ y x", burn=0), "impute(): burn: 0 is not a whole number of at least 1"),
     (dict(model="school ~ y x", burn=20, thin=5, nimps=10**9),
      "impute(): nimps: 1000000000 imputations with THIN 5 and 2 chains take 2500000020 sweeps a "
      "chain, more than the sampler can count (2147483647"),

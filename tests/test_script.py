@@ -177,7 +177,7 @@ BAD = {
     "misspelt option": ("MODEL: c ~ y;\nOPTIONS: stacked sepraate;\n", 2, 18, "OPTIONS",
                         "unknown option 'sepraate' (did you mean 'separate'?)"),
     "BURN not an integer": ("MODEL: c ~ y;\nSEED: 1;\nBURN: ten;\n", 3, 7, "BURN",
-                            "'ten' is not a whole number; expected a non-negative integer such as 1000"),
+                            "'ten' is not a whole number; expected an integer of at least 1 such as 1000"),
     "BURN a float": ("MODEL: c ~ y;\nBURN: 1.5;\n", 2, 7, "BURN", "'1.5' is not a whole number"),
     "BURN two values": ("MODEL: c ~ y;\nBURN: 100 200;\n", 2, 11, "BURN", "more than one value"),
     "BURN empty": ("MODEL: c ~ y;\nBURN: ;\n", 2, 1, "BURN", "no value given"),
