@@ -15,24 +15,34 @@ as the same float32 (the sampler's precision). Values that carry more precision 
 float64, so the observed data are never rounded. Values still missing keep the missing code (`NA`
 when the input had none).
 
-Safety: every file is first written to a temporary file in the target folder and renamed over the
-target only when all files are complete, so a failed or interrupted run leaves no partial output;
-no target may be one of the inputs (`protect`), and a missing folder is an error, not created.
+Safety: every file is first written to a temporary file in the target folder (flushed to disk)
+and renamed over the target only when all files are complete, so a failed or interrupted run
+leaves no partial output; no target may be one of the inputs (`protect`), and a missing folder is
+an error, not created. The same holds for the other files jaximpute writes (`write_atomic`: the
+studies' batches and summaries, analyze's table). A process that must stop at once (the command
+line on Ctrl-C or SIGTERM, jaximpute.interrupt) calls `stop_writing`: it waits for renames in
+progress, so a set of files is replaced whole or not at all, and removes the temporary files.
+Renames into one folder hold a lock on the folder (flock), so two processes writing the same
+separate files leave one process's set, not a mix.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+import threading
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
 from .data import DataTable
 from .errors import OutputError
 
-__all__ = ["write_stacked", "write_separate", "format_column"]
+__all__ = ["write_stacked", "write_separate", "format_column", "atomic_write_text",
+           "write_atomic", "stop_writing", "written"]
 
 # Whole values below this magnitude are written as integers in any column (exact, and shorter
 # than '1e+07' style text); in integer columns every whole value that fits an int64 is.
@@ -320,25 +330,144 @@ def _atomic_write(contents: Mapping[Path, str]) -> None:
     current = next(iter(contents))
     try:
         for current, text in contents.items():
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{current.name}.", suffix=".tmp", dir=current.parent
-            )
+            fd, tmp = _temporary_beside(current)
             temps[current] = tmp
             _write_fd(fd, text)
             os.chmod(tmp, _new_file_mode(current))
-        for current in list(temps):
-            os.replace(temps[current], current)
-            del temps[current]
+        _commit(temps)
     except BaseException as exc:
-        for tmp in temps.values():
+        _discard(temps.values())
+        if isinstance(exc, OSError):
+            raise _write_error(current, exc) from None
+        raise
+
+
+def write_atomic(path, write: Callable[[Path], object]) -> Path:
+    """`write(tmp)` fills a temporary file beside `path` (pandas' to_csv, matplotlib's savefig,
+    Path.write_text), which replaces `path` once it is complete and on disk: a reader (or a
+    process that stopped) never sees a partial file, and processes that finish together
+    (--distributed) each leave a whole one. A system error names the file (OutputError)."""
+    target = _as_path(path)
+    fd, tmp = _temporary_beside(target)
+    try:
+        os.close(fd)
+        write(Path(tmp))
+        _fsync(tmp)
+        os.chmod(tmp, _new_file_mode(target))
+        _commit({target: tmp})
+    except BaseException as exc:
+        _discard([tmp])
+        if isinstance(exc, OSError):
+            raise _write_error(target, exc) from None
+        raise
+    return target
+
+
+def _write_error(target: Path, exc: OSError, untouched: bool = True) -> OutputError:
+    """`target` could not be written: the system's reason, and (`untouched`: no file of the
+    set was put in place) that an older file of that name is as it was."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        reason += ": the disk is full or the file is larger than the system allows"
+    tail = "; nothing was written there (a previous file of that name is unchanged)"
+    return OutputError(f"{target}: cannot write the output file ({reason})"
+                       + (tail if untouched else ""))
+
+
+# The temporary files being written now and the renames that put them in place, for a process
+# that must stop at once (stop_writing). The lock is reentrant: it is taken by the thread that
+# writes, and by the one that stops the process (the command line's main thread).
+_guard = threading.RLock()
+_temporary: set[str] = set()
+_written: list[Path] = []
+
+
+def _temporary_beside(target: Path) -> tuple[int, str]:
+    """A new temporary file in `target`'s folder, hidden (.NAME.xxxx.tmp) and registered for
+    stop_writing; created under the guard, so a stop cannot miss it."""
+    with _guard:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        _temporary.add(tmp)
+    return fd, tmp
+
+
+def _discard(temps: Iterable[str]) -> None:
+    for tmp in list(temps):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        _temporary.discard(tmp)
+
+
+def _commit(temps: dict[Path, str]) -> None:
+    """Rename every temporary file over its target, all or none as far as a stop goes (the
+    guard), and with each target folder locked against other processes doing the same."""
+    with ExitStack() as stack:
+        with _guard:
+            folders = sorted({str(t.parent.resolve()) for t in temps})
+            handles = [stack.enter_context(_FolderLock(f)) for f in folders]
+            for i, target in enumerate(list(temps)):
+                try:
+                    os.replace(temps[target], target)
+                except OSError as e:
+                    raise _write_error(target, e, untouched=i == 0) from None
+                _temporary.discard(temps.pop(target))
+                _written.append(target)
+        for h in handles:                 # durable: a stop need not wait for this
+            h.sync()
+
+
+class _FolderLock:
+    """An exclusive flock on a folder while files are renamed into it (other processes writing
+    there wait); where the system cannot lock a folder (some network file systems), none."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_FolderLock":
+        try:
+            import fcntl
+            self.fd = os.open(self.folder, os.O_RDONLY)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except (ImportError, OSError, AttributeError):
+            pass                          # keeps the fd (if any) for sync, and is closed below
+        return self
+
+    def sync(self) -> None:
+        """The renames themselves on disk (the folder's entries), where the system allows."""
+        if self.fd is not None:
             try:
-                os.unlink(tmp)
+                os.fsync(self.fd)
             except OSError:
                 pass
-        if isinstance(exc, OSError):
-            reason = exc.strerror or str(exc)
-            raise OutputError(f"{current}: cannot write the output file ({reason})") from None
-        raise
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)             # releases the lock
+
+
+def stop_writing(timeout: float = 10.0) -> None:
+    """Prepare this process to end at once (os._exit): wait (up to `timeout` seconds) for the
+    renames in progress, so that a set of files is replaced whole, then remove every temporary
+    file this process is writing. The guard is kept, so no rename starts afterwards: call this
+    only just before the process ends."""
+    _guard.acquire(timeout=timeout)
+    _discard(_temporary)
+
+
+def written() -> list[Path]:
+    """The files this process has put in place (stop messages say what is on disk)."""
+    return list(_written)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_fd(fd: int, text: str) -> None:

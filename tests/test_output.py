@@ -323,6 +323,37 @@ def test_rename_failure_cleans_temps(tmp_path, monkeypatch):
     assert files_in(tmp_path) == []
 
 
+def test_a_full_disk_is_named_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    """ENOSPC / EFBIG (a full disk, a quota, a file-size limit) say so in the one line."""
+    table, imps = small()
+    target = write_stacked(tmp_path / "imps.csv", table, imps)
+    before = target.read_text()
+    failing_after(monkeypatch, 0, OSError(27, "File too large"))
+    with pytest.raises(OutputError, match=r"imps.csv: cannot write the output file \(File too large: "
+                                          r"the disk is full .*\); nothing was written there"):
+        write_stacked(target, table, imps * 2)
+    assert target.read_text() == before and files_in(tmp_path) == ["imps.csv"]
+
+
+def test_write_atomic_puts_a_whole_file_in_place_or_none(tmp_path):
+    """The studies' and analyze's files: written by a callback into a temporary file, renamed
+    when whole; a callback that fails leaves the old file and no temporary one."""
+    target = tmp_path / "summary.csv"
+    output.write_atomic(target, lambda tmp: tmp.write_text("a,b\n1,2\n"))
+    assert target.read_text() == "a,b\n1,2\n" and target in output.written()
+
+    def half(tmp):
+        tmp.write_text("a,b\n")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError, match="summary.csv: cannot write the output file .*disk is full"):
+        output.write_atomic(target, half)
+    with pytest.raises(KeyboardInterrupt):
+        output.write_atomic(target, lambda tmp: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert target.read_text() == "a,b\n1,2\n" and files_in(tmp_path) == ["summary.csv"]
+    assert not output._temporary
+
+
 def test_infinite_imputation_writes_nothing(tmp_path):
     table, imps = small()
     imps[1, 2, 1] = np.inf
