@@ -19,7 +19,9 @@ program (``studies.program``):
 4. checkpoint: the batch's per-replication records are written to ``OUT/reps/`` (atomically:
    a temporary file, then a rename). A rerun skips the batches already there, so an interrupted
    study resumes where it stopped, and gives what an uninterrupted run gives (every batch's seeds
-   are fixed by the config, not by the order of the work).
+   are fixed by the config, not by the order of the work). Ctrl-C or SIGTERM stops ``jaximpute
+   simulate`` at once (jaximpute.interrupt): the batch in progress is dropped, the finished ones
+   stay, and `stopped` says how many are done.
 
 ``--shard k/n`` runs the batches whose index is k mod n (job arrays on clusters); ``jaximpute
 merge OUT...`` combines their folders and writes the summary. The summary (``summary.csv``): per
@@ -44,6 +46,7 @@ import pandas as pd
 
 from ..api import PRIOR3_FAILURE
 from ..errors import JaxImputeError
+from ..output import write_atomic as _write_atomic
 from .analysis import analysis_of, records_frame, summarise
 from .config import Condition, ConfigError, Study
 from .pages import summary_page, write_plots
@@ -158,10 +161,10 @@ def pending_units(study: Study, out: str | Path, shard: tuple[int, int] = (0, 1)
 
 def write_atomic(path: Path, write) -> None:
     """`write(tmp)` to a file beside `path`, then rename it over `path`: a reader never sees a
-    partial file, and processes that finish together (--distributed) each leave a whole one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    partial file, and processes that finish together (--distributed) each leave a whole one
+    (jaximpute.output.write_atomic: the file is on disk before the rename, a stopped process
+    leaves no temporary file, and a full disk is a message naming the file)."""
+    _write_atomic(path, write)
 
 
 def _make_folder(path: Path) -> None:
@@ -188,6 +191,11 @@ def _read_claim(folder: Path) -> dict:
     return claim
 
 
+# The folders this process is claiming or running a study in, and what each claim created, for
+# `stopped` (a process stopped by a signal does not get to run_study's cleanup).
+_claims: dict[Path, list[Path]] = {}
+
+
 def _claim_folder(study: Study, out: Path) -> list[Path]:
     """Create OUT (or reuse it for the same study): refuse a folder written by another config,
     so a resumed study never mixes results of different settings. Processes of one
@@ -203,10 +211,11 @@ def _claim_folder(study: Study, out: Path) -> list[Path]:
         if out.exists() and any(p.name != "reps" and not p.name.startswith(".study.json.")
                                 for p in out.iterdir()):
             raise ConfigError(f"{out}: exists and is not a study folder; expected a new or empty folder")
-        if (out / "reps").exists() and any((out / "reps").iterdir()):
+        if (out / "reps").exists() and any((out / "reps").glob("c*-b*.csv")):
             raise ConfigError(f"{out}: holds batch results but no study.json; expected a new or "
                               "empty folder, or a study folder")
         created = [p for p in (out, out / "reps") if not p.exists()]
+        _claims[out] = [meta, *reversed(created)]      # for `stopped`, from the first mkdir
         _make_folder(out / "reps")
         text = json.dumps({"fingerprint": study.fingerprint(), "source": study.source,
                            "study": dataclasses.asdict(study)}, indent=1, default=str)
@@ -227,6 +236,8 @@ def _release_folder(out: Path, created: list[Path]) -> None:
     if any((out / "reps").glob("c*-b*.csv")):
         return
     for p in created:
+        if not p.exists():
+            continue                      # a claim stopped before it made this one
         try:
             if p.is_dir():
                 p.rmdir()                 # only if empty
@@ -251,6 +262,27 @@ def run_study(study: Study, out: str | Path, *, shard: tuple[int, int] = (0, 1),
         if created:
             _release_folder(out, created)
         raise
+    finally:
+        _claims.pop(out, None)
+
+
+def stopped(study: Study, out: str | Path, shard: tuple[int, int] = (0, 1)) -> str:
+    """For a process that stops at once (Ctrl-C, SIGTERM; after output.stop_writing): undo the
+    claim of a study that finished no batch (as run_study does when a batch fails), and say
+    how far this shard got and how to go on."""
+    out = Path(out)
+    created = _claims.pop(out, None)
+    if created:
+        _release_folder(out, created)
+    todo = len(study.units()[shard[0]::shard[1]])
+    done = todo - len(pending_units(study, out, shard)) if (out / "study.json").exists() else 0
+    if done == 0:
+        return "no batch was finished; nothing was written"
+    if done == todo:
+        return (f"all {todo} batches are done in {out}; run the same command again to write the "
+                "summary")
+    return (f"{done} of {todo} batches are done in {out} (a batch in progress is dropped); run "
+            "the same command again to resume")
 
 
 def _run_pending(study: Study, out: Path, shard: tuple[int, int], log, bar: bool,
@@ -267,10 +299,8 @@ def _run_pending(study: Study, out: Path, shard: tuple[int, int], log, bar: bool
         if stop_after is not None and len(done) >= stop_after:
             break
         recs = run_unit(study, ci, b, log=None if progress else log)
-        dest = _unit_file(out, ci, b)
-        tmp = dest.with_suffix(".tmp")
-        recs.to_csv(tmp, index=False)
-        os.replace(tmp, dest)             # a batch is on disk whole or not at all
+        # a batch is on disk whole or not at all
+        write_atomic(_unit_file(out, ci, b), lambda tmp: recs.to_csv(tmp, index=False))
         done.append((ci, b))
         if progress:
             progress.start = progress.start or t_start     # count the first batch's time too
@@ -346,8 +376,8 @@ def write_summary(study: Study, folders, dest: str | Path, *, parquet: bool = Fa
         write_atomic(dest / name, lambda tmp: frame.to_csv(tmp, index=False))
     if parquet:
         try:
-            reps.to_parquet(dest / "reps.parquet", index=False)
-            summ.to_parquet(dest / "summary.parquet", index=False)
+            for name, frame in (("reps.parquet", reps), ("summary.parquet", summ)):
+                write_atomic(dest / name, lambda tmp: frame.to_parquet(tmp, index=False))
         except ImportError:
             raise ConfigError("--parquet needs pyarrow (pip install pyarrow); the CSV files are "
                               f"written in {dest}") from None
