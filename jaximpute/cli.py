@@ -1,7 +1,10 @@
 """The command line: `jaximpute run SCRIPT` (or just `jaximpute SCRIPT`).
 
 Errors caused by input (script, data, model, output) print one line, `jaximpute: error: ...`,
-and exit with status 2; nothing is written. Ctrl-C exits with 130 and leaves no partial file.
+and exit with status 2; nothing is written. Ctrl-C (SIGINT) and SIGTERM stop every subcommand
+within moments, at any stage, with one line (`jaximpute: interrupted (SIGINT); nothing was
+written`) and status 130 or 143, leaving no partial or temporary file (jaximpute.interrupt); an
+interrupted `simulate` keeps its finished batches and resumes when rerun.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, interrupt
 from .errors import JaxImputeError, OutputError
 
 
@@ -172,6 +175,15 @@ def _summarise_paths(paths: list[str]) -> list[str]:
     return [paths[0], f"... ({len(paths) - 2} more)", paths[-1]]
 
 
+def _written() -> str:
+    """The stop line's account of the files put in place (interrupt.on_stop)."""
+    out = sys.modules.get("jaximpute.output")
+    paths = [str(p) for p in out.written()] if out is not None else []
+    if not paths:
+        return "nothing was written"
+    return ", ".join(_summarise_paths(paths)) + " had been written whole before the stop"
+
+
 def cmd_run(args) -> int:
     from .api import run as run_model
     from .data import read_table
@@ -259,6 +271,7 @@ def cmd_simulate(args) -> int:
                              "expected one process per host of a job under a scheduler it detects "
                              "(SLURM, Open MPI), or run without --distributed") from None
         shard = (jax.process_index(), jax.process_count())
+    interrupt.on_stop(lambda: S.stopped(st, out, shard))
     _enable_compilation_cache()
     S.run_study(st, out, shard=shard, log=log, bar=not args.quiet and sys.stderr.isatty())
     missing = S.pending_units(st, out)
@@ -289,7 +302,20 @@ def cmd_merge(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv=None, *, stop_on_signal: bool | None = None) -> int:
+    """The command line. As a program (`jaximpute ...`, `python -m jaximpute.cli`: no `argv`),
+    Ctrl-C and SIGTERM stop it at once (jaximpute.interrupt); called with `argv` from Python
+    (tests, notebooks), a KeyboardInterrupt comes when the running program returns, as in the
+    library. `stop_on_signal` chooses either way."""
+    if stop_on_signal is None:
+        stop_on_signal = argv is None
+    if stop_on_signal:
+        interrupt.on_stop(_written)
+        return interrupt.run_stoppable(lambda: _main(argv))
+    return _main(argv)
+
+
+def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in ("run", "analyze", "simulate", "merge", "-h", "--help", "--version") \
             and not argv[0].startswith("-"):
