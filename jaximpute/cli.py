@@ -295,6 +295,8 @@ def cmd_merge(args) -> int:
 
     st = load_study(args.config)
     _check_output_folder(Path(args.out), "--out: ", "a folder for the merged results")
+    interrupt.on_stop(lambda: _written() + ("" if _written() == "nothing was written" else
+                                            "; run the same command again for the rest"))
     summ = write_summary(st, args.folders, args.out, parquet=args.parquet, plots=not args.no_plots)
     print(summary_text(summ))
     print(f"\nresults in {args.out}: summary.csv, reps.csv" + ("" if args.no_plots else

@@ -295,6 +295,21 @@ def test_a_signal_stops_a_run_at_once_and_writes_nothing(tmp_path, cache, big, s
     latency_note(f"{stage}, {signal.Signals(sig).name}", child)
 
 
+def test_a_signal_stops_analyze_while_it_fits(tmp_path):
+    """`analyze` as well: stopped while its mixed-model fit is compiled, no --output file."""
+    rows = [f"{m},{i % 10 + 1},{(i * 7 + m) % 5 + 0.5},{(i * 3) % 7 + 0.25}\n"
+            for m in (1, 2, 3) for i in range(100)]
+    (tmp_path / "imps.csv").write_text("".join(rows))
+    before = snapshot(tmp_path)
+    child = Child(["analyze", "imps.csv", "--names", "cluster y x", "--formula", "y ~ x + (1|cluster)",
+                   "--output", "pooled.csv"], tmp_path, "0", env={"JAX_LOG_COMPILES": "1"})
+    child.wait_for(r"Compiling jit\(")
+    child.send(signal.SIGTERM)
+    assert interrupted(child, signal.SIGTERM).endswith("; nothing was written")
+    assert snapshot(tmp_path) == before
+    latency_note("analyze, SIGTERM", child)
+
+
 def test_a_stop_waits_while_a_compiled_program_is_stored():
     """A stop does not end the process while a thread stores a compiled program in JAX's
     persistent cache (a torn entry would be read, and warned about, by every later run); it
