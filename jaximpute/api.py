@@ -124,7 +124,7 @@ def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int
              "FIXED": fixed, "OUTCOME": outcome is not None, "MISSING": missing is not None,
              "SEED": seed is not None, "BURN": True, "THIN": True, "NIMPS": True,
              "ITERATIONS": iterations is not None, "CHAINS": True,
-             "PROCESSORS": processors is not None, "OPTIONS": options, "LEVEL1": level1}
+             "PROCESSORS": processors is not None, "OPTIONS": options, "LEVEL1VARIABLES": level1}
     origin = Origin("arguments", label, {c: argument_pos(c) for c, g in given.items() if g})
     found: list[Problem] = []
     spelling = {str(n).lower(): str(n) for n in names}
@@ -190,7 +190,7 @@ def configure(names, model: str, *, nimps: int = 20, burn: int = 1000, thin: int
         processors=None if processors is None else whole("PROCESSORS", processors, 1),
         data=None, outfile=None, output_format="separate" if flags & {"separate", "sep"} else "stacked",
         stacked0="stacked0" in flags, header="header" in flags, psr="psr" in flags,
-        estimates="estimates" in flags, options=flags, level1=listed("LEVEL1", level1), origin=origin)
+        estimates="estimates" in flags, options=flags, level1=listed("LEVEL1VARIABLES", level1), origin=origin)
     raise_first(found + problems(config), origin, config)
     return config
 
@@ -206,7 +206,7 @@ def impute(data, model: str, *, nimps: int = 20, burn: int = 1000, thin: int = 1
     `processors` caps the programs run at once on a CPU (default: one per core; 1 runs them one
     after the other); it never changes a result (see jaximpute.execution.program_layout).
     `level1` names variables to model at level 1 although they are constant within nearly every
-    cluster (the script's LEVEL1 command; jaximpute.spec.detect_levels). `sampler`
+    cluster (the script's LEVEL1VARIABLES command; jaximpute.spec.detect_levels). `sampler`
     (``jaximpute.kernels.structure.SamplerOptions``) switches moves that leave the posterior
     unchanged, for comparisons such as the tests'.
     """

@@ -70,7 +70,8 @@ class ModelTerm:
 # configuration, whichever front end gives them.
 COMMANDS = (
     "DATA", "VARIABLES", "ORDINAL", "NOMINAL", "MISSING", "MODEL", "OUTCOME", "CLUSTERID",
-    "FIXED", "LEVEL1", "SEED", "BURN", "THIN", "NIMPS", "ITERATIONS", "CHAINS", "OUTFILE", "OPTIONS", "SAVE",
+    "FIXED", "LEVEL1VARIABLES", "SEED", "BURN", "THIN", "NIMPS", "ITERATIONS", "CHAINS", "OUTFILE",
+    "OPTIONS", "SAVE",
 )
 ALIASES = {"VARNAMES": "VARIABLES"}  # later Blimp spellings -> canonical
 
@@ -87,7 +88,7 @@ ARGUMENTS = {"MODEL": "model", "VARIABLES": "the data's columns", "ORDINAL": "or
              "NOMINAL": "nominal", "FIXED": "fixed", "OUTCOME": "outcome", "MISSING": "missing",
              "SEED": "seed", "BURN": "burn", "THIN": "thin", "NIMPS": "nimps",
              "ITERATIONS": "iterations", "CHAINS": "chains", "PROCESSORS": "processors",
-             "OPTIONS": "options", "LEVEL1": "level1"}
+             "OPTIONS": "options", "LEVEL1VARIABLES": "level1"}
 
 
 def argument_pos(command: str, index: int = 0) -> Pos:

@@ -531,7 +531,7 @@ class _Values(TypedDict, total=False):
     ORDINAL: list[Name]
     NOMINAL: list[Name]
     FIXED: list[Name]
-    LEVEL1: list[Name]
+    LEVEL1VARIABLES: list[Name]
     CLUSTERID: list[Name]
     OUTCOME: Name
     MISSING: float
@@ -575,7 +575,7 @@ class _Reader:
             "ORDINAL": lambda s: self._read_unique_names(s, "variable"),
             "NOMINAL": lambda s: self._read_unique_names(s, "variable"),
             "FIXED": lambda s: self._read_unique_names(s, "variable"),
-            "LEVEL1": lambda s: self._read_unique_names(s, "variable"),
+            "LEVEL1VARIABLES": lambda s: self._read_unique_names(s, "variable"),
             "CLUSTERID": self._read_clusterid,
             "OUTCOME": self._read_outcome,
             "MISSING": _read_number,
@@ -769,7 +769,7 @@ class _Reader:
             text = spelling.get(name.text.lower(), name.text)
             return Name(text, name.pos, None if text == name.text else name.text)
 
-        def names(command: Literal["ORDINAL", "NOMINAL", "FIXED", "LEVEL1", "CLUSTERID"]) -> tuple[Name, ...]:
+        def names(command: Literal["ORDINAL", "NOMINAL", "FIXED", "LEVEL1VARIABLES", "CLUSTERID"]) -> tuple[Name, ...]:
             return tuple(canon(n) for n in values.get(command, ()))
 
         model = values.get("MODEL")
@@ -789,7 +789,7 @@ class _Reader:
             ordinal=names("ORDINAL"),
             nominal=names("NOMINAL"),
             fixed=names("FIXED"),
-            level1=names("LEVEL1"),
+            level1=names("LEVEL1VARIABLES"),
             missing=values.get("MISSING"),
             cluster_ids=cluster_ids,
             model=terms,

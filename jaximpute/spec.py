@@ -246,7 +246,7 @@ def _check_level_changes(cfg: Config, table: DataTable, names, cluster, ids, lev
     """Refuse a variable that is constant within all but a few clusters (at most 5% of those with
     two or more observed values, or one): most likely a level-2 variable with a few wrong values,
     which detect_levels would silently make level 1 and impute within clusters. The user says
-    which: correct the values (level 2), or LEVEL1 (level 1)."""
+    which: correct the values (level 2), or LEVEL1VARIABLES (level 1)."""
     if not columns:
         return
     g = pd.DataFrame(table.values[:, columns]).groupby(cluster)
@@ -278,7 +278,7 @@ def _check_level_changes(cfg: Config, table: DataTable, names, cluster, ids, lev
             f"of the {m} clusters with two or more observed values, but varies within "
             f"{n_vary}: {'; '.join(shown)}{also}. As a level-2 variable it takes one value per "
             "cluster; as a level-1 variable it is modelled within clusters. Expected one of: "
-            f"its values corrected in those clusters (level 2), or {cfg.origin.spell('LEVEL1', names[c])} "
+            f"its values corrected in those clusters (level 2), or {cfg.origin.spell('LEVEL1VARIABLES', names[c])} "
             "(level 1)")
 
 

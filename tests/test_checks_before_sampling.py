@@ -108,10 +108,10 @@ def test_a_level1_variable_is_not_questioned():
 
 def test_level1_in_a_script(tmp_path):
     from jaximpute.script import parse_script
-    cfg = parse_script("VARIABLES: c y w;\nMODEL: c ~ y w;\nLEVEL1: w;\nBURN: 10;", None)
+    cfg = parse_script("VARIABLES: c y w;\nMODEL: c ~ y w;\nLEVEL1VARIABLES: w;\nBURN: 10;", None)
     assert [n.text for n in cfg.level1] == ["w"]
-    with pytest.raises(Exception, match="LEVEL1: unknown variable 'v'"):
-        parse_script("VARIABLES: c y w;\nMODEL: c ~ y w;\nLEVEL1: v;\nBURN: 10;", None)
+    with pytest.raises(Exception, match="LEVEL1VARIABLES: unknown variable 'v'"):
+        parse_script("VARIABLES: c y w;\nMODEL: c ~ y w;\nLEVEL1VARIABLES: v;\nBURN: 10;", None)
 
 
 def test_a_level2_model_with_fewer_clusters_than_coefficients_is_named():
