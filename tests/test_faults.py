@@ -67,15 +67,24 @@ OLD = b"an earlier output, to be kept whole or replaced whole\n"
 # helpers
 
 
-class Child:
-    """`jaximpute ARGS` in `cwd`, its stderr read line by line as it comes."""
+def launcher(prelude: str) -> list[str]:
+    """A command that runs Python code `prelude` (set a limit, drop a capability), then becomes
+    `python -m jaximpute.cli ARGS` (exec: the same process). Rather than a preexec_fn, which
+    would run in a fork of this multithreaded (JAX) process."""
+    return [sys.executable, "-c", f"import os, sys\n{prelude}\nos.execv(sys.executable, "
+            "[sys.executable, '-m', 'jaximpute.cli', *sys.argv[1:]])"]
 
-    def __init__(self, args, cwd, cache, env=None, preexec_fn=None):
+
+class Child:
+    """`jaximpute ARGS` in `cwd`, its stderr read line by line as it comes; `prelude`: Python
+    code the process runs first (launcher)."""
+
+    def __init__(self, args, cwd, cache, env=None, prelude: str | None = None):
         full_env = dict(os.environ, JAXIMPUTE_CACHE=str(cache), JAX_PLATFORMS="cpu", **(env or {}))
+        command = launcher(prelude) if prelude else [sys.executable, "-m", "jaximpute.cli"]
         self.start = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "jaximpute.cli", *args], cwd=cwd,
-                                     env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, preexec_fn=preexec_fn)
+        self.proc = subprocess.Popen([*command, *args], cwd=cwd, env=full_env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.out = ""
         self.changed = threading.Condition()
@@ -464,17 +473,13 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, short, cache
     """A file-size limit (RLIMIT_FSIZE, as a full disk or quota does: the write fails with
     EFBIG) on the output: one line naming the file and the cause, status 2, the earlier file
     whole, no temporary file left."""
-    import resource
-
     folder = example(tmp_path, SHORT)
     (folder / "imps.csv").write_bytes(OLD)
     before = snapshot(folder)
-
-    def limited():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # fail the write, do not kill
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-
-    child = Child(["run", "run.imp", "--no-progress", "-q"], folder, cache, preexec_fn=limited)
+    limited = ("import resource, signal\n"
+               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"     # fail the write, do not kill
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))")
+    child = Child(["run", "run.imp", "--no-progress", "-q"], folder, cache, prelude=limited)
     rc = child.finish()
     assert rc == 2, child.stderr
     assert "Traceback" not in child.stderr
@@ -486,48 +491,55 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, short, cache
     assert snapshot(folder) == before
 
 
-def _without_write_override():
-    """In the child: take away root's power to write where the permissions say no (the
-    capability CAP_DAC_OVERRIDE, from the bounding set, so it is not regained at exec)."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(24, 1, 0, 0, 0) != 0:          # PR_CAPBSET_DROP, CAP_DAC_OVERRIDE
-        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+# Take away root's power to write where the permissions say no: the capability
+# CAP_DAC_OVERRIDE, from the bounding set, so that it is not regained at exec.
+WITHOUT_WRITE_OVERRIDE = """import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(24, 1, 0, 0, 0) != 0:                # PR_CAPBSET_DROP, CAP_DAC_OVERRIDE
+    raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")"""
 
 
-def _read_only_runner():
-    """preexec_fn under which a folder of mode 0o555 refuses files, also when the tests run as
-    root (where permissions do not bind); None when not root."""
+def _read_only_prelude(folder: Path) -> str | None:
+    """The prelude under which a folder of mode 0o555 refuses files, also when the tests run as
+    root (where permissions do not bind): None when not root; a skip where root cannot drop the
+    override (not Linux, no CAP_SETPCAP)."""
     if os.geteuid() != 0:
         return None
     if not sys.platform.startswith("linux"):
         pytest.skip("running as root, and dropping root's write override needs Linux")
-    probe = subprocess.run([sys.executable, "-c", "import os; print(os.access('/', os.W_OK))"],
-                           preexec_fn=_without_write_override, capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip("running as root without CAP_SETPCAP: cannot make a folder read-only for the "
-                    f"child ({probe.stderr.strip().splitlines()[-1:]})")
-    return _without_write_override
+    probe = folder / "probe"
+    probe.mkdir(mode=0o555)
+    try:
+        check = f"import os; print(os.access({str(probe)!r}, os.W_OK))"    # after exec
+        r = subprocess.run([sys.executable, "-c", f"{WITHOUT_WRITE_OVERRIDE}\nimport os, sys\n"
+                            f"os.execv(sys.executable, [sys.executable, '-c', {check!r}])"],
+                           capture_output=True, text=True)
+    finally:
+        probe.rmdir()
+    if r.returncode != 0 or r.stdout.strip() != "False":
+        pytest.skip("running as root, and cannot drop root's write override for the child (no "
+                    f"CAP_SETPCAP?): {(r.stderr.strip().splitlines() or [r.stdout.strip()])[-1]}")
+    return WITHOUT_WRITE_OVERRIDE
 
 
 def test_a_read_only_output_folder_is_one_line(tmp_path, short, cache):
     """OUTFILE in a folder that cannot be written: refused before any work (status 2, one line)
     when it is read-only from the start, and named at the end when it became read-only while
     the run sampled; no file in it either way."""
-    preexec = _read_only_runner()
+    prelude = _read_only_prelude(tmp_path)
     folder = example(tmp_path, SHORT.replace("OUTFILE: imps.csv;", "OUTFILE: ro/imps.csv;"))
     ro = folder / "ro"
     ro.mkdir()
     (ro / "imps.csv").write_bytes(OLD)
     try:
         ro.chmod(0o555)
-        child = Child(["run", "run.imp", "-q"], folder, cache, preexec_fn=preexec)
+        child = Child(["run", "run.imp", "-q"], folder, cache, prelude=prelude)
         assert child.finish() == 2, child.stderr
         assert child.lines == [f"jaximpute: error: OUTFILE: folder '{ro}' is not writable"], child.stderr
         assert sorted(os.listdir(ro)) == ["imps.csv"] and (ro / "imps.csv").read_bytes() == OLD
 
         ro.chmod(0o755)                            # writable at the check, not at the end
-        child = Child(["run", "run.imp", "--no-progress"], folder, cache, preexec_fn=preexec,
+        child = Child(["run", "run.imp", "--no-progress"], folder, cache, prelude=prelude,
                       env={"JAX_LOG_COMPILES": "1"})
         child.wait_for(r"Finished XLA compilation of jit\(run\)")      # sampling starts
         ro.chmod(0o555)
