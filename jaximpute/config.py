@@ -164,6 +164,9 @@ class Config:
     options: frozenset[str]
     # variables modelled at level 1 although nearly constant within clusters (spec.detect_levels)
     level1: tuple[Name, ...] = ()
+    # the script language it was read in (jaximpute.dialect) and the rule that decided it
+    dialect: str = ""
+    dialect_reason: str = ""
     origin: Origin = field(compare=False, default=Origin("script", "<script>", {}))
 
     @property

@@ -163,6 +163,7 @@ def build_report(s: Config, spec: ModelSpec, settings: Settings, raw: RawDraws, 
     parameter summaries, the saved variables' order and timing."""
     settings_d = {
         "script": str(s.path) if s.path else "<api>",
+        **({"language": f"{s.dialect} ({s.dialect_reason})"} if s.dialect else {}),
         "data": spec.table.source,
         "seed": f"{settings.seed}" + ("  (drawn: SEED was not given)" if seed_drawn else ""),
         "burn-in": f"{settings.burn} sweeps per chain",

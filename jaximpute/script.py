@@ -43,6 +43,7 @@ from typing import Callable, Iterator, Literal, TypedDict
 
 from jaximpute.config import (ALIASES, COMMANDS, Config, ModelTerm, Name, Origin, Pos, Problem,
                               canonical, problems, raise_first)
+from jaximpute.dialect import BLIMP2, BLIMP34, BLIMP34_COMMANDS, Ambiguous, Dialect, decide
 from jaximpute.errors import ScriptError, did_you_mean
 from jaximpute.kernels.structure import PRIORS
 
@@ -149,11 +150,20 @@ def _skip_blank(text: str, i: int) -> int:
     return i
 
 
-def _statements(src: _Source) -> Iterator[_Statement]:
-    """Yield the statements in file order; raise Problem where the structure breaks."""
-    text, i, first = src.text, 0, True
+def _statements(src: _Source, blimp34: bool = False) -> Iterator[_Statement]:
+    """Yield the statements in file order; raise Problem where the structure breaks. In Blimp
+    3/4's language its own command words are known too (ITER; the rest are refused as not
+    supported yet by the reader)."""
+    text, i, first, previous = src.text, 0, True, ""
     while (i := _skip_blank(text, i)) < len(text):
-        word, command, colon = _command_word(src, i, first)
+        if blimp34 and previous == "MODEL":
+            m = _WORD.match(text, i)
+            word = m.group() if m else ""
+            if canonical(word) is None and word.upper() not in BLIMP34_COMMANDS:
+                raise Problem(src.pos(i), "MODEL", "a second equation or a block label in MODEL: "
+                              "several equations are not supported yet", _SUPPORTED_34)
+        word, command, colon = _command_word(src, i, first, blimp34)
+        previous = command
         start = colon + 1
         value, masked, end = _scan_value(src, start, word)
         st = _Statement(word, command, src.pos(i), start, value, masked, src)
@@ -162,7 +172,7 @@ def _statements(src: _Source) -> Iterator[_Statement]:
         i, first = end + 1, False
 
 
-def _command_word(src: _Source, i: int, first: bool) -> tuple[str, str, int]:
+def _command_word(src: _Source, i: int, first: bool, blimp34: bool = False) -> tuple[str, str, int]:
     """Read `COMMAND:` at offset i. Returns the word upper-cased, its canonical command and the
     offset of the ':'."""
     text = src.text
@@ -173,6 +183,8 @@ def _command_word(src: _Source, i: int, first: bool) -> tuple[str, str, int]:
     has_colon = j < len(text) and text[j] == ":"
     word = m.group() if m else ""
     command = canonical(word)
+    if command is None and blimp34 and word.upper() in BLIMP34_COMMANDS:
+        command = "ITERATIONS" if word.upper() == "ITER" else word.upper()
     if command is None and not has_colon and not (m and did_you_mean(word, _ALL_COMMAND_WORDS)):
         # Not even shaped like a command: most often the rest of the previous statement, cut off
         # by a stray ';'.
@@ -300,12 +312,16 @@ def _read_single_int(st: _Statement, minimum: int = 0) -> int:
     return _read_int(st, word, minimum, "value", example)
 
 
-def _read_number(st: _Statement) -> float:
-    expected = "one number such as -99"
+def _read_number(st: _Statement) -> float | None:
+    """MISSING's code; NA (Blimp 4's spelling for data whose missing cells are empty or NA, which
+    are missing anyway) reads as no code."""
+    expected = "one number such as -99, or NA"
     word = _one_word(st, "value", f"{expected} (one missing-value code for all variables)")
     if word is None:
         raise st.problem(None, "no value given", expected)
     text, index = word
+    if text.upper() == "NA":
+        return None
     if not _NUMBER.fullmatch(text):
         raise st.problem(index, f"{text!r} is not a number", expected)
     return float(text)
@@ -421,6 +437,109 @@ def _read_path(st: _Statement, index: int = 0) -> tuple[str, int]:
 _MODEL_EXPECTED = "'cluster ~ y x', with terms such as y, y:x (random slope) or a*b (product)"
 
 
+# Blimp 3/4's MODEL: what jaximpute reads of it so far, and what it names as not supported yet.
+_SUPPORTED_34 = ("one equation 'y ~ x w x*w | x' (random effects after '|', CLUSTERID for the "
+                 "clusters) or 'intercept -> y x w' (a joint model of y, x and w)")
+_UNSUPPORTED_34 = (
+    (r"~~|<->", "covariances ('~~', '<->')"),
+    (r"@", "labels and fixed values ('@')"),
+    (r"[{}]", "'{ ... }' (several outcomes, loops)"),
+    (r"[()]", "expressions in parentheses"),
+    (r"\^", "powers ('^')"),
+    (r"\[", "random effects placed at a level ('x[id]')"),
+    (r"\b[A-Za-z_][A-Za-z0-9_]*\.(mean|latent|lag|missing)\b", "'.mean', '.latent', '.lag' and "
+     "'.missing' terms"),
+    (r"(?<![A-Za-z0-9_.]):(?![A-Za-z0-9_.])|[A-Za-z0-9_.]:[A-Za-z0-9_.]", "ranges of names ('a1:a9') and labels "
+     "('focal.model:')"),
+)
+
+
+@dataclass(frozen=True)
+class _Model34:
+    outcome: Name | None
+    terms: tuple[ModelTerm, ...]
+    pos: Pos
+
+
+def _is_intercept(text: str) -> bool:
+    return text.lower() in ("intercept", "1")
+
+
+def _read_model34(st: _Statement) -> _Model34:
+    """One equation of Blimp 3/4's MODEL as the configuration's terms: `y ~ x w x*w | x` is the
+    outcome y with the terms y:x (a random slope, which carries x's fixed effect), w and x*w;
+    the intercept is always in, and with CLUSTERID a random intercept too (as Blimp does), so
+    'intercept' and '1' add nothing; `intercept -> y x w` is the joint model of y, x and w.
+    Everything else of the language is named as not supported yet."""
+    value = st.masked
+    if not value.strip():
+        raise st.problem(None, "the model is empty", _SUPPORTED_34)
+    for pattern, what in _UNSUPPORTED_34:
+        m = re.search(pattern, value)
+        if m:
+            raise st.problem(m.start(), f"{what} are not supported yet", _SUPPORTED_34)
+    arrow = re.search(r"->|\u2013>", value)
+    if arrow:
+        left = _tokens(st, r"\S+")
+        lhs = [t for t in left if t[1] < arrow.start()]
+        if len(lhs) != 1 or not _is_intercept(lhs[0][0]):
+            raise st.problem(lhs[0][1] if lhs else arrow.start(),
+                             "'->' with indicators (latent variables) is not supported yet",
+                             _SUPPORTED_34)
+        names = [_check_name(st, t) for t in left if t[1] > arrow.start()]
+        if not names:
+            raise st.problem(arrow.start(), "no variables after '->'", "'intercept -> y x w'")
+        _check_unique(st, names, "variable")
+        return _Model34(None, tuple(ModelTerm("var", (n,), n.pos) for n in names), st.at(lhs[0][1]))
+    tokens = _tokens(st, r"[A-Za-z0-9_.]+|[~|*]|\S")
+    for text, index in tokens:
+        if not re.fullmatch(r"[A-Za-z0-9_.]+|[~|*]", text):
+            raise st.problem(index, f"unexpected {_show(text)}", _SUPPORTED_34)
+    tildes = [t for t in tokens if t[0] == "~"]
+    if not tildes:
+        raise st.problem(tokens[0][1], "no '~'", _SUPPORTED_34)
+    split = tokens.index(tildes[0])
+    left, right = tokens[:split], tokens[split + 1:]
+    if len(tildes) > 1:
+        raise st.problem(tildes[1][1], "a second '~'", _SUPPORTED_34)
+    if len(left) != 1:
+        raise st.problem(left[1][1] if left else tildes[0][1],
+                         "several outcomes on one left side are not supported yet" if left else
+                         "no outcome left of '~'", _SUPPORTED_34)
+    outcome = _check_name(st, left[0])
+    bars = [t for t in right if t[0] == "|"]
+    if len(bars) > 1:
+        raise st.problem(bars[1][1], "a second '|'", "random effects after one '|', at the end")
+    fixed = right[:right.index(bars[0])] if bars else right
+    random = right[right.index(bars[0]) + 1:] if bars else []
+    terms = [t for t in _model_terms(st, [t for t in fixed if not _is_intercept(t[0])])] if fixed else []
+    slopes: list[Name] = []
+    for text, index in random:
+        if text == "*":
+            raise st.problem(index, "a product among the random effects is not supported yet",
+                             "names after '|'")
+        if not _is_intercept(text):
+            slopes.append(_check_name(st, (text, index)))
+    _check_unique(st, slopes, "random effect")
+    out: list[ModelTerm] = []
+    slope_of = {n.text.lower(): n for n in slopes}
+    for term in terms:
+        name = term.names[0]
+        if term.kind == "var" and name.text.lower() in slope_of:
+            out.append(ModelTerm("slope", (outcome, name), term.pos))
+            slope_of.pop(name.text.lower())
+        elif term.kind == "var" and name.text.lower() == outcome.text.lower():
+            raise Problem(term.pos, st.word, f"the outcome {name.text!r} is also a predictor",
+                          "an outcome left of '~' only")
+        else:
+            out.append(term)
+    out += [ModelTerm("slope", (outcome, n), n.pos) for n in slope_of.values()]
+    if not any(t.kind == "slope" for t in out):
+        out.insert(0, ModelTerm("var", (outcome,), outcome.pos))
+    return _Model34(outcome, tuple(out), st.at(left[0][1]))
+
+
+
 @dataclass(frozen=True)
 class _Model:
     ids: tuple[Name, ...]
@@ -534,8 +653,8 @@ class _Values(TypedDict, total=False):
     LEVEL1VARIABLES: list[Name]
     CLUSTERID: list[Name]
     OUTCOME: Name
-    MISSING: float
-    MODEL: _Model
+    MISSING: float | None
+    MODEL: _Model | _Model34
     SEED: int
     BURN: int
     NIMPS: int
@@ -548,8 +667,10 @@ class _Values(TypedDict, total=False):
 class _Reader:
     """Reads statements one by one (step 2), then checks them together (step 3)."""
 
-    def __init__(self, src: _Source, base: Path):
-        self.src, self.base = src, base
+    def __init__(self, src: _Source, base: Path, dialect: Dialect | None = None):
+        dialect = dialect or Dialect(BLIMP2, "")
+        self.src, self.base, self.dialect = src, base, dialect
+        self.blimp34 = dialect.name == BLIMP34
         self.commands: dict[str, Pos] = {}
         self.words: dict[str, str] = {}  # canonical -> the spelling used first (for messages)
         self.values: _Values = {}  # canonical command -> value, only for values read cleanly
@@ -568,6 +689,13 @@ class _Reader:
                            "each command once")
         self.commands.setdefault(st.command, st.pos)
         self.words.setdefault(st.command, st.word)
+        if self.blimp34 and st.command in BLIMP34_COMMANDS:
+            self.failed.add(st.command)
+            raise st.problem(None, "not supported yet (the script is read in Blimp 3/4's language: "
+                             f"{self.dialect.reason})",
+                             "a script without it; jaximpute reads Blimp 3/4's DATA, VARIABLES, "
+                             "CLUSTERID, ORDINAL, FIXED, MISSING, MODEL, SEED, BURN, ITER, NIMPS, "
+                             "CHAINS, OPTIONS and SAVE: stacked so far")
         readers: dict[str, Callable[[_Statement], object]] = {
             "DATA": lambda s: _read_path(s),
             "OUTFILE": self._read_outfile,
@@ -579,7 +707,7 @@ class _Reader:
             "CLUSTERID": self._read_clusterid,
             "OUTCOME": self._read_outcome,
             "MISSING": _read_number,
-            "MODEL": _read_model,
+            "MODEL": _read_model34 if self.blimp34 else _read_model,
             "SEED": _read_single_int,
             "BURN": lambda s: _read_single_int(s, minimum=1),   # a burn-in is required (PSR)
             "NIMPS": _read_single_int,
@@ -707,7 +835,7 @@ class _Reader:
         """CLUSTERID beside ids left of '~' in MODEL (the configuration holds MODEL's, whose
         names `config.problems` checks): its names must be variables and the same ids."""
         given, model = self.values.get("CLUSTERID"), self.values.get("MODEL")
-        if given is None or model is None or not model.ids:
+        if given is None or not isinstance(model, _Model) or not model.ids:
             return
         variables = self.values.get("VARIABLES")
         if variables is not None:
@@ -775,14 +903,29 @@ class _Reader:
         model = values.get("MODEL")
         terms = tuple(ModelTerm(t.kind, tuple(canon(n) for n in t.names), t.pos)
                       for t in (model.terms if model else ()))
-        cluster_ids = tuple(canon(n) for n in model.ids) if model and model.ids else names("CLUSTERID")
+        ids = model.ids if isinstance(model, _Model) else ()
+        cluster_ids = tuple(canon(n) for n in ids) if ids else names("CLUSTERID")
         options = frozenset(values.get("OPTIONS", ()))
         separate = bool(options & {"separate", "sep"}) or any(s.fmt == "separate" for s in self.saves)
         outfile_raw: str | None = (values["OUTFILE"][0] if "OUTFILE" in values
                                    else self.saves[0].raw if self.saves else None)
-        chains, processors = values.get("CHAINS", (2, None))
+        chains, processors = values.get("CHAINS", (4 if self.blimp34 else 2, None))
         priors = [p for p in _PRIORS if p in options]
         outcome = values.get("OUTCOME")
+        commands = dict(self.commands)
+        thin, iterations = values.get("THIN"), values.get("ITERATIONS")
+        if isinstance(model, _Model34):
+            # Blimp 3/4: the outcome is MODEL's left side; ITER counts the post-burn-in
+            # iterations of all chains together, and NIMPS imputations are spaced evenly over
+            # each chain's share (tests/fixtures/blimp_book/LANGUAGE.md, section 8)
+            outcome = model.outcome
+            if outcome is not None:
+                commands.setdefault("OUTCOME", model.pos)
+            if iterations is not None:
+                iterations = -(-iterations // max(chains, 1))
+                saves = -(-values.get("NIMPS", 0) // max(chains, 1))
+                if thin is None and saves:
+                    thin = max(1, iterations // saves)
         return Config(
             data=self._resolve(values["DATA"][0]) if "DATA" in values else None,
             variables=tuple(values["VARIABLES"]) if "VARIABLES" in values else None,
@@ -797,9 +940,9 @@ class _Reader:
             outcome=canon(outcome) if outcome is not None else None,
             seed=values.get("SEED"),
             burn=values.get("BURN"),
-            thin=values.get("THIN"),
+            thin=thin,
             nimps=values.get("NIMPS", 0),
-            iterations=values.get("ITERATIONS"),
+            iterations=iterations,
             chains=chains,
             processors=processors,
             outfile=self._resolve(outfile_raw) if outfile_raw is not None else None,
@@ -807,10 +950,13 @@ class _Reader:
             stacked0="stacked0" in options,
             header="header" in options,
             psr="psr" in options,
-            estimates="estimates" in options,
+            # Blimp 3/4 always summarises the posterior
+            estimates="estimates" in options or self.blimp34,
             prior=priors[0] if priors else "prior2",
             options=options,
-            origin=Origin("script", self.src.label, types.MappingProxyType(dict(self.commands)), path),
+            dialect=self.dialect.name,
+            dialect_reason=self.dialect.reason,
+            origin=Origin("script", self.src.label, types.MappingProxyType(commands), path),
         )
 
     def _resolve(self, raw: str) -> Path:
@@ -851,11 +997,15 @@ def parse_script(text: str, path: str | Path | None = None) -> Config:
     label = "<script>" if path is None else str(path)
     src = _Source(text, label)
     base = Path(path).parent if path is not None else Path.cwd()
-    reader = _Reader(src, base)
+    try:
+        dialect = decide(src.text, lambda offset: src.pos(offset).line)
+    except Ambiguous as a:
+        raise ScriptError(_format(label, src.pos(a.offset), a.command or None, a.message)) from None
+    reader = _Reader(src, base, dialect)
     found: list[Problem] = []
     complete = True
     try:
-        for st in _statements(src):
+        for st in _statements(src, reader.blimp34):
             try:
                 reader.take(st)
             except Problem as p:  # keep reading: an earlier cross-statement problem may win

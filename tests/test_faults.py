@@ -255,13 +255,15 @@ def _sigterm_caught(pid: int) -> bool:
     return False
 
 
+# one case per stage in the fast selection (the README's test command stays under 3 minutes),
+# the other signal at each stage with the rest of the suite
 @pytest.mark.parametrize("stage,sig", [
     ("starting", signal.SIGTERM),
-    ("starting", signal.SIGINT),
+    pytest.param("starting", signal.SIGINT, marks=pytest.mark.slow),
     ("compiling", signal.SIGINT),
     ("sampling", signal.SIGINT),
-    ("sampling", signal.SIGTERM),
-    ("writing", signal.SIGINT),
+    pytest.param("sampling", signal.SIGTERM, marks=pytest.mark.slow),
+    pytest.param("writing", signal.SIGINT, marks=pytest.mark.slow),
     ("writing", signal.SIGTERM),
 ])
 def test_a_signal_stops_a_run_at_once_and_writes_nothing(tmp_path, cache, big, stage, sig):

@@ -228,12 +228,12 @@ BAD = {
                         "'procs' is not 'processors' (did you mean 'processors'?); expected 'k' or 'k processors p'"),
     "CHAINS without processor count": ("MODEL: c ~ y;\nCHAINS: 2 processors;\n", 2, 1, "CHAINS",
                                        "no number after 'processors'"),
-    "MISSING not a number": ("MODEL: c ~ y;\nMISSING: NA;\n", 2, 10, "MISSING",
-                             "'NA' is not a number; expected one number such as -99"),
+    "MISSING not a number": ("MODEL: c ~ y;\nMISSING: none;\n", 2, 10, "MISSING",
+                             "'none' is not a number; expected one number such as -99, or NA"),
     "cluster id used as a term": (V + "MODEL: c ~ y c;\n", 2, 14, "MODEL",
                                   "cluster id 'c' is also used as a model term"),
-    "CLUSTERID differs from MODEL": (V + "CLUSTERID: w;\nMODEL: c ~ y;\n", 2, 12, "CLUSTERID",
-                                     "'w' differs from the ids left of '~' in MODEL on line 3"),
+    "CLUSTERID differs from MODEL": (V + "CLUSTERID: c w;\nMODEL: c ~ y;\n", 2, 12, "CLUSTERID",
+                                     "'c w' differs from the ids left of '~' in MODEL on line 3"),
     "missing MODEL": ("DATA: x.csv;\nBURN: 10;\n", 1, 1, "MODEL", "required but not given"),
     "empty script": ("# only a comment\n", 1, 1, "MODEL", "required but not given"),
     "two priors": ("MODEL: c ~ y;\nOPTIONS: prior1 estimates prior3;\n", 2, 27, "OPTIONS",
@@ -404,7 +404,7 @@ def test_missing_final_semicolon_and_defaults():
 
 
 def test_numbers():
-    s = parse_script("MODEL: c ~ y;\nMISSING: -9.5e1;\nSEED: 0;\nBURN: 1;\nCHAINS: 4;\nITERATIONS: 500;")
+    s = parse_script("MODEL: c ~ y;\nCLUSTERID: c;\nMISSING: -9.5e1;\nSEED: 0;\nBURN: 1;\nCHAINS: 4;\nITERATIONS: 500;")
     assert s.missing == -95.0
     assert (s.seed, s.burn, s.chains, s.processors, s.iterations) == (0, 1, 4, None, 500)
     assert isinstance(s.seed, int)
