@@ -255,8 +255,8 @@ def _sigterm_caught(pid: int) -> bool:
     return False
 
 
-# one case per stage in the fast selection (the README's test command stays under 3 minutes),
-# the other signal at each stage with the rest of the suite
+# the first three stages in the fast selection (the README's test command stays under 3
+# minutes); the other cases, writing included, with the rest of the suite
 @pytest.mark.parametrize("stage,sig", [
     ("starting", signal.SIGTERM),
     pytest.param("starting", signal.SIGINT, marks=pytest.mark.slow),
@@ -264,7 +264,7 @@ def _sigterm_caught(pid: int) -> bool:
     ("sampling", signal.SIGINT),
     pytest.param("sampling", signal.SIGTERM, marks=pytest.mark.slow),
     pytest.param("writing", signal.SIGINT, marks=pytest.mark.slow),
-    ("writing", signal.SIGTERM),
+    pytest.param("writing", signal.SIGTERM, marks=pytest.mark.slow),
 ])
 def test_a_signal_stops_a_run_at_once_and_writes_nothing(tmp_path, cache, big, stage, sig):
     """At each stage the run ends within moments with status 130 (SIGINT) or 143 (SIGTERM),
@@ -451,6 +451,7 @@ def test_two_processes_writing_one_set_of_separate_files_leave_one_set(tmp_path)
     assert sorted(os.listdir(out)) == sorted([*(f"imp{i}.csv" for i in range(1, 7)), "implist.csv"])
 
 
+@pytest.mark.slow           # shares the 'short' fixture's two runs (18 s)
 def test_two_runs_writing_the_same_output_leave_one_runs_files(tmp_path, short, cache):
     """Two `jaximpute run`s with different seeds started together into the same separate
     files: afterwards every file is the one run's or every file is the other's."""
@@ -471,6 +472,7 @@ def test_two_runs_writing_the_same_output_leave_one_runs_files(tmp_path, short, 
 # 3. a full disk and a read-only folder
 
 
+@pytest.mark.slow           # shares the 'short' fixture's two runs (18 s)
 def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, short, cache):
     """A file-size limit (RLIMIT_FSIZE, as a full disk or quota does: the write fails with
     EFBIG) on the output: one line naming the file and the cause, status 2, the earlier file
@@ -524,6 +526,7 @@ def _read_only_prelude(folder: Path) -> str | None:
     return WITHOUT_WRITE_OVERRIDE
 
 
+@pytest.mark.slow           # shares the 'short' fixture's two runs (18 s)
 def test_a_read_only_output_folder_is_one_line(tmp_path, short, cache):
     """OUTFILE in a folder that cannot be written: refused before any work (status 2, one line)
     when it is read-only from the start, and named at the end when it became read-only while
