@@ -279,7 +279,6 @@ def run(config: Config, table: DataTable, *, progress: bool = True, stream=None,
     """Run a configuration (from a script or `configure`) on a table."""
     t0 = time.perf_counter()
     config.check_runnable(data=False)
-    _check_scale(config, table)
     spec = build_spec(config, table)
     if sampler is not None:
         spec.sampler = sampler
@@ -302,39 +301,6 @@ def run(config: Config, table: DataTable, *, progress: bool = True, stream=None,
     report.categories = category_counts(spec, imputed)
     report.acceptance = acceptance_rates(spec, settings, raw)
     return ImputationResult(config, spec, settings, raw, imputed, raw.burn_psr[0], labels, estimates, report)
-
-
-def _check_scale(config: Config, table: DataTable) -> None:
-    """Refuse a modelled column whose values are too small or too large to compute with, with a
-    message that says so (and to rescale), where the model's own checks would mislead: values
-    near 1e-300 whose spread underflows to 0 in double precision read as "the same value on
-    every observed row"; values beyond the sampler's floating point (float32 unless JAX runs in
-    64 bits) came back as "the sampler diverged"."""
-    import jax.numpy as jnp
-    ids = {n.text.lower() for n in config.cluster_ids}
-    named = [n.text.lower() for t in config.model for n in t.names] + [n.text.lower() for n in config.fixed]
-    column = {name.lower(): j for j, name in enumerate(table.names)}
-    largest = float(np.finfo(jnp.result_type(float)).max)
-    for name in dict.fromkeys(named):
-        j = column.get(name)
-        if j is None or name in ids:
-            continue                      # the model's checks name an unknown variable
-        obs = table.values[:, j][~np.isnan(table.values[:, j])]
-        if obs.size < 2:
-            continue
-        where = f"{table.source}: column {j + 1} ({table.names[j]})"
-        top = float(np.abs(obs).max())
-        with np.errstate(under="ignore", over="ignore"):
-            sd = float(np.std(obs))
-        if np.ptp(obs) > 0 and not sd > 0:
-            raise DataError(f"{where}: its values (up to {top:.3g} in size) are so small that their "
-                            "spread underflows to 0 in double precision, so they cannot be "
-                            "standardised; expected values of a usual size: rescale the column "
-                            "(multiply it by a power of 10)")
-        if top > largest or not np.isfinite(sd):
-            raise DataError(f"{where}: its values (up to {top:.3g} in size) are too large for the "
-                            f"sampler's floating point (at most {largest:.3g}); expected values of a "
-                            "usual size: rescale the column (divide it by a power of 10)")
 
 
 def machine_memory() -> int | None:

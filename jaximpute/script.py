@@ -512,7 +512,7 @@ def _read_model34(st: _Statement) -> _Model34:
         raise st.problem(bars[1][1], "a second '|'", "random effects after one '|', at the end")
     fixed = right[:right.index(bars[0])] if bars else right
     random = right[right.index(bars[0]) + 1:] if bars else []
-    terms = [t for t in _model_terms(st, [t for t in fixed if not _is_intercept(t[0])])] if fixed else []
+    terms = _model_terms(st, [t for t in fixed if not _is_intercept(t[0])])
     slopes: list[Name] = []
     for text, index in random:
         if text == "*":

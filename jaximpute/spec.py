@@ -81,24 +81,59 @@ def _not_yet(cfg: Config, pos, what: str, issue: str) -> ModelError:
     return ModelError(str(err))
 
 
-def detect_levels(values: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+def within_clusters(values: np.ndarray, cluster: np.ndarray):
+    """(varies, counts, owners): per cluster (in `owners` order) and column, whether its observed
+    values differ beyond rounding (1e-9 of the column's largest magnitude, or of 1), and how many
+    are observed. What detect_levels and _check_level_changes both read."""
+    g = pd.DataFrame(values).groupby(cluster)
+    spread, counts = (g.max() - g.min()).to_numpy(), g.count().to_numpy()
+    scale = np.maximum(1.0, np.abs(np.where(np.isfinite(values), values, 0.0)).max(axis=0))
+    return np.nan_to_num(spread, nan=0.0) > 1e-9 * scale, counts, g.max().index.to_numpy()
+
+
+def detect_levels(values: np.ndarray, cluster: np.ndarray, within=None) -> np.ndarray:
     """Level of each column: 2 if its observed values are constant within every cluster (and
-    some cluster has two or more observed values), else 1 (docs/design/model.md, Data)."""
-    levels = np.ones(values.shape[1], dtype=int)
-    df = pd.DataFrame(values)
-    g = df.groupby(cluster)
-    spread = (g.max() - g.min()).to_numpy()
-    counts = g.count().to_numpy()
-    for c in range(values.shape[1]):
-        scale = max(1.0, float(np.nanmax(np.abs(values[:, c]))) if np.isfinite(values[:, c]).any() else 1.0)
-        sp = spread[:, c]
-        constant = np.all(np.nan_to_num(sp, nan=0.0) <= 1e-9 * scale)
-        if constant and np.any(counts[:, c] >= 2):
-            levels[c] = 2
-    return levels
+    some cluster has two or more observed values), else 1 (docs/design/model.md, Data).
+    `within`: within_clusters(values, cluster), where the caller has it already."""
+    varies, counts, _ = within if within is not None else within_clusters(values, cluster)
+    return np.where(~varies.any(axis=0) & (counts >= 2).any(axis=0), 2, 1)
+
+
+def _check_scale(config: Config, table: DataTable) -> None:
+    """Refuse a modelled column whose values are too small or too large to compute with, with a
+    message that says so (and to rescale), where the model's own checks would mislead: values
+    near 1e-300 whose spread underflows to 0 in double precision read as "the same value on
+    every observed row"; values beyond the sampler's floating point (float32 unless JAX runs in
+    64 bits) came back as "the sampler diverged"."""
+    import jax.numpy as jnp
+    ids = {n.text.lower() for n in config.cluster_ids}
+    named = [n.text.lower() for t in config.model for n in t.names] + [n.text.lower() for n in config.fixed]
+    column = {name.lower(): j for j, name in enumerate(table.names)}
+    largest = float(np.finfo(jnp.result_type(float)).max)
+    for name in dict.fromkeys(named):
+        j = column.get(name)
+        if j is None or name in ids:
+            continue                      # the model's checks name an unknown variable
+        obs = table.values[:, j][~np.isnan(table.values[:, j])]
+        if obs.size < 2:
+            continue
+        where = f"{table.source}: column {j + 1} ({table.names[j]})"
+        top = float(np.abs(obs).max())
+        with np.errstate(under="ignore", over="ignore"):
+            sd = float(np.std(obs))
+        if np.ptp(obs) > 0 and not sd > 0:
+            raise DataError(f"{where}: its values (up to {top:.3g} in size) are so small that their "
+                            "spread underflows to 0 in double precision, so they cannot be "
+                            "standardised; expected values of a usual size: rescale the column "
+                            "(multiply it by a power of 10)")
+        if top > largest or not np.isfinite(sd):
+            raise DataError(f"{where}: its values (up to {top:.3g} in size) are too large for the "
+                            f"sampler's floating point (at most {largest:.3g}); expected values of a "
+                            "usual size: rescale the column (divide it by a power of 10)")
 
 
 def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
+    _check_scale(cfg, table)
     names = list(table.names)
     lower = {n.lower(): i for i, n in enumerate(names)}
 
@@ -167,13 +202,14 @@ def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
             cl = pairs(values[:, unit_col], cl).cluster
         _check_clusters(cfg, table, names[cluster_col], cl, names[unit_col] if unit_col is not None else None,
                         values[:, unit_col] if unit_col is not None else None)
-        levels = detect_levels(values, cl)
+        within = within_clusters(values, cl)
+        levels = detect_levels(values, cl, within)
         if unit_col is not None:
             levels = np.where((levels == 2) & _constant_within(values, values[:, unit_col], cl), 3, levels)
         forced = [col(n) for n in cfg.level1]
         levels[forced] = 1
         _check_level_changes(cfg, table, names, cl, values[:, cluster_col], levels,
-                             [c for c in named + fixed_cols if c not in forced])
+                             [c for c in named + fixed_cols if c not in forced], within)
     else:
         cl = np.zeros(n_rows)
         levels = np.ones(values.shape[1], dtype=int)
@@ -242,23 +278,19 @@ def build_spec(cfg: Config, table: DataTable) -> ModelSpec:
                      notes, names[unit_col] if unit_col is not None else None)
 
 
-def _check_level_changes(cfg: Config, table: DataTable, names, cluster, ids, levels, columns) -> None:
+def _check_level_changes(cfg: Config, table: DataTable, names, cluster, ids, levels, columns,
+                         within) -> None:
     """Refuse a variable that is constant within all but a few clusters (at most 5% of those with
     two or more observed values, or one): most likely a level-2 variable with a few wrong values,
     which detect_levels would silently make level 1 and impute within clusters. The user says
     which: correct the values (level 2), or LEVEL1VARIABLES (level 1)."""
-    if not columns:
-        return
-    g = pd.DataFrame(table.values[:, columns]).groupby(cluster)
-    spread, counts = (g.max() - g.min()).to_numpy(), g.count().to_numpy()
-    owners = g.max().index.to_numpy()
-    for k, c in enumerate(columns):
+    differ, counts, owners = within
+    for c in columns:
         if levels[c] != 1:
             continue
         v = table.values[:, c]
-        scale = max(1.0, float(np.nanmax(np.abs(v)))) if np.isfinite(v).any() else 1.0
-        judged = counts[:, k] >= 2
-        varies = judged & (np.nan_to_num(spread[:, k], nan=0.0) > 1e-9 * scale)
+        judged = counts[:, c] >= 2
+        varies = judged & differ[:, c]
         m, n_vary = int(judged.sum()), int(varies.sum())
         if n_vary == 0 or n_vary > max(1, 0.05 * m):
             continue

@@ -13,19 +13,7 @@ import pytest
 
 from jaximpute.cli import main
 
-GOOD_DATA = "".join(f"{j},{(i * 7 + j) % 5 + 0.5},{'-99' if (i + j) % 4 == 0 else (i * 3 + j) % 7 + 0.25}\n"
-                    for j in range(1, 9) for i in range(6))
-
-SCRIPT = """DATA: data.csv;
-VARIABLES: cluster y x;
-MISSING: -99;
-MODEL: cluster ~ y x;
-SEED: 1;
-BURN: 20;
-THIN: 5;
-NIMPS: 2;
-OUTFILE: imps.csv;
-"""
+from test_cli_errors import BASE as SCRIPT, GOOD_DATA     # the same good script and data
 
 STUDY = """[study]
 reps = 2
